@@ -1,0 +1,329 @@
+//! Mount configuration: `-o` options (as mount(8) and fstab pass them), sizes with
+//! suffixes, and Warabi provider or Bedrock configuration files.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::store::PoolConfig;
+
+/// Everything a mount needs, gathered from the command line, `-o` and `--config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountConfig {
+    pub pool: PoolConfig,
+    pub mountpoint: PathBuf,
+    pub read_only: bool,
+    pub sync: bool,
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub threads: usize,
+    pub log_level: Option<String>,
+    pub log_file: Option<PathBuf>,
+    pub foreground: bool,
+    /// Kernel mount flags passed through unchanged (nodev, nosuid, noexec, ...).
+    pub kernel_flags: Vec<String>,
+}
+
+impl MountConfig {
+    pub fn new(pool: PathBuf, mountpoint: PathBuf) -> MountConfig {
+        MountConfig {
+            pool: PoolConfig {
+                path: pool,
+                ..PoolConfig::default()
+            },
+            mountpoint,
+            read_only: false,
+            sync: false,
+            allow_other: false,
+            allow_root: false,
+            uid: None,
+            gid: None,
+            threads: default_threads(),
+            log_level: None,
+            log_file: None,
+            foreground: false,
+            kernel_flags: Vec::new(),
+        }
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(2, 8)
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("unknown mount option \"{0}\"")]
+    UnknownOption(String),
+    #[error("mount option \"{option}\": {reason}")]
+    BadValue { option: String, reason: String },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("config file {path}: {reason}")]
+    Content { path: PathBuf, reason: String },
+}
+
+/// Options mount(8), fstab and systemd pass that only mean something to them.
+const IGNORED_OPTIONS: &[&str] = &[
+    "defaults", "auto", "noauto", "user", "nouser", "users", "nofail", "_netdev", "async",
+];
+/// Kernel flags handed on to the mount as they are.
+const KERNEL_FLAGS: &[&str] = &[
+    "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "dirsync",
+];
+
+/// Parses a byte count: digits with an optional K, M, G or T suffix (powers of 1024,
+/// optionally followed by "i" and/or "B").
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(digits_end);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a size (bytes, or a number with K, M, G or T)"))?;
+    let shift = match suffix.trim_end_matches(['B', 'b']).trim_end_matches('i') {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return Err(format!("\"{text}\" has an unknown size suffix")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("\"{text}\" is too large"))
+}
+
+fn parse_number<T: std::str::FromStr>(option: &str, value: &str) -> Result<T, ConfigError> {
+    value.parse().map_err(|_| ConfigError::BadValue {
+        option: option.to_string(),
+        reason: format!("\"{value}\" is not a number"),
+    })
+}
+
+/// Applies one `-o` list ("a,b=c,...") to the configuration.
+pub fn apply_options(config: &mut MountConfig, list: &str) -> Result<(), ConfigError> {
+    for option in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        apply_option(config, option)?;
+    }
+    Ok(())
+}
+
+fn apply_option(config: &mut MountConfig, option: &str) -> Result<(), ConfigError> {
+    let (name, value) = match option.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (option, None),
+    };
+    let bad = |reason: String| ConfigError::BadValue {
+        option: name.to_string(),
+        reason,
+    };
+    match (name, value) {
+        ("create_if_missing_with_size", Some(v)) => {
+            config.pool.create_if_missing_with_size = Some(parse_size(v).map_err(bad)?)
+        }
+        ("override_if_exists", None) => config.pool.override_if_exists = true,
+        ("override_if_exists", Some(v)) => {
+            config.pool.override_if_exists = parse_bool(v).map_err(bad)?
+        }
+        ("ro", None) => config.read_only = true,
+        ("rw", None) => config.read_only = false,
+        ("sync", None) => config.sync = true,
+        ("allow_other", None) => config.allow_other = true,
+        ("allow_root", None) => config.allow_root = true,
+        // The kernel always checks permissions for warabifs; accepted for compatibility.
+        ("default_permissions", None) => {}
+        ("uid", Some(v)) => config.uid = Some(parse_number(name, v)?),
+        ("gid", Some(v)) => config.gid = Some(parse_number(name, v)?),
+        ("threads", Some(v)) => config.threads = parse_threads(v).map_err(bad)?,
+        ("log_level", Some(v)) => config.log_level = Some(v.to_string()),
+        ("log_file", Some(v)) => config.log_file = Some(PathBuf::from(v)),
+        (n, None) if IGNORED_OPTIONS.contains(&n) => {}
+        (n, None) if KERNEL_FLAGS.contains(&n) => config.kernel_flags.push(n.to_string()),
+        (n, _) if n.starts_with("x-") || n.starts_with("comment=") => {}
+        _ => return Err(ConfigError::UnknownOption(option.to_string())),
+    }
+    Ok(())
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("\"{value}\" is not true or false")),
+    }
+}
+
+fn parse_threads(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err(format!("\"{value}\" is not a thread count from 1 to 64")),
+    }
+}
+
+/// Reads the pool settings from a Warabi provider config (`{"target": {...}}`) or a
+/// Bedrock config (`{"providers": [{"type": "warabi", ...}]}`); `provider_id` picks one
+/// when Bedrock lists several.
+pub fn pool_from_config_file(
+    path: &Path,
+    provider_id: Option<u16>,
+) -> Result<PoolConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let content = |reason: String| ConfigError::Content {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let json: Value =
+        serde_json::from_str(&text).map_err(|e| content(format!("not valid JSON: {e}")))?;
+    let provider = if json.get("providers").is_some() {
+        bedrock_provider(&json, provider_id).map_err(content)?
+    } else {
+        &json
+    };
+    pool_from_provider(provider).map_err(content)
+}
+
+fn bedrock_provider(json: &Value, provider_id: Option<u16>) -> Result<&Value, String> {
+    let providers = json["providers"]
+        .as_array()
+        .ok_or("\"providers\" is not a list")?;
+    let warabi: Vec<&Value> = providers
+        .iter()
+        .filter(|p| p["type"] == "warabi")
+        .filter(|p| provider_id.is_none_or(|id| p["provider_id"].as_u64() == Some(u64::from(id))))
+        .collect();
+    match (warabi.as_slice(), provider_id) {
+        ([one], _) => Ok(&one["config"]),
+        ([], Some(id)) => Err(format!("no warabi provider with provider_id {id}")),
+        ([], None) => Err("no provider of type \"warabi\"".to_string()),
+        (_, _) => Err("several warabi providers; pick one with --provider-id".to_string()),
+    }
+}
+
+fn pool_from_provider(provider: &Value) -> Result<PoolConfig, String> {
+    let target = provider
+        .get("target")
+        .ok_or("no \"target\" in the warabi provider config")?;
+    match target["type"].as_str() {
+        Some("pmem" | "pmdk") => {}
+        Some(other) => return Err(format!("target type \"{other}\" is not pmem or pmdk")),
+        None => return Err("the target has no \"type\"".to_string()),
+    }
+    let config = &target["config"];
+    let path = config["path"]
+        .as_str()
+        .ok_or("the pmem target has no \"path\"")?;
+    let size = match &config["create_if_missing_with_size"] {
+        Value::Null => None,
+        v => Some(
+            v.as_u64()
+                .ok_or("\"create_if_missing_with_size\" is not a non-negative integer")?,
+        ),
+    };
+    let override_if_exists = match &config["override_if_exists"] {
+        Value::Null => false,
+        v => v
+            .as_bool()
+            .ok_or("\"override_if_exists\" is not a boolean")?,
+    };
+    Ok(PoolConfig {
+        path: PathBuf::from(path),
+        create_if_missing_with_size: size,
+        override_if_exists,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> MountConfig {
+        MountConfig::new("/p".into(), "/m".into())
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("8388608"), Ok(8 << 20));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn options_set_their_fields() {
+        let mut c = config();
+        apply_options(&mut c, "create_if_missing_with_size=64M,override_if_exists,ro,sync,allow_other,uid=7,gid=8,threads=3,nodev,defaults,x-systemd.automount,nofail").unwrap();
+        assert_eq!(c.pool.create_if_missing_with_size, Some(64 << 20));
+        assert!(c.pool.override_if_exists && c.read_only && c.sync && c.allow_other);
+        assert_eq!((c.uid, c.gid, c.threads), (Some(7), Some(8), 3));
+        assert_eq!(c.kernel_flags, vec!["nodev".to_string()]);
+    }
+
+    #[test]
+    fn unknown_options_are_named() {
+        let err = apply_options(&mut config(), "rw,frobnicate").unwrap_err();
+        assert_eq!(err.to_string(), "unknown mount option \"frobnicate\"");
+        assert!(apply_options(&mut config(), "uid=x").is_err());
+        assert!(apply_options(&mut config(), "threads=0").is_err());
+    }
+
+    fn write_json(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn warabi_provider_config_is_read() {
+        let f = write_json(
+            r#"{"target":{"type":"pmem","config":{"path":"/x.pmem","create_if_missing_with_size":10485760}}}"#,
+        );
+        let pool = pool_from_config_file(f.path(), None).unwrap();
+        assert_eq!(pool.path, PathBuf::from("/x.pmem"));
+        assert_eq!(pool.create_if_missing_with_size, Some(10485760));
+        assert!(!pool.override_if_exists);
+    }
+
+    #[test]
+    fn bedrock_config_picks_the_warabi_provider() {
+        let f = write_json(
+            r#"{"providers":[{"type":"yokan","provider_id":1,"config":{}},
+                {"type":"warabi","provider_id":42,"config":{"target":{"type":"pmdk","config":{"path":"/a","override_if_exists":true,"create_if_missing_with_size":8388608}}}},
+                {"type":"warabi","provider_id":43,"config":{"target":{"type":"pmem","config":{"path":"/b"}}}}]}"#,
+        );
+        assert!(pool_from_config_file(f.path(), None)
+            .unwrap_err()
+            .to_string()
+            .contains("--provider-id"));
+        let pool = pool_from_config_file(f.path(), Some(42)).unwrap();
+        assert_eq!(pool.path, PathBuf::from("/a"));
+        assert!(pool.override_if_exists);
+        assert_eq!(
+            pool_from_config_file(f.path(), Some(43)).unwrap().path,
+            PathBuf::from("/b")
+        );
+        assert!(pool_from_config_file(f.path(), Some(44)).is_err());
+    }
+
+    #[test]
+    fn other_target_types_are_refused() {
+        let f = write_json(r#"{"target":{"type":"abtio","config":{"path":"/x"}}}"#);
+        assert!(pool_from_config_file(f.path(), None)
+            .unwrap_err()
+            .to_string()
+            .contains("abtio"));
+    }
+}

@@ -1,0 +1,305 @@
+//! File data: open handles, read, write, growth, truncate, fsync, and attribute changes.
+//!
+//! Invariant: a file's bytes [0, size) live at the start of its region; bytes between
+//! size and capacity are undefined, so whatever raises the size first fills the new
+//! range with data or zeros.
+
+use super::inode::InodeState;
+use super::Attr;
+use super::{Errno, FileKind, FsResult, Handle, WarabiFs};
+use crate::pmem::{Oid, MAX_ALLOC_SIZE};
+use crate::store::records::Timestamp;
+use crate::store::StoreError;
+
+/// A time to set with setattr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetTime {
+    Now,
+    At(Timestamp),
+}
+
+/// The attribute changes of one setattr call; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    pub ctime: Option<Timestamp>,
+}
+
+/// Smallest region allocated for a file: below this, growth would reallocate too often.
+const MIN_REGION: u64 = 256;
+
+impl WarabiFs {
+    /// Opens a file; `write` says whether the handle may write.
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<u64> {
+        if write {
+            self.writable()?;
+        }
+        let inode = self.inode(ino)?;
+        let mut state = inode.state.write();
+        if state.kind() == FileKind::Directory && write {
+            return Err(Errno::EISDIR);
+        }
+        state.open_handles += 1;
+        let fh = self
+            .next_fh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.handles.insert(fh, Handle { ino });
+        Ok(fh)
+    }
+
+    /// Creates and opens a regular file.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        caller: super::Caller,
+    ) -> FsResult<(Attr, u64)> {
+        let attr = self.mknod(parent, name, libc::S_IFREG | (mode & 0o7777), 0, caller)?;
+        let fh = self.open(attr.ino, true)?;
+        Ok((attr, fh))
+    }
+
+    /// Closes a handle; the last close of an unlinked file frees it.
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let (_, handle) = self.handles.remove(&fh).ok_or(Errno::EBADF)?;
+        let inode = self.inode(handle.ino)?;
+        let mut state = inode.state.write();
+        state.open_handles = state.open_handles.saturating_sub(1);
+        if state.meta.nlink > 0 || state.open_handles > 0 {
+            return self.persist(&mut state);
+        }
+        let mut tx = self.store.begin()?;
+        tx.free(state.region())?;
+        if let Some(record) = state.record {
+            tx.free(record)?;
+        }
+        tx.commit()?;
+        drop(state);
+        self.inodes.remove(&handle.ino);
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at `off`, handing `reply` a slice of the region itself.
+    pub fn read<R>(
+        &self,
+        ino: u64,
+        off: u64,
+        len: u32,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> FsResult<R> {
+        let inode = self.inode(ino)?;
+        let state = inode.state.read();
+        if state.kind() == FileKind::Directory {
+            return Err(Errno::EISDIR);
+        }
+        let size = state.meta.size;
+        if off >= size {
+            return Ok(reply(&[]));
+        }
+        let n = (size - off).min(u64::from(len)) as usize;
+        Ok(reply(self.store.read(state.region(), off, n)))
+    }
+
+    /// Writes `data` at `off`, growing the region when needed. Visible at once, durable
+    /// at fsync (or before returning with `-o sync` or `sync`).
+    pub fn write(&self, ino: u64, off: u64, data: &[u8], sync: bool) -> FsResult<usize> {
+        self.writable()?;
+        let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
+        if end > MAX_ALLOC_SIZE {
+            return Err(Errno::EFBIG);
+        }
+        let inode = self.inode(ino)?;
+        let mut state = inode.state.write();
+        if state.kind() != FileKind::Regular {
+            return Err(Errno::EBADF);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if end > state.capacity {
+            if state.record.is_none() {
+                drop(state);
+                self.adopt(ino)?;
+                return self.write(ino, off, data, sync);
+            }
+            self.grow(&mut state, end)?;
+        }
+        let size = state.meta.size;
+        let region = state.region();
+        if off > size {
+            self.store.zero(region, size, off - size);
+            state.dirty.add(size, off);
+        }
+        self.store.write(region, off, data);
+        state.dirty.add(off, end);
+        state.meta.size = size.max(end);
+        state.touch_modified();
+        state.meta_dirty = true;
+        if sync || self.opts.sync {
+            self.persist(&mut state)?;
+        }
+        Ok(data.len())
+    }
+
+    /// Moves the file to a region of at least `needed` bytes, in one transaction that
+    /// also records the new RegionID. Capacity doubles so that appends copy each byte
+    /// a bounded number of times; on a nearly full pool an exact fit is tried too.
+    fn grow(&self, state: &mut InodeState, needed: u64) -> FsResult<()> {
+        let doubled = needed
+            .max(state.capacity.saturating_mul(2))
+            .max(MIN_REGION)
+            .min(MAX_ALLOC_SIZE);
+        match self.move_region(state, doubled) {
+            Err(e) if e.errno() == libc::ENOSPC && doubled > needed => {
+                self.move_region(state, needed)
+            }
+            other => other,
+        }
+        .map_err(Errno::from)
+    }
+
+    fn move_region(&self, state: &mut InodeState, capacity: u64) -> Result<(), StoreError> {
+        let record = state.record.expect("grow needs an adopted inode");
+        let old = state.region();
+        let size = state.meta.size;
+        let mut tx = self.store.begin()?;
+        let new = tx.create_region(capacity)?;
+        if size > 0 {
+            self.store.pool().copy(old, 0, new, 0, size as usize);
+            self.store.flush(new, 0, size);
+            self.store.drain();
+        }
+        tx.free(old)?;
+        let mut meta = state.meta.clone();
+        meta.region = new;
+        tx.update_inode(record, &meta)?;
+        tx.commit()?;
+        state.meta = meta;
+        state.capacity = self.store.capacity(new);
+        state.dirty.take();
+        state.meta_dirty = false;
+        Ok(())
+    }
+
+    /// Persists written data (only the ranges that changed).
+    pub(super) fn persist_data(&self, state: &mut InodeState) {
+        let ranges = state.dirty.take();
+        if ranges.is_empty() {
+            return;
+        }
+        let region = state.region();
+        for (start, end) in ranges {
+            self.store.flush(region, start, end - start);
+        }
+        self.store.drain();
+    }
+
+    /// Persists data, then the size and times if they changed.
+    pub(super) fn persist(&self, state: &mut InodeState) -> FsResult<()> {
+        self.persist_data(state);
+        if !state.meta_dirty || state.record.is_none() || self.opts.read_only {
+            return Ok(());
+        }
+        let mut tx = self.store.begin()?;
+        tx.update_inode(state.record.expect("checked"), &state.meta)?;
+        tx.commit()?;
+        state.meta_dirty = false;
+        Ok(())
+    }
+
+    /// fsync/fdatasync: everything written to the file so far becomes durable.
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        let inode = self.inode(ino)?;
+        let mut state = inode.state.write();
+        self.persist(&mut state)
+    }
+
+    /// Changes attributes in one transaction (a truncate that needs a bigger region
+    /// first moves the file in a transaction of its own).
+    pub fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
+        self.writable()?;
+        if self.inode(ino)?.state.read().record.is_none() {
+            self.adopt(ino)?;
+        }
+        let inode = self.inode(ino)?;
+        let mut state = inode.state.write();
+        let now = Timestamp::now();
+        let mut meta = state.meta.clone();
+        if let Some(mode) = change.mode {
+            meta.mode = (meta.mode & libc::S_IFMT) | (mode & 0o7777);
+        }
+        meta.uid = change.uid.unwrap_or(meta.uid);
+        meta.gid = change.gid.unwrap_or(meta.gid);
+        let resolve = |t: SetTime| match t {
+            SetTime::Now => now,
+            SetTime::At(t) => t,
+        };
+        if let Some(t) = change.atime {
+            meta.atime = resolve(t);
+        }
+        if let Some(t) = change.mtime {
+            meta.mtime = resolve(t);
+        }
+        meta.ctime = change.ctime.unwrap_or(now);
+        let mut free_region = Oid::NULL;
+        if let Some(size) = change.size {
+            free_region = self.resize(&mut state, &mut meta, size)?;
+            if change.mtime.is_none() {
+                meta.mtime = now;
+            }
+        }
+        let mut tx = self.store.begin()?;
+        tx.free(free_region)?;
+        self.write_meta(&mut tx, &mut state, meta)?;
+        tx.commit()?;
+        if !free_region.is_null() {
+            state.capacity = 0;
+        }
+        state.meta_dirty = false;
+        Ok(state.attr())
+    }
+
+    /// Prepares a truncate to `size` in `meta`; returns a region to free with it.
+    fn resize(
+        &self,
+        state: &mut InodeState,
+        meta: &mut crate::store::records::InodeRecord,
+        size: u64,
+    ) -> FsResult<Oid> {
+        match state.kind() {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(Errno::EISDIR),
+            _ => return Err(Errno::EINVAL),
+        }
+        if size > MAX_ALLOC_SIZE {
+            return Err(Errno::EFBIG);
+        }
+        let old = state.meta.size;
+        if size == 0 && !state.region().is_null() {
+            // An emptied file gives its region back to the pool.
+            state.dirty.take();
+            let region = meta.region;
+            meta.region = Oid::NULL;
+            meta.size = 0;
+            return Ok(region);
+        }
+        if size > state.capacity {
+            self.grow(state, size)?;
+            meta.region = state.region();
+        }
+        if size > old {
+            self.store.zero(state.region(), old, size - old);
+            state.dirty.add(old, size);
+        } else {
+            state.dirty.truncate(size);
+        }
+        meta.size = size;
+        Ok(Oid::NULL)
+    }
+}

@@ -1,0 +1,98 @@
+//! Byte ranges of a file written since its last persist, so that fsync flushes only
+//! what changed instead of the whole region.
+
+use std::collections::BTreeMap;
+
+/// Past this many separate ranges they are merged into one span: flushing a few clean
+/// bytes costs less than tracking an unbounded set.
+const MAX_RANGES: usize = 4096;
+
+#[derive(Debug, Default)]
+pub struct DirtyRanges {
+    /// start -> end (exclusive), non-overlapping and non-adjacent.
+    ranges: BTreeMap<u64, u64>,
+}
+
+impl DirtyRanges {
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Marks [start, end) dirty, merging with every range it touches.
+    pub fn add(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let (mut start, mut end) = (start, end);
+        if let Some((&s, &e)) = self.ranges.range(..=start).next_back() {
+            if e >= start {
+                start = s;
+                end = end.max(e);
+            }
+        }
+        let touching: Vec<u64> = self.ranges.range(start..=end).map(|(&s, _)| s).collect();
+        for s in touching {
+            let e = self.ranges.remove(&s).expect("present");
+            end = end.max(e);
+        }
+        self.ranges.insert(start, end);
+        if self.ranges.len() > MAX_RANGES {
+            self.collapse();
+        }
+    }
+
+    fn collapse(&mut self) {
+        let first = *self.ranges.keys().next().expect("non-empty");
+        let last = *self.ranges.values().next_back().expect("non-empty");
+        self.ranges.clear();
+        self.ranges.insert(first, last);
+    }
+
+    /// Forgets everything at or past `len` (the file was truncated).
+    pub fn truncate(&mut self, len: u64) {
+        self.ranges.retain(|&s, _| s < len);
+        for end in self.ranges.values_mut() {
+            *end = (*end).min(len);
+        }
+    }
+
+    /// Takes all ranges, leaving none.
+    pub fn take(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.ranges).into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_and_adjacent_ranges_merge() {
+        let mut d = DirtyRanges::default();
+        d.add(10, 20);
+        d.add(30, 40);
+        d.add(20, 30);
+        d.add(100, 110);
+        d.add(5, 12);
+        assert_eq!(d.take(), vec![(5, 40), (100, 110)]);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn truncate_cuts_ranges() {
+        let mut d = DirtyRanges::default();
+        d.add(0, 10);
+        d.add(20, 30);
+        d.truncate(25);
+        assert_eq!(d.take(), vec![(0, 10), (20, 25)]);
+    }
+
+    #[test]
+    fn too_many_ranges_collapse_to_one_span() {
+        let mut d = DirtyRanges::default();
+        for i in 0..=MAX_RANGES as u64 {
+            d.add(i * 10, i * 10 + 1);
+        }
+        assert_eq!(d.take(), vec![(0, MAX_RANGES as u64 * 10 + 1)]);
+    }
+}

@@ -1,0 +1,252 @@
+//! Mount-time loading: one linear pass over the pool's objects builds the in-memory
+//! namespace; then orphans are reclaimed and Warabi's own regions are listed.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use super::inode::{Inode, InodeState, RAW_REGION_INO_BIT, ROOT_INO};
+use super::{key, Dir, Entry, FsOptions, WarabiFs};
+use crate::pmem::Oid;
+use crate::store::records::{InodeRecord, Timestamp, INODE_ORPHAN};
+use crate::store::{Scan, Store, StoreError};
+
+pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError> {
+    let scan = store.scan();
+    let fs = WarabiFs {
+        store,
+        opts,
+        inodes: DashMap::new(),
+        names: DashMap::new(),
+        dirs: DashMap::new(),
+        namespace: Mutex::new(()),
+        next_ino: AtomicU64::new(ROOT_INO + 1),
+        handles: DashMap::new(),
+        next_fh: AtomicU64::new(1),
+    };
+    let owned = fs.load_inodes(&scan.inodes);
+    fs.ensure_root()?;
+    fs.load_dentries(&scan);
+    fs.reclaim_orphans()?;
+    fs.list_warabi_regions(&scan.regions, &owned);
+    if !scan.unreadable.is_empty() {
+        tracing::warn!(
+            "{} objects of the pool are neither regions nor readable warabifs records; left untouched",
+            scan.unreadable.len()
+        );
+    }
+    tracing::info!(
+        "loaded {} inodes, {} directory entries, {} regions",
+        fs.inodes.len(),
+        fs.names.len(),
+        scan.regions.len()
+    );
+    Ok(fs)
+}
+
+impl WarabiFs {
+    /// Creates the in-memory inodes; returns the regions they own.
+    fn load_inodes(&self, records: &[(Oid, InodeRecord)]) -> HashSet<Oid> {
+        let mut owned = HashSet::with_capacity(records.len());
+        let mut max_ino = ROOT_INO;
+        for (oid, rec) in records {
+            max_ino = max_ino.max(rec.ino & !RAW_REGION_INO_BIT);
+            if !rec.region.is_null() {
+                owned.insert(rec.region);
+            }
+            if rec.mode & libc::S_IFMT == libc::S_IFDIR {
+                self.dirs.insert(
+                    rec.ino,
+                    Dir {
+                        parent: ROOT_INO,
+                        ..Dir::default()
+                    },
+                );
+            }
+            let state = InodeState {
+                meta: rec.clone(),
+                record: Some(*oid),
+                capacity: self.store.capacity(rec.region),
+                dirty: Default::default(),
+                meta_dirty: false,
+                open_handles: 0,
+            };
+            self.inodes.insert(rec.ino, Arc::new(Inode::new(state)));
+        }
+        self.next_ino.store(max_ino + 1, Ordering::Relaxed);
+        owned
+    }
+
+    /// The root directory: its record on a formatted pool, else a read-only stand-in.
+    fn ensure_root(&self) -> Result<(), StoreError> {
+        if self.inodes.contains_key(&ROOT_INO) {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let meta = InodeRecord {
+            ino: ROOT_INO,
+            mode: libc::S_IFDIR | 0o755,
+            nlink: 2,
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+            flags: 0,
+            size: 0,
+            rdev: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            region: Oid::NULL,
+            target: Vec::new(),
+        };
+        let record = if self.store.is_formatted() && !self.opts.read_only {
+            let mut tx = self.store.begin()?;
+            let oid = tx.create_inode(&meta)?;
+            tx.commit()?;
+            Some(oid)
+        } else {
+            None
+        };
+        let state = InodeState {
+            meta,
+            record,
+            capacity: 0,
+            dirty: Default::default(),
+            meta_dirty: false,
+            open_handles: 0,
+        };
+        self.inodes.insert(ROOT_INO, Arc::new(Inode::new(state)));
+        self.dirs.insert(
+            ROOT_INO,
+            Dir {
+                parent: ROOT_INO,
+                ..Dir::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// Links directory entries to their inodes. An entry whose parent or inode is
+    /// missing cannot come from a committed transaction; it is reported and skipped.
+    fn load_dentries(&self, scan: &Scan) {
+        for (oid, d) in &scan.dentries {
+            let child_is_dir = self.dirs.contains_key(&d.ino);
+            let (Some(mut dir), true) = (
+                self.dirs.get_mut(&d.parent),
+                self.inodes.contains_key(&d.ino),
+            ) else {
+                tracing::warn!(
+                    "directory entry {oid} ({:?}) points nowhere; ignored",
+                    String::from_utf8_lossy(&d.name)
+                );
+                continue;
+            };
+            dir.children
+                .insert(oid.off, d.name.clone().into_boxed_slice());
+            drop(dir);
+            let entry = Entry {
+                ino: d.ino,
+                cookie: oid.off,
+                record: Some(*oid),
+            };
+            self.names.insert(key(d.parent, &d.name), entry);
+            if child_is_dir {
+                if let Some(mut child) = self.dirs.get_mut(&d.ino) {
+                    child.parent = d.parent;
+                }
+            }
+        }
+    }
+
+    /// Frees inodes that were unlinked while open when the last mount ended.
+    fn reclaim_orphans(&self) -> Result<(), StoreError> {
+        let orphans: Vec<u64> = self
+            .inodes
+            .iter()
+            .filter(|i| {
+                let s = i.state.read();
+                s.record.is_some() && (s.meta.nlink == 0 || s.meta.flags & INODE_ORPHAN != 0)
+            })
+            .map(|i| i.ino)
+            .collect();
+        if orphans.is_empty() || self.opts.read_only {
+            return Ok(());
+        }
+        let mut tx = self.store.begin()?;
+        for ino in &orphans {
+            let inode = self
+                .inodes
+                .get(ino)
+                .map(|i| Arc::clone(&i))
+                .expect("listed above");
+            let state = inode.state.read();
+            tx.free(state.region())?;
+            tx.free(state.record.expect("filtered on record"))?;
+        }
+        tx.commit()?;
+        for ino in &orphans {
+            self.inodes.remove(ino);
+        }
+        tracing::info!("reclaimed {} files unlinked while open", orphans.len());
+        Ok(())
+    }
+
+    /// Lists every region no inode owns (one Warabi made) in the root directory, named by
+    /// its RegionID and sized by its usable size, as Warabi records no size.
+    fn list_warabi_regions(&self, regions: &[Oid], owned: &HashSet<Oid>) {
+        let now = Timestamp::now();
+        for &region in regions.iter().filter(|r| !owned.contains(r)) {
+            let ino = RAW_REGION_INO_BIT | region.off;
+            if self.inodes.contains_key(&ino) {
+                tracing::warn!("region {region} collides with an inode number; not listed");
+                continue;
+            }
+            let name = region.to_string().into_bytes();
+            if self.names.contains_key(&key(ROOT_INO, &name)) {
+                tracing::warn!("region {region} has the name of an existing file; not listed");
+                continue;
+            }
+            let capacity = self.store.capacity(region);
+            let meta = InodeRecord {
+                ino,
+                mode: libc::S_IFREG | 0o644,
+                nlink: 1,
+                uid: self.opts.uid,
+                gid: self.opts.gid,
+                flags: 0,
+                size: capacity,
+                rdev: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                region,
+                target: Vec::new(),
+            };
+            let state = InodeState {
+                meta,
+                record: None,
+                capacity,
+                dirty: Default::default(),
+                meta_dirty: false,
+                open_handles: 0,
+            };
+            self.inodes.insert(ino, Arc::new(Inode::new(state)));
+            let cookie = region.off;
+            self.names.insert(
+                key(ROOT_INO, &name),
+                Entry {
+                    ino,
+                    cookie,
+                    record: None,
+                },
+            );
+            self.dirs
+                .get_mut(&ROOT_INO)
+                .expect("root exists")
+                .children
+                .insert(cookie, name.into_boxed_slice());
+        }
+    }
+}

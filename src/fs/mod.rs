@@ -1,0 +1,183 @@
+//! File-system semantics over the store, without FUSE: the namespace, inodes, open
+//! handles, and the errno of every failure. Unit-testable on a real pool.
+//!
+//! Locking: every namespace change (create, link, unlink, rename, ...) holds the
+//! namespace mutex, then the inode locks it needs; data operations hold one inode lock
+//! only. So namespace changes are atomic to each other and data I/O on different files
+//! runs in parallel.
+
+mod data;
+mod dirty;
+mod error;
+mod inode;
+mod load;
+mod namespace;
+mod xattr;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+pub use data::{SetAttr, SetTime};
+pub use error::{Errno, FsResult};
+use inode::Inode;
+pub use inode::{Attr, FileKind, ROOT_INO};
+pub use namespace::{DirEntry, RenameMode};
+pub use xattr::REGION_ID_XATTR;
+
+use crate::pmem::Oid;
+use crate::store::records::NAME_MAX;
+use crate::store::{PoolConfig, Store, StoreError};
+
+/// How the file system behaves, from the mount options.
+#[derive(Clone, Debug)]
+pub struct FsOptions {
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
+    /// Persist every write before it returns (`-o sync`).
+    pub sync: bool,
+    /// Owner shown for Warabi regions that have no inode record, and for a new root.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            read_only: false,
+            sync: false,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+        }
+    }
+}
+
+/// Who asks: the caller's credentials, for the owner of new files.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Capacity figures for statfs.
+#[derive(Clone, Copy, Debug)]
+pub struct FsStats {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub files: u64,
+    pub block_size: u32,
+    pub name_max: u32,
+}
+
+/// A directory entry in memory: the inode it names and its record, if any.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    ino: u64,
+    /// Position in the directory listing (the dentry record's offset): stable across
+    /// mounts and unique, so readdir offsets survive concurrent changes.
+    cookie: u64,
+    /// The dentry record; `None` for a Warabi region listed under its RegionID.
+    record: Option<Oid>,
+}
+
+/// A directory's children in listing order, and its parent for "..".
+#[derive(Debug, Default)]
+struct Dir {
+    parent: u64,
+    children: BTreeMap<u64, Box<[u8]>>,
+}
+
+/// An open file.
+#[derive(Clone, Copy, Debug)]
+struct Handle {
+    ino: u64,
+}
+
+type NameKey = (u64, Box<[u8]>);
+
+/// The mounted file system.
+pub struct WarabiFs {
+    store: Store,
+    opts: FsOptions,
+    inodes: DashMap<u64, Arc<Inode>>,
+    names: DashMap<NameKey, Entry>,
+    dirs: DashMap<u64, Dir>,
+    namespace: Mutex<()>,
+    next_ino: AtomicU64,
+    handles: DashMap<u64, Handle>,
+    next_fh: AtomicU64,
+}
+
+impl WarabiFs {
+    /// Opens (or creates) the pool and loads its namespace.
+    pub fn open_pool(config: &PoolConfig, opts: FsOptions) -> Result<WarabiFs, StoreError> {
+        let store = Store::open(config, opts.read_only)?;
+        load::load(store, opts)
+    }
+
+    pub fn options(&self) -> &FsOptions {
+        &self.opts
+    }
+
+    fn inode(&self, ino: u64) -> FsResult<Arc<Inode>> {
+        self.inodes
+            .get(&ino)
+            .map(|i| Arc::clone(&i))
+            .ok_or(Errno::ENOENT)
+    }
+
+    fn writable(&self) -> FsResult<()> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        Ok(())
+    }
+
+    fn allocate_ino(&self) -> u64 {
+        self.next_ino.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        Ok(self.inode(ino)?.state.read().attr())
+    }
+
+    pub fn statfs(&self) -> FsStats {
+        FsStats {
+            total_bytes: self.store.total_bytes(),
+            free_bytes: self.store.free_bytes(),
+            files: self.inodes.len() as u64,
+            block_size: 4096,
+            name_max: NAME_MAX as u32,
+        }
+    }
+
+    /// Makes everything durable: called at unmount.
+    pub fn sync_all(&self) {
+        let inodes: Vec<Arc<Inode>> = self.inodes.iter().map(|i| Arc::clone(&i)).collect();
+        for inode in inodes {
+            let mut state = inode.state.write();
+            if let Err(e) = self.persist(&mut state) {
+                tracing::error!("could not persist inode {} at unmount: {e}", inode.ino);
+            }
+        }
+    }
+}
+
+/// Checks a new name: not empty, not "." or "..", no '/', at most NAME_MAX bytes.
+fn check_name(name: &[u8]) -> FsResult<()> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+fn key(parent: u64, name: &[u8]) -> NameKey {
+    (parent, name.into())
+}

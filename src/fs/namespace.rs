@@ -1,0 +1,769 @@
+//! Names: lookup, listing, and every change to the tree, each one transaction.
+
+use std::sync::Arc;
+
+use super::inode::{Inode, InodeState, ROOT_INO};
+use super::Attr;
+use super::{check_name, key, Caller, Dir, Entry, Errno, FileKind, FsResult, WarabiFs};
+use crate::pmem::Oid;
+use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN};
+use crate::store::StoreTx;
+
+/// Longest symlink target (as Linux PATH_MAX).
+const SYMLINK_MAX: usize = 4096;
+/// Most hard links one inode may have.
+const LINK_MAX: u32 = 65_000;
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub ino: u64,
+    /// Pass this back to continue the listing after this entry.
+    pub cookie: u64,
+    pub kind: FileKind,
+    pub name: Box<[u8]>,
+}
+
+/// The flavours of rename(2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace the target if it exists.
+    Replace,
+    /// RENAME_NOREPLACE: fail with EEXIST if the target exists.
+    NoReplace,
+    /// RENAME_EXCHANGE: swap two existing names.
+    Exchange,
+}
+
+/// Cookies of "." and ".."; entries use pool offsets, which are far larger.
+const DOT_COOKIE: u64 = 1;
+const DOTDOT_COOKIE: u64 = 2;
+
+impl WarabiFs {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
+        let ino = self.lookup_ino(parent, name)?;
+        self.getattr(ino)
+    }
+
+    fn lookup_ino(&self, parent: u64, name: &[u8]) -> FsResult<u64> {
+        if !self.dirs.contains_key(&parent) {
+            return Err(if self.inodes.contains_key(&parent) {
+                Errno::ENOTDIR
+            } else {
+                Errno::ENOENT
+            });
+        }
+        match name {
+            b"." => return Ok(parent),
+            b".." => return Ok(self.dirs.get(&parent).map(|d| d.parent).unwrap_or(ROOT_INO)),
+            _ => {}
+        }
+        if name.len() > crate::store::records::NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        self.names
+            .get(&key(parent, name))
+            .map(|e| e.ino)
+            .ok_or(Errno::ENOENT)
+    }
+
+    /// Entries of a directory after `offset` (0 starts from the beginning), with "." and
+    /// "..", in a stable order. `add` returns true when the caller's buffer is full.
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        let dir = self
+            .dirs
+            .get(&ino)
+            .ok_or(if self.inodes.contains_key(&ino) {
+                Errno::ENOTDIR
+            } else {
+                Errno::ENOENT
+            })?;
+        let dots = [
+            (DOT_COOKIE, ino, b"." as &[u8]),
+            (DOTDOT_COOKIE, dir.parent, b".."),
+        ];
+        for (cookie, target, name) in dots {
+            if offset < cookie
+                && add(DirEntry {
+                    ino: target,
+                    cookie,
+                    kind: FileKind::Directory,
+                    name: name.into(),
+                })
+            {
+                return Ok(());
+            }
+        }
+        for (&cookie, name) in dir.children.range(offset.max(DOTDOT_COOKIE) + 1..) {
+            let Some(entry) = self.names.get(&key(ino, name)).map(|e| *e) else {
+                continue;
+            };
+            let kind = self
+                .inode(entry.ino)
+                .map(|i| i.state.read().kind())
+                .unwrap_or(FileKind::Regular);
+            if add(DirEntry {
+                ino: entry.ino,
+                cookie,
+                kind,
+                name: name.clone(),
+            }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        let state = inode.state.read();
+        if state.kind() != FileKind::Symlink {
+            return Err(Errno::EINVAL);
+        }
+        Ok(state.meta.target.clone())
+    }
+
+    /// Creates a regular file, device node, FIFO or socket.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        if FileKind::from_mode(mode).is_none() || mode & libc::S_IFMT == libc::S_IFDIR {
+            return Err(Errno::EINVAL);
+        }
+        self.make_node(parent, name, mode, rdev as u64, Vec::new(), caller)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> FsResult<Attr> {
+        self.make_node(
+            parent,
+            name,
+            libc::S_IFDIR | (mode & 0o7777),
+            0,
+            Vec::new(),
+            caller,
+        )
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        if target.len() > SYMLINK_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        if target.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        self.make_node(
+            parent,
+            name,
+            libc::S_IFLNK | 0o777,
+            0,
+            target.to_vec(),
+            caller,
+        )
+    }
+
+    /// One transaction: the inode record, its directory entry and the parent's times.
+    fn make_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        target: Vec<u8>,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        self.writable()?;
+        check_name(name)?;
+        let _ns = self.namespace.lock();
+        let dir = self.directory(parent)?;
+        if self.names.contains_key(&key(parent, name)) {
+            return Err(Errno::EEXIST);
+        }
+        let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
+        let mut dir_state = dir.state.write();
+        let now = Timestamp::now();
+        let meta = new_inode_meta(
+            self.allocate_ino(),
+            mode,
+            rdev,
+            target,
+            caller,
+            &dir_state.meta,
+            now,
+        );
+        let mut dir_meta = dir_state.meta.clone();
+        dir_meta.mtime = now;
+        dir_meta.ctime = now;
+        dir_meta.nlink += u32::from(is_dir);
+        let mut tx = self.store.begin()?;
+        let record = tx.create_inode(&meta)?;
+        let dentry = tx.create_dentry(&DentryRecord {
+            parent,
+            ino: meta.ino,
+            name: name.to_vec(),
+        })?;
+        self.write_meta(&mut tx, &mut dir_state, dir_meta)?;
+        tx.commit()?;
+        dir_state.meta_dirty = false;
+        let state = InodeState {
+            meta,
+            record: Some(record),
+            capacity: 0,
+            dirty: Default::default(),
+            meta_dirty: false,
+            open_handles: 0,
+        };
+        let attr = state.attr();
+        self.inodes.insert(attr.ino, Arc::new(Inode::new(state)));
+        if is_dir {
+            self.dirs.insert(
+                attr.ino,
+                Dir {
+                    parent,
+                    ..Dir::default()
+                },
+            );
+        }
+        self.insert_entry(
+            parent,
+            name,
+            Entry {
+                ino: attr.ino,
+                cookie: dentry.off,
+                record: Some(dentry),
+            },
+        );
+        Ok(attr)
+    }
+
+    /// Snapshots `meta` into the inode's record inside `tx` (after persisting the file's
+    /// dirty data, so a durable size never covers bytes that are not) and adopts it.
+    pub(super) fn write_meta(
+        &self,
+        tx: &mut StoreTx<'_>,
+        state: &mut InodeState,
+        meta: InodeRecord,
+    ) -> FsResult<()> {
+        let record = state.record.ok_or(Errno::EROFS)?;
+        self.persist_data(state);
+        tx.update_inode(record, &meta)?;
+        state.meta = meta;
+        Ok(())
+    }
+
+    fn directory(&self, ino: u64) -> FsResult<Arc<Inode>> {
+        let inode = self.inode(ino)?;
+        if !self.dirs.contains_key(&ino) {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(inode)
+    }
+
+    fn insert_entry(&self, parent: u64, name: &[u8], entry: Entry) {
+        if let Some(mut dir) = self.dirs.get_mut(&parent) {
+            dir.children.insert(entry.cookie, name.into());
+        }
+        self.names.insert(key(parent, name), entry);
+    }
+
+    fn remove_entry(&self, parent: u64, name: &[u8]) -> Option<Entry> {
+        let (_, entry) = self.names.remove(&key(parent, name))?;
+        if let Some(mut dir) = self.dirs.get_mut(&parent) {
+            dir.children.remove(&entry.cookie);
+        }
+        Some(entry)
+    }
+
+    /// Gives a Warabi region listed under its RegionID an inode record and a directory
+    /// entry, so that it can change like any file. One transaction; no-op if done.
+    pub(super) fn adopt(&self, ino: u64) -> FsResult<()> {
+        self.writable()?;
+        let _ns = self.namespace.lock();
+        let inode = self.inode(ino)?;
+        let mut state = inode.state.write();
+        if state.record.is_some() {
+            return Ok(());
+        }
+        let name = state.region().to_string().into_bytes();
+        let old = self
+            .names
+            .get(&key(ROOT_INO, &name))
+            .map(|e| *e)
+            .ok_or(Errno::ENOENT)?;
+        let mut tx = self.store.begin()?;
+        let record = tx.create_inode(&state.meta)?;
+        let dentry = tx.create_dentry(&DentryRecord {
+            parent: ROOT_INO,
+            ino,
+            name: name.clone(),
+        })?;
+        tx.commit()?;
+        state.record = Some(record);
+        // Keep the listing position the region had, so an open directory stream goes on.
+        self.names.insert(
+            key(ROOT_INO, &name),
+            Entry {
+                record: Some(dentry),
+                ..old
+            },
+        );
+        Ok(())
+    }
+
+    /// Adopts `ino` first if it is a Warabi region without a record.
+    fn adopt_if_raw(&self, ino: u64) -> FsResult<()> {
+        if self.inode(ino)?.state.read().record.is_none() {
+            self.adopt(ino)?;
+        }
+        Ok(())
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Attr> {
+        self.writable()?;
+        check_name(newname)?;
+        self.adopt_if_raw(ino)?;
+        let _ns = self.namespace.lock();
+        let inode = self.inode(ino)?;
+        let dir = self.directory(newparent)?;
+        if self.names.contains_key(&key(newparent, newname)) {
+            return Err(Errno::EEXIST);
+        }
+        let mut state = inode.state.write();
+        if state.kind() == FileKind::Directory {
+            return Err(Errno::EPERM);
+        }
+        if state.meta.nlink >= LINK_MAX {
+            return Err(Errno::EMLINK);
+        }
+        if state.meta.nlink == 0 {
+            return Err(Errno::ENOENT);
+        }
+        let mut dir_state = dir.state.write();
+        let now = Timestamp::now();
+        let mut meta = state.meta.clone();
+        meta.nlink += 1;
+        meta.ctime = now;
+        let mut dir_meta = dir_state.meta.clone();
+        dir_meta.mtime = now;
+        dir_meta.ctime = now;
+        let mut tx = self.store.begin()?;
+        let dentry = tx.create_dentry(&DentryRecord {
+            parent: newparent,
+            ino,
+            name: newname.to_vec(),
+        })?;
+        self.write_meta(&mut tx, &mut state, meta)?;
+        self.write_meta(&mut tx, &mut dir_state, dir_meta)?;
+        tx.commit()?;
+        state.meta_dirty = false;
+        self.insert_entry(
+            newparent,
+            newname,
+            Entry {
+                ino,
+                cookie: dentry.off,
+                record: Some(dentry),
+            },
+        );
+        Ok(state.attr())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        if name == b"." {
+            return Err(Errno::EINVAL);
+        }
+        if name == b".." {
+            return Err(Errno::ENOTEMPTY);
+        }
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], want_dir: bool) -> FsResult<()> {
+        self.writable()?;
+        let ino = self.lookup_ino(parent, name)?;
+        self.adopt_if_raw(ino)?;
+        let _ns = self.namespace.lock();
+        let entry = self
+            .names
+            .get(&key(parent, name))
+            .map(|e| *e)
+            .ok_or(Errno::ENOENT)?;
+        let dir = self.directory(parent)?;
+        let inode = self.inode(entry.ino)?;
+        let is_dir = self.dirs.contains_key(&entry.ino);
+        match (want_dir, is_dir) {
+            (true, false) => return Err(Errno::ENOTDIR),
+            (false, true) => return Err(Errno::EISDIR),
+            (true, true)
+                if !self
+                    .dirs
+                    .get(&entry.ino)
+                    .is_some_and(|d| d.children.is_empty()) =>
+            {
+                return Err(Errno::ENOTEMPTY)
+            }
+            _ => {}
+        }
+        let mut state = inode.state.write();
+        let mut dir_state = dir.state.write();
+        let now = Timestamp::now();
+        let mut dir_meta = dir_state.meta.clone();
+        dir_meta.mtime = now;
+        dir_meta.ctime = now;
+        dir_meta.nlink -= u32::from(is_dir);
+        let mut tx = self.store.begin()?;
+        if let Some(dentry) = entry.record {
+            tx.free(dentry)?;
+        }
+        let freed = self.drop_link(&mut tx, &mut state, is_dir, now)?;
+        self.write_meta(&mut tx, &mut dir_state, dir_meta)?;
+        tx.commit()?;
+        self.remove_entry(parent, name);
+        self.forget_if_freed(entry.ino, freed, is_dir);
+        Ok(())
+    }
+
+    /// Takes one link away from an inode inside `tx`. At zero links it is freed, or kept
+    /// as an orphan while open. Returns whether it was freed.
+    fn drop_link(
+        &self,
+        tx: &mut StoreTx<'_>,
+        state: &mut InodeState,
+        is_dir: bool,
+        now: Timestamp,
+    ) -> FsResult<bool> {
+        let mut meta = state.meta.clone();
+        meta.nlink = if is_dir {
+            0
+        } else {
+            meta.nlink.saturating_sub(1)
+        };
+        meta.ctime = now;
+        if meta.nlink == 0 && state.open_handles == 0 {
+            tx.free(state.region())?;
+            tx.free(state.record.ok_or(Errno::EROFS)?)?;
+            state.meta = meta;
+            return Ok(true);
+        }
+        if meta.nlink == 0 {
+            meta.flags |= INODE_ORPHAN;
+        }
+        self.write_meta(tx, state, meta)?;
+        state.meta_dirty = false;
+        Ok(false)
+    }
+
+    fn forget_if_freed(&self, ino: u64, freed: bool, is_dir: bool) {
+        if is_dir {
+            self.dirs.remove(&ino);
+        }
+        if freed {
+            self.inodes.remove(&ino);
+        }
+    }
+
+    /// rename(2), one transaction whatever it replaces or exchanges.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        mode: RenameMode,
+    ) -> FsResult<()> {
+        self.writable()?;
+        check_name(newname)?;
+        for (dir, n) in [(parent, name), (newparent, newname)] {
+            if let Ok(ino) = self.lookup_ino(dir, n) {
+                self.adopt_if_raw(ino)?;
+            }
+        }
+        let _ns = self.namespace.lock();
+        let source = self
+            .names
+            .get(&key(parent, name))
+            .map(|e| *e)
+            .ok_or(Errno::ENOENT)?;
+        let target = self.names.get(&key(newparent, newname)).map(|e| *e);
+        self.directory(newparent)?;
+        let source_is_dir = self.dirs.contains_key(&source.ino);
+        if source_is_dir && self.is_ancestor(source.ino, newparent) {
+            return Err(Errno::EINVAL);
+        }
+        match (mode, target) {
+            (RenameMode::NoReplace, Some(_)) => return Err(Errno::EEXIST),
+            (RenameMode::Exchange, None) => return Err(Errno::ENOENT),
+            (RenameMode::Exchange, Some(t)) => {
+                if self.dirs.contains_key(&t.ino) && self.is_ancestor(t.ino, parent) {
+                    return Err(Errno::EINVAL);
+                }
+                return self.exchange(parent, name, source, newparent, newname, t);
+            }
+            (_, Some(t)) if t.ino == source.ino => return Ok(()),
+            (_, Some(t)) => self.check_replaceable(source_is_dir, t)?,
+            (_, None) => {}
+        }
+        self.move_entry(parent, name, source, newparent, newname, target)
+    }
+
+    /// Whether `ancestor` is `ino` or one of its ancestors.
+    fn is_ancestor(&self, ancestor: u64, mut ino: u64) -> bool {
+        loop {
+            if ino == ancestor {
+                return true;
+            }
+            if ino == ROOT_INO {
+                return false;
+            }
+            match self.dirs.get(&ino) {
+                Some(d) => ino = d.parent,
+                None => return false,
+            }
+        }
+    }
+
+    fn check_replaceable(&self, source_is_dir: bool, target: Entry) -> FsResult<()> {
+        let target_dir = self.dirs.get(&target.ino);
+        match (source_is_dir, target_dir) {
+            (true, None) => Err(Errno::ENOTDIR),
+            (false, Some(_)) => Err(Errno::EISDIR),
+            (true, Some(d)) if !d.children.is_empty() => Err(Errno::ENOTEMPTY),
+            _ => Ok(()),
+        }
+    }
+
+    /// Locks the distinct inodes among `inos`, each once, in ascending order.
+    fn lock_all(&self, inos: &[u64]) -> FsResult<Vec<(u64, Arc<Inode>)>> {
+        let mut sorted: Vec<u64> = inos.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted
+            .into_iter()
+            .map(|ino| Ok((ino, self.inode(ino)?)))
+            .collect()
+    }
+
+    fn move_entry(
+        &self,
+        parent: u64,
+        name: &[u8],
+        source: Entry,
+        newparent: u64,
+        newname: &[u8],
+        target: Option<Entry>,
+    ) -> FsResult<()> {
+        let source_is_dir = self.dirs.contains_key(&source.ino);
+        let mut involved = vec![parent, newparent, source.ino];
+        involved.extend(target.map(|t| t.ino));
+        let inodes = self.lock_all(&involved)?;
+        let mut guards: Vec<_> = inodes
+            .iter()
+            .map(|(ino, i)| (*ino, i.state.write()))
+            .collect();
+        let now = Timestamp::now();
+        let mut tx = self.store.begin()?;
+        let mut freed_target = false;
+        if let Some(t) = target {
+            if let Some(dentry) = t.record {
+                tx.free(dentry)?;
+            }
+            let target_is_dir = self.dirs.contains_key(&t.ino);
+            let state = &mut guards
+                .iter_mut()
+                .find(|(i, _)| *i == t.ino)
+                .expect("locked")
+                .1;
+            freed_target = self.drop_link(&mut tx, state, target_is_dir, now)?;
+        }
+        if let Some(dentry) = source.record {
+            tx.free(dentry)?;
+        }
+        let dentry = tx.create_dentry(&DentryRecord {
+            parent: newparent,
+            ino: source.ino,
+            name: newname.to_vec(),
+        })?;
+        let target_dir = target.filter(|t| self.dirs.contains_key(&t.ino)).is_some();
+        for (ino, state) in guards.iter_mut() {
+            let mut meta = state.meta.clone();
+            if *ino == source.ino {
+                meta.ctime = now;
+            }
+            if *ino == parent || *ino == newparent {
+                meta.mtime = now;
+                meta.ctime = now;
+            }
+            if source_is_dir && parent != newparent {
+                if *ino == parent {
+                    meta.nlink -= 1;
+                }
+                if *ino == newparent {
+                    meta.nlink += 1;
+                }
+            }
+            if target_dir && *ino == newparent {
+                meta.nlink -= 1;
+            }
+            if target.is_some_and(|t| t.ino == *ino) {
+                continue; // already written by drop_link
+            }
+            self.write_meta(&mut tx, state, meta)?;
+        }
+        tx.commit()?;
+        for (_, state) in guards.iter_mut() {
+            state.meta_dirty = false;
+        }
+        drop(guards);
+        if let Some(t) = target {
+            self.remove_entry(newparent, newname);
+            self.forget_if_freed(t.ino, freed_target, self.dirs.contains_key(&t.ino));
+        }
+        self.remove_entry(parent, name);
+        self.insert_entry(
+            newparent,
+            newname,
+            Entry {
+                ino: source.ino,
+                cookie: dentry.off,
+                record: Some(dentry),
+            },
+        );
+        if let (true, Some(mut d)) = (source_is_dir, self.dirs.get_mut(&source.ino)) {
+            d.parent = newparent;
+        }
+        Ok(())
+    }
+
+    /// RENAME_EXCHANGE: both names stay, pointing at each other's inode.
+    fn exchange(
+        &self,
+        parent: u64,
+        name: &[u8],
+        a: Entry,
+        newparent: u64,
+        newname: &[u8],
+        b: Entry,
+    ) -> FsResult<()> {
+        if a.ino == b.ino {
+            return Ok(());
+        }
+        let a_dir = self.dirs.contains_key(&a.ino);
+        let b_dir = self.dirs.contains_key(&b.ino);
+        let inodes = self.lock_all(&[parent, newparent, a.ino, b.ino])?;
+        let mut guards: Vec<_> = inodes
+            .iter()
+            .map(|(ino, i)| (*ino, i.state.write()))
+            .collect();
+        let now = Timestamp::now();
+        let mut tx = self.store.begin()?;
+        for dentry in [a.record, b.record].into_iter().flatten() {
+            tx.free(dentry)?;
+        }
+        let new_a = tx.create_dentry(&DentryRecord {
+            parent: newparent,
+            ino: a.ino,
+            name: newname.to_vec(),
+        })?;
+        let new_b = tx.create_dentry(&DentryRecord {
+            parent,
+            ino: b.ino,
+            name: name.to_vec(),
+        })?;
+        let moved_dirs = i64::from(a_dir) - i64::from(b_dir);
+        for (ino, state) in guards.iter_mut() {
+            let mut meta = state.meta.clone();
+            meta.ctime = now;
+            if *ino == parent || *ino == newparent {
+                meta.mtime = now;
+            }
+            if parent != newparent && *ino == parent {
+                meta.nlink = (meta.nlink as i64 - moved_dirs) as u32;
+            }
+            if parent != newparent && *ino == newparent {
+                meta.nlink = (meta.nlink as i64 + moved_dirs) as u32;
+            }
+            self.write_meta(&mut tx, state, meta)?;
+        }
+        tx.commit()?;
+        drop(guards);
+        self.remove_entry(parent, name);
+        self.remove_entry(newparent, newname);
+        self.insert_entry(
+            newparent,
+            newname,
+            Entry {
+                ino: a.ino,
+                cookie: new_a.off,
+                record: Some(new_a),
+            },
+        );
+        self.insert_entry(
+            parent,
+            name,
+            Entry {
+                ino: b.ino,
+                cookie: new_b.off,
+                record: Some(new_b),
+            },
+        );
+        for (dir, is_dir, new_parent) in [(a.ino, a_dir, newparent), (b.ino, b_dir, parent)] {
+            if let (true, Some(mut d)) = (is_dir, self.dirs.get_mut(&dir)) {
+                d.parent = new_parent;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A new inode's record: the caller owns it; the group is the directory's when the
+/// directory is set-group-ID (and a new directory inherits that bit).
+fn new_inode_meta(
+    ino: u64,
+    mode: u32,
+    rdev: u64,
+    target: Vec<u8>,
+    caller: Caller,
+    dir: &InodeRecord,
+    now: Timestamp,
+) -> InodeRecord {
+    let setgid_dir = dir.mode & libc::S_ISGID != 0;
+    let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
+    let mut mode = mode;
+    if setgid_dir && is_dir {
+        mode |= libc::S_ISGID;
+    }
+    InodeRecord {
+        ino,
+        mode,
+        nlink: if is_dir { 2 } else { 1 },
+        uid: caller.uid,
+        gid: if setgid_dir { dir.gid } else { caller.gid },
+        flags: 0,
+        size: target.len() as u64,
+        rdev,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        region: Oid::NULL,
+        target,
+    }
+}

@@ -1,0 +1,12 @@
+//! warabifs: a FUSE file system over a Mochi Warabi pmem pool.
+//!
+//! Layers, each using only the one below: [`fuse`] (thin fuser adapter) -> [`fs`]
+//! (file-system semantics) -> [`store`] (the on-pool format) -> [`pmem`] (libpmemobj).
+//! [`config`] and [`mount`] turn command-line options into a live mount.
+
+pub mod config;
+pub mod fs;
+pub mod fuse;
+pub mod mount;
+pub mod pmem;
+pub mod store;

@@ -1,0 +1,213 @@
+//! The `warabifs` command: parse the command line, then mount in the background (the
+//! command returns once the mount is live) or in the foreground with `-f`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing_subscriber::EnvFilter;
+use warabifs::config::{apply_options, pool_from_config_file, MountConfig};
+
+/// Set in the environment of the background process the command starts.
+const DAEMON_ENV: &str = "WARABIFS_DAEMON";
+const READY: &str = "ready";
+
+/// Mount a Warabi pmem pool: every region is a file.
+#[derive(Parser, Debug)]
+#[command(name = "warabifs", version)]
+struct Cli {
+    /// POOL MOUNTPOINT, or only MOUNTPOINT when --config names the pool.
+    #[arg(required = true, num_args = 1..=2, value_name = "POOL MOUNTPOINT")]
+    paths: Vec<PathBuf>,
+    /// Mount options, comma separated (see README): create_if_missing_with_size=SIZE,
+    /// override_if_exists, ro, sync, allow_other, uid=, gid=, threads=, log_level=, log_file=
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Stay in the foreground.
+    #[arg(short = 'f', long)]
+    foreground: bool,
+    /// A Warabi provider config or a Bedrock config naming the pool.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The warabi provider to use when the Bedrock config has several.
+    #[arg(long, value_name = "N")]
+    provider_id: Option<u16>,
+    /// Log level or filter (else WARABIFS_LOG, else "warn").
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match mount_config(&cli) {
+        Ok(config) => config,
+        Err(reason) => return fail(&reason),
+    };
+    if config.foreground || std::env::var_os(DAEMON_ENV).is_some() {
+        run(&config)
+    } else {
+        start_daemon(&config)
+    }
+}
+
+fn fail(reason: &str) -> ExitCode {
+    eprintln!("warabifs: {reason}");
+    ExitCode::FAILURE
+}
+
+fn mount_config(cli: &Cli) -> Result<MountConfig, String> {
+    let (pool, mountpoint) = match (&cli.config, cli.paths.as_slice()) {
+        (Some(_), [mnt]) => (PathBuf::new(), mnt.clone()),
+        (None, [pool, mnt]) => (pool.clone(), mnt.clone()),
+        (Some(_), _) => return Err("with --config give only MOUNTPOINT".into()),
+        (None, _) => return Err("give POOL and MOUNTPOINT".into()),
+    };
+    let mut config = MountConfig::new(pool, mountpoint);
+    if let Some(file) = &cli.config {
+        config.pool = pool_from_config_file(file, cli.provider_id).map_err(|e| e.to_string())?;
+    }
+    for list in &cli.options {
+        apply_options(&mut config, list).map_err(|e| e.to_string())?;
+    }
+    config.foreground = cli.foreground;
+    config.log_level = cli.log_level.clone().or(config.log_level);
+    Ok(config)
+}
+
+/// Starts this program again in the background and waits until it says the mount is
+/// live (exit 0) or why it failed (its one line, exit 1).
+fn start_daemon(config: &MountConfig) -> ExitCode {
+    let log = match &config.log_file {
+        Some(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => Stdio::from(file),
+            Err(e) => return fail(&format!("log file {}: {e}", path.display())),
+        },
+        None => Stdio::null(),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return fail(&format!("cannot find my own executable: {e}")),
+    };
+    let child = Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(DAEMON_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .process_group(0)
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => return fail(&format!("cannot start the daemon: {e}")),
+    };
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped");
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    match line.trim_end() {
+        READY => ExitCode::SUCCESS,
+        "" => {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            fail(&format!(
+                "the daemon stopped before the mount was live ({status})"
+            ))
+        }
+        reason => fail(reason),
+    }
+}
+
+/// Mounts and serves until unmounted or told to stop by SIGTERM or SIGINT.
+fn run(config: &MountConfig) -> ExitCode {
+    init_logging(config);
+    let unmounter = Arc::new(Mutex::new(None));
+    if let Err(e) = watch_signals(Arc::clone(&unmounter)) {
+        return report_failure(&format!("cannot install signal handlers: {e}"));
+    }
+    let mut session = match warabifs::mount::mount(config) {
+        Ok(session) => session,
+        Err(reason) => return report_failure(&reason),
+    };
+    *unmounter.lock().expect("not poisoned") = Some(session.unmount_callable());
+    tracing::info!(
+        "mounted {} on {}",
+        config.pool.path.display(),
+        config.mountpoint.display()
+    );
+    report_ready();
+    match session.run() {
+        Ok(()) => {
+            tracing::info!("unmounted {}", config.mountpoint.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("session ended with an error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &MountConfig) {
+    let filter = config
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("WARABIFS_LOG").ok())
+        .unwrap_or_else(|| "warn".to_string());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+/// On SIGTERM or SIGINT, unmount: the session then ends, persists and closes the pool.
+fn watch_signals(unmounter: Arc<Mutex<Option<fuser::SessionUnmounter>>>) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                tracing::info!("signal {signal}: unmounting");
+                match unmounter.lock().expect("not poisoned").as_mut() {
+                    Some(u) => {
+                        if let Err(e) = u.unmount() {
+                            tracing::error!("unmount failed: {e}");
+                        }
+                    }
+                    None => std::process::exit(1),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn in_background() -> bool {
+    std::env::var_os(DAEMON_ENV).is_some()
+}
+
+/// Tells the waiting command (or the terminal, in the foreground) that the mount failed.
+fn report_failure(reason: &str) -> ExitCode {
+    tracing::error!("{reason}");
+    if in_background() {
+        println!("{reason}");
+        ExitCode::FAILURE
+    } else {
+        fail(reason)
+    }
+}
+
+fn report_ready() {
+    if in_background() {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{READY}");
+        let _ = out.flush();
+    }
+}

@@ -1,0 +1,336 @@
+//! A small safe wrapper of libpmemobj: a pool, object ids, transactions and persistence.
+//!
+//! Every `unsafe` block of the crate lives in this module. The rest of the crate sees
+//! pools, [`Oid`]s and byte slices, never raw pointers.
+
+mod ffi;
+mod oid;
+mod tx;
+
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use pmdk_sys::obj::{self as sys, PMEMobjpool};
+
+pub use oid::Oid;
+pub use tx::{Tx, TxAlloc};
+
+/// The largest object libpmemobj can allocate (`PMEMOBJ_MAX_ALLOC_SIZE`).
+pub const MAX_ALLOC_SIZE: u64 = 0x3_FFDF_FFC0;
+/// The smallest pool libpmemobj (and Warabi) accepts.
+pub const MIN_POOL_SIZE: u64 = 8 * 1024 * 1024;
+
+/// A libpmemobj failure: which call failed, its errno and libpmemobj's own message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op}: {message}")]
+pub struct PmemError {
+    pub op: &'static str,
+    pub errno: i32,
+    pub message: String,
+}
+
+impl PmemError {
+    /// Captures errno and `pmemobj_errormsg()` right after a failed call.
+    fn last(op: &'static str) -> Self {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        // SAFETY: pmemobj_errormsg returns a thread-local, NUL-terminated string that
+        // stays valid until the next libpmemobj call on this thread; we copy it at once.
+        let message = unsafe { CStr::from_ptr(sys::pmemobj_errormsg()) }
+            .to_string_lossy()
+            .trim()
+            .to_string();
+        let message = if message.is_empty() {
+            std::io::Error::from_raw_os_error(errno).to_string()
+        } else {
+            message
+        };
+        PmemError { op, errno, message }
+    }
+
+    fn with_errno(op: &'static str, errno: i32) -> Self {
+        let message = std::io::Error::from_raw_os_error(errno).to_string();
+        PmemError { op, errno, message }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, PmemError>;
+
+/// An open libpmemobj pool. Closed on drop.
+#[derive(Debug)]
+pub struct Pool {
+    pop: NonNull<PMEMobjpool>,
+    uuid_lo: u64,
+    path: PathBuf,
+}
+
+// SAFETY: libpmemobj pools are thread-safe: allocation, free, persist and transactions may
+// run from several threads at once (transactions are per thread). Callers serialise
+// concurrent writes to the same bytes themselves.
+unsafe impl Send for Pool {}
+// SAFETY: see `Send` above.
+unsafe impl Sync for Pool {}
+
+fn c_path(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| PmemError::with_errno("path", libc::EINVAL))
+}
+
+impl Pool {
+    /// Creates a new pool file the way Warabi does: NULL layout, mode 0644.
+    pub fn create(path: &Path, size: u64) -> Result<Pool> {
+        let cpath = c_path(path)?;
+        let size = usize::try_from(size)
+            .map_err(|_| PmemError::with_errno("pmemobj_create", libc::EFBIG))?;
+        // SAFETY: cpath is a valid NUL-terminated string; a NULL layout is allowed.
+        let pop = unsafe { sys::pmemobj_create(cpath.as_ptr(), std::ptr::null(), size, 0o644) };
+        Self::from_raw(pop, path, "pmemobj_create")
+    }
+
+    /// Opens an existing pool without checking its layout, as Warabi does.
+    pub fn open(path: &Path) -> Result<Pool> {
+        let cpath = c_path(path)?;
+        // SAFETY: cpath is a valid NUL-terminated string; a NULL layout skips the check.
+        let pop = unsafe { sys::pmemobj_open(cpath.as_ptr(), std::ptr::null()) };
+        Self::from_raw(pop, path, "pmemobj_open")
+    }
+
+    fn from_raw(pop: *mut PMEMobjpool, path: &Path, op: &'static str) -> Result<Pool> {
+        let pop = NonNull::new(pop).ok_or_else(|| PmemError::last(op))?;
+        // SAFETY: pop is an open pool and its own base address lies inside the pool, so
+        // pmemobj_oid gives the pool's uuid_lo with offset 0.
+        let uuid_lo =
+            unsafe { sys::pmemobj_oid(pop.as_ptr() as *const libc::c_void) }.pool_uuid_lo();
+        Ok(Pool {
+            pop,
+            uuid_lo,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Runs libpmemobj's consistency check on a pool that is not open.
+    /// Ok(true): consistent; Ok(false): inconsistent.
+    pub fn check(path: &Path) -> Result<bool> {
+        let cpath = c_path(path)?;
+        // SAFETY: cpath is a valid NUL-terminated string; a NULL layout skips the check.
+        match unsafe { ffi::pmemobj_check(cpath.as_ptr(), std::ptr::null()) } {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(PmemError::last("pmemobj_check")),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The pool's `pool_uuid_lo`, the first half of every RegionID it hands out.
+    pub fn uuid_lo(&self) -> u64 {
+        self.uuid_lo
+    }
+
+    fn raw(&self) -> *mut PMEMobjpool {
+        self.pop.as_ptr()
+    }
+
+    /// The root object, if the pool has one.
+    pub fn root(&self) -> Option<Oid> {
+        // SAFETY: self.pop is an open pool.
+        let size = unsafe { ffi::pmemobj_root_size(self.raw()) };
+        if size == 0 {
+            return None;
+        }
+        self.root_with_size(size).ok()
+    }
+
+    /// The root object, created (zeroed) or grown to at least `size` bytes.
+    pub fn root_with_size(&self, size: usize) -> Result<Oid> {
+        // SAFETY: self.pop is an open pool; pmemobj_root allocates or returns the root.
+        let oid = Oid::from_raw(unsafe { ffi::pmemobj_root(self.raw(), size) });
+        if oid.is_null() {
+            return Err(PmemError::last("pmemobj_root"));
+        }
+        Ok(oid)
+    }
+
+    /// Atomically allocates an object outside any transaction (Warabi's region create).
+    pub fn alloc(&self, size: u64, type_num: u64) -> Result<Oid> {
+        if size == 0 || size > MAX_ALLOC_SIZE {
+            return Err(PmemError::with_errno("pmemobj_alloc", libc::EFBIG));
+        }
+        let mut raw = pmdk_sys::PMEMoid::default();
+        // SAFETY: self.pop is open; raw is a valid out pointer; no constructor is given.
+        let rc = unsafe {
+            sys::pmemobj_alloc(
+                self.raw(),
+                &mut raw,
+                size as usize,
+                type_num,
+                None,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc != 0 {
+            return Err(PmemError::last("pmemobj_alloc"));
+        }
+        Ok(Oid::from_raw(raw))
+    }
+
+    /// Atomically frees an object outside any transaction (Warabi's erase).
+    pub fn free(&self, oid: Oid) {
+        if !self.owns(oid) {
+            return;
+        }
+        let mut raw = oid.to_raw();
+        // SAFETY: oid belongs to this open pool; pmemobj_free ignores OID_NULL.
+        unsafe { sys::pmemobj_free(&mut raw) };
+    }
+
+    /// Whether `oid` carries this pool's uuid and is not null.
+    pub fn owns(&self, oid: Oid) -> bool {
+        !oid.is_null() && oid.pool_uuid_lo == self.uuid_lo
+    }
+
+    /// The bytes an object can hold (`pmemobj_alloc_usable_size`).
+    pub fn usable_size(&self, oid: Oid) -> u64 {
+        if !self.owns(oid) {
+            return 0;
+        }
+        // SAFETY: oid belongs to this open pool.
+        unsafe { sys::pmemobj_alloc_usable_size(oid.to_raw()) as u64 }
+    }
+
+    /// The type number an object was allocated with.
+    pub fn type_num(&self, oid: Oid) -> u64 {
+        // SAFETY: oid belongs to this open pool (checked by the caller through `objects`).
+        unsafe { sys::pmemobj_type_num(oid.to_raw()) }
+    }
+
+    /// Every allocated object of the pool (the root object excluded), in pool order.
+    pub fn objects(&self) -> Objects<'_> {
+        // SAFETY: self.pop is an open pool.
+        let first = Oid::from_raw(unsafe { sys::pmemobj_first(self.raw()) });
+        Objects {
+            pool: self,
+            next: first,
+        }
+    }
+
+    /// Address of byte `off` of `oid`, checked to leave `len` bytes inside the object.
+    fn address(&self, oid: Oid, off: u64, len: usize) -> *mut u8 {
+        let capacity = self.usable_size(oid);
+        assert!(
+            off.checked_add(len as u64)
+                .is_some_and(|end| end <= capacity),
+            "pmem access {off}+{len} outside object {oid} of {capacity} bytes"
+        );
+        // SAFETY: oid belongs to this pool (usable_size checked it) and off+len lies
+        // within the object, so the resulting pointer stays inside the pool mapping.
+        unsafe { (sys::pmemobj_direct(oid.to_raw()) as *mut u8).add(off as usize) }
+    }
+
+    /// `len` bytes of an object from `off`, borrowed from the pool mapping.
+    ///
+    /// The mapping lives as long as the pool, so the slice is always backed by memory;
+    /// the file system holds the inode's lock while it reads, so no writer changes it.
+    pub fn bytes(&self, oid: Oid, off: u64, len: usize) -> &[u8] {
+        if len == 0 {
+            return &[];
+        }
+        let ptr = self.address(oid, off, len);
+        // SAFETY: address() checked the range lies in the object, inside the pool mapping
+        // that outlives &self.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
+    /// Copies `data` into an object at `off` without persisting it.
+    pub fn write(&self, oid: Oid, off: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let ptr = self.address(oid, off, data.len());
+        // SAFETY: the destination range lies inside the object (checked by address()); the
+        // source is a distinct Rust slice, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len()) };
+    }
+
+    /// Copies `len` bytes between two objects (or within one, ranges may overlap).
+    pub fn copy(&self, from: Oid, from_off: u64, to: Oid, to_off: u64, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let src = self.address(from, from_off, len);
+        let dst = self.address(to, to_off, len);
+        // SAFETY: both ranges lie inside objects of this pool (checked by address());
+        // ptr::copy allows overlap.
+        unsafe { std::ptr::copy(src, dst, len) };
+    }
+
+    /// Zeroes `len` bytes of an object at `off` without persisting them.
+    pub fn zero(&self, oid: Oid, off: u64, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let ptr = self.address(oid, off, len);
+        // SAFETY: the range lies inside the object (checked by address()).
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+    }
+
+    /// Flushes a range of an object to persistence and waits for it (`pmemobj_persist`).
+    pub fn persist(&self, oid: Oid, off: u64, len: usize) {
+        self.flush(oid, off, len);
+        self.drain();
+    }
+
+    /// Flushes a range without waiting; call [`Pool::drain`] after a batch.
+    pub fn flush(&self, oid: Oid, off: u64, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let ptr = self.address(oid, off, len);
+        // SAFETY: the range lies inside the pool mapping (checked by address()).
+        unsafe { sys::pmemobj_flush(self.raw(), ptr as *const libc::c_void, len) };
+    }
+
+    /// Waits for every flush issued before.
+    pub fn drain(&self) {
+        // SAFETY: self.pop is an open pool.
+        unsafe { sys::pmemobj_drain(self.raw()) };
+    }
+
+    /// Starts a transaction on this pool; it aborts unless committed.
+    pub fn tx(&self) -> Result<Tx<'_>> {
+        Tx::begin(self)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: self.pop is an open pool, closed exactly once here.
+        unsafe { sys::pmemobj_close(self.raw()) };
+    }
+}
+
+/// Iterator over a pool's allocated objects (`pmemobj_first`/`pmemobj_next`).
+pub struct Objects<'p> {
+    pool: &'p Pool,
+    next: Oid,
+}
+
+impl Iterator for Objects<'_> {
+    type Item = Oid;
+
+    fn next(&mut self) -> Option<Oid> {
+        if self.next.is_null() {
+            return None;
+        }
+        let current = self.next;
+        // SAFETY: current is a live object of this open pool, returned by first/next.
+        self.next = Oid::from_raw(unsafe { sys::pmemobj_next(current.to_raw()) });
+        let _ = self.pool;
+        Some(current)
+    }
+}

@@ -1,0 +1,404 @@
+//! The on-pool format: opening a pool with Warabi's rules, the superblock, inode and
+//! directory-entry records, and file data held in Warabi regions (type-0 objects).
+//!
+//! Its verbs mirror Warabi's backend: regions are created, read, written, persisted and
+//! erased; metadata changes go through [`StoreTx`], one libpmemobj transaction each.
+
+mod probe;
+pub mod records;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::pmem::{self, Oid, PmemError, Pool, Tx, TxAlloc};
+pub use probe::PoolHeader;
+use probe::ProbeError;
+use records::{
+    DentryRecord, InodeRecord, Superblock, FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC,
+    SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION,
+};
+
+/// Warabi's pmem backend configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub path: PathBuf,
+    pub create_if_missing_with_size: Option<u64>,
+    pub override_if_exists: bool,
+}
+
+/// Why a pool could not be opened or changed. Each message is one line naming the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("create_if_missing_with_size is {0} bytes; it must be at least 8388608 (8 MiB)")]
+    SizeTooSmall(u64),
+    #[error("File {0} does not exist but \"create_if_missing_with_size\" was not specified in configuration")]
+    Missing(PathBuf),
+    #[error(
+        "\"override_if_exists\" set to true but \"create_if_missing_with_size\" not specified"
+    )]
+    OverrideWithoutSize,
+    #[error("{0} is not a directory entry that can hold a pool file (it is a directory)")]
+    IsDirectory(PathBuf),
+    #[error("{0} is not a libpmemobj pool")]
+    NotAPool(PathBuf),
+    #[error("{path} is a libpmemobj pool of layout \"{layout}\", not a Warabi pool (Warabi pools have no layout)")]
+    ForeignLayout { path: PathBuf, layout: String },
+    #[error("{0} has a root object that is not warabifs metadata; refusing to use it")]
+    ForeignRoot(PathBuf),
+    #[error("{path} has warabifs format version {found}; this warabifs reads version {FORMAT_VERSION} at most")]
+    NewerFormat { path: PathBuf, found: u32 },
+    #[error("pool {0} is in use by another process (libpmemobj holds its lock)")]
+    InUse(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pool {path}: {source}")]
+    Pmem { path: PathBuf, source: PmemError },
+}
+
+impl StoreError {
+    /// The errno a file-system operation reports for this failure.
+    pub fn errno(&self) -> i32 {
+        match self {
+            StoreError::Pmem { source, .. } => errno_of(source),
+            StoreError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            _ => libc::EIO,
+        }
+    }
+}
+
+/// libpmemobj reports a full pool as ENOMEM; to a file system that is ENOSPC.
+pub fn errno_of(e: &PmemError) -> i32 {
+    match e.errno {
+        libc::ENOMEM => libc::ENOSPC,
+        0 => libc::EIO,
+        errno => errno,
+    }
+}
+
+/// Everything a mount-time scan finds in the pool.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub inodes: Vec<(Oid, InodeRecord)>,
+    pub dentries: Vec<(Oid, DentryRecord)>,
+    /// Type-0 objects: Warabi regions, owned by an inode or not.
+    pub regions: Vec<Oid>,
+    /// Records that could not be decoded, and objects of type numbers no one here uses.
+    pub unreadable: Vec<Oid>,
+}
+
+/// An open pool holding (or about to hold) warabifs metadata.
+pub struct Store {
+    pool: Pool,
+    /// Whether the pool has a superblock (false for a Warabi pool mounted read-only).
+    formatted: bool,
+    file_size: u64,
+    heap_offset: u64,
+    /// Bytes held by objects, kept up to date by committed transactions.
+    allocated: AtomicI64,
+}
+
+/// Per-object overhead libpmemobj adds to each allocation (its allocation header).
+const OBJECT_OVERHEAD: u64 = 16;
+
+fn pmem_err(path: &Path) -> impl Fn(PmemError) -> StoreError + '_ {
+    move |source| StoreError::Pmem {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Store {
+    /// Opens or creates the pool with Warabi's rules; formats it for warabifs unless
+    /// `read_only` (a read-only mount never writes metadata).
+    pub fn open(config: &PoolConfig, read_only: bool) -> Result<Store, StoreError> {
+        let path = config.path.as_path();
+        let pool = open_or_create(config)?;
+        let header = PoolHeader::read(path).map_err(|e| probe_error(path, e))?;
+        let file_size = std::fs::metadata(path)
+            .map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        let mut store = Store {
+            pool,
+            formatted: false,
+            file_size,
+            heap_offset: header.heap_offset,
+            allocated: AtomicI64::new(0),
+        };
+        store.formatted = store.check_superblock()?;
+        if !store.formatted && !read_only {
+            store.format()?;
+        }
+        Ok(store)
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn is_formatted(&self) -> bool {
+        self.formatted
+    }
+
+    /// Ok(true) when the root object is a warabifs superblock of a version we read.
+    fn check_superblock(&self) -> Result<bool, StoreError> {
+        let Some(root) = self.pool.root() else {
+            return Ok(false);
+        };
+        let path = self.pool.path().to_path_buf();
+        if self.pool.usable_size(root) < SUPERBLOCK_SIZE as u64 {
+            return Err(StoreError::ForeignRoot(path));
+        }
+        let sb = Superblock::decode(self.pool.bytes(root, 0, SUPERBLOCK_SIZE));
+        if sb.magic != MAGIC {
+            return Err(StoreError::ForeignRoot(path));
+        }
+        if sb.version > FORMAT_VERSION {
+            return Err(StoreError::NewerFormat {
+                path,
+                found: sb.version,
+            });
+        }
+        Ok(true)
+    }
+
+    /// Writes the superblock. The root directory's inode is made by the file system.
+    fn format(&mut self) -> Result<(), StoreError> {
+        let root = self
+            .pool
+            .root_with_size(SUPERBLOCK_SIZE)
+            .map_err(pmem_err(self.pool.path()))?;
+        let mut tx = self.pool.tx().map_err(pmem_err(self.pool.path()))?;
+        tx.write(root, 0, &Superblock::current().encode())
+            .map_err(pmem_err(self.pool.path()))?;
+        tx.commit().map_err(pmem_err(self.pool.path()))?;
+        self.formatted = true;
+        Ok(())
+    }
+
+    /// Reads every object of the pool once, sorted by kind.
+    pub fn scan(&self) -> Scan {
+        let mut scan = Scan::default();
+        let mut allocated = 0u64;
+        for oid in self.pool.objects() {
+            let size = self.pool.usable_size(oid);
+            allocated += size + OBJECT_OVERHEAD;
+            let bytes = self.pool.bytes(oid, 0, size as usize);
+            match self.pool.type_num(oid) {
+                TYPE_REGION => scan.regions.push(oid),
+                TYPE_INODE => match InodeRecord::decode(bytes) {
+                    Some(rec) => scan.inodes.push((oid, rec)),
+                    None => scan.unreadable.push(oid),
+                },
+                TYPE_DENTRY => match DentryRecord::decode(bytes) {
+                    Some(rec) => scan.dentries.push((oid, rec)),
+                    None => scan.unreadable.push(oid),
+                },
+                _ => scan.unreadable.push(oid),
+            }
+        }
+        self.allocated.store(allocated as i64, Ordering::Relaxed);
+        scan
+    }
+
+    /// Pool file size in bytes (what `df` shows as the size).
+    pub fn total_bytes(&self) -> u64 {
+        self.file_size
+    }
+
+    /// Bytes still free for objects: the heap less what objects hold. libpmemobj's own
+    /// fragmentation makes the real figure somewhat lower for large allocations.
+    pub fn free_bytes(&self) -> u64 {
+        let heap = self.file_size.saturating_sub(self.heap_offset);
+        let used = self.allocated.load(Ordering::Relaxed).max(0) as u64;
+        heap.saturating_sub(used)
+    }
+
+    /// Bytes of a region that may hold file data.
+    pub fn capacity(&self, region: Oid) -> u64 {
+        self.pool.usable_size(region)
+    }
+
+    pub fn read(&self, region: Oid, off: u64, len: usize) -> &[u8] {
+        self.pool.bytes(region, off, len)
+    }
+
+    pub fn write(&self, region: Oid, off: u64, data: &[u8]) {
+        self.pool.write(region, off, data);
+    }
+
+    pub fn zero(&self, region: Oid, off: u64, len: u64) {
+        self.pool.zero(region, off, len as usize);
+    }
+
+    pub fn flush(&self, region: Oid, off: u64, len: u64) {
+        self.pool.flush(region, off, len as usize);
+    }
+
+    pub fn drain(&self) {
+        self.pool.drain();
+    }
+
+    /// Starts one metadata transaction.
+    pub fn begin(&self) -> Result<StoreTx<'_>, StoreError> {
+        let tx = self.pool.tx().map_err(pmem_err(self.pool.path()))?;
+        Ok(StoreTx {
+            store: self,
+            tx,
+            allocated_delta: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.pool.path()
+    }
+}
+
+fn probe_error(path: &Path, e: ProbeError) -> StoreError {
+    match e {
+        ProbeError::NotAPool => StoreError::NotAPool(path.to_path_buf()),
+        ProbeError::Io(source) => StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// Warabi's open-or-create, with its validation, plus checks that refuse a file that is
+/// not ours before libpmemobj writes to it.
+fn open_or_create(config: &PoolConfig) -> Result<Pool, StoreError> {
+    let path = config.path.as_path();
+    if let Some(size) = config.create_if_missing_with_size {
+        if size < pmem::MIN_POOL_SIZE {
+            return Err(StoreError::SizeTooSmall(size));
+        }
+    }
+    if config.override_if_exists && config.create_if_missing_with_size.is_none() {
+        return Err(StoreError::OverrideWithoutSize);
+    }
+    let exists = path.exists();
+    if path.is_dir() {
+        return Err(StoreError::IsDirectory(path.to_path_buf()));
+    }
+    if exists && config.override_if_exists {
+        // The one place warabifs deletes a pool file: the user asked for it.
+        std::fs::remove_file(path).map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    } else if exists {
+        return open_existing(path);
+    }
+    let Some(size) = config.create_if_missing_with_size else {
+        return Err(StoreError::Missing(path.to_path_buf()));
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    Pool::create(path, size).map_err(pmem_err(path))
+}
+
+fn open_existing(path: &Path) -> Result<Pool, StoreError> {
+    let header = PoolHeader::read(path).map_err(|e| probe_error(path, e))?;
+    if !header.layout.is_empty() {
+        return Err(StoreError::ForeignLayout {
+            path: path.to_path_buf(),
+            layout: String::from_utf8_lossy(&header.layout).into_owned(),
+        });
+    }
+    if let Some(sb) = header.superblock {
+        if sb.magic == MAGIC && sb.version > FORMAT_VERSION {
+            return Err(StoreError::NewerFormat {
+                path: path.to_path_buf(),
+                found: sb.version,
+            });
+        }
+    }
+    Pool::open(path).map_err(|source| match source.errno {
+        libc::EAGAIN => StoreError::InUse(path.to_path_buf()),
+        _ => StoreError::Pmem {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+/// One metadata transaction: typed record operations over a libpmemobj transaction.
+/// Dropped without [`StoreTx::commit`], nothing it did happens.
+pub struct StoreTx<'s> {
+    store: &'s Store,
+    tx: Tx<'s>,
+    allocated_delta: i64,
+}
+
+impl StoreTx<'_> {
+    fn fail(&self, e: PmemError) -> StoreError {
+        pmem_err(self.store.path())(e)
+    }
+
+    fn alloc(&mut self, size: u64, type_num: u64, init: TxAlloc) -> Result<Oid, StoreError> {
+        let oid = self
+            .tx
+            .alloc(size, type_num, init)
+            .map_err(|e| self.fail(e))?;
+        self.allocated_delta += (self.store.pool.usable_size(oid) + OBJECT_OVERHEAD) as i64;
+        Ok(oid)
+    }
+
+    /// Frees any object (record or region) when the transaction commits.
+    pub fn free(&mut self, oid: Oid) -> Result<(), StoreError> {
+        if oid.is_null() {
+            return Ok(());
+        }
+        let size = self.store.pool.usable_size(oid);
+        self.tx.free(oid).map_err(|e| self.fail(e))?;
+        self.allocated_delta -= (size + OBJECT_OVERHEAD) as i64;
+        Ok(())
+    }
+
+    pub fn create_inode(&mut self, rec: &InodeRecord) -> Result<Oid, StoreError> {
+        let oid = self.alloc(rec.encoded_len() as u64, TYPE_INODE, TxAlloc::Zeroed)?;
+        self.tx
+            .write(oid, 0, &rec.encode())
+            .map_err(|e| self.fail(e))?;
+        Ok(oid)
+    }
+
+    /// Rewrites an inode record's fixed header (all attributes and its region).
+    pub fn update_inode(&mut self, oid: Oid, rec: &InodeRecord) -> Result<(), StoreError> {
+        debug_assert!(self.store.pool.usable_size(oid) >= INODE_HEADER_SIZE as u64);
+        self.tx
+            .write(oid, 0, &rec.encode_header())
+            .map_err(|e| self.fail(e))
+    }
+
+    pub fn create_dentry(&mut self, rec: &DentryRecord) -> Result<Oid, StoreError> {
+        let bytes = rec.encode();
+        let oid = self.alloc(bytes.len() as u64, TYPE_DENTRY, TxAlloc::Zeroed)?;
+        self.tx.write(oid, 0, &bytes).map_err(|e| self.fail(e))?;
+        Ok(oid)
+    }
+
+    /// A new region of at least `size` bytes whose contents are left undefined and not
+    /// flushed: the caller fills and persists the bytes it uses.
+    pub fn create_region(&mut self, size: u64) -> Result<Oid, StoreError> {
+        self.alloc(size, TYPE_REGION, TxAlloc::Unflushed)
+    }
+
+    pub fn commit(self) -> Result<(), StoreError> {
+        let path = self.store.path().to_path_buf();
+        let delta = self.allocated_delta;
+        let store = self.store;
+        self.tx.commit().map_err(pmem_err(&path))?;
+        store.allocated.fetch_add(delta, Ordering::Relaxed);
+        Ok(())
+    }
+}
