@@ -1,0 +1,1198 @@
+//! Integration tests of the FUSE-free core, `warabifs::fs::WarabiFs`, on real small
+//! libpmemobj pools in /dev/shm. Dropping a `WarabiFs` closes the pool without syncing,
+//! so a drop is a crash unless the test released or fsynced first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+use warabifs::fs::{
+    Caller, Errno, FileKind, FsOptions, RenameMode, SetAttr, WarabiFs, REGION_ID_XATTR, ROOT_INO,
+};
+use warabifs::pmem::{Oid, Pool};
+use warabifs::store::{PoolConfig, StoreError};
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const POOL_SIZE: u64 = 32 * MIB;
+
+// ---------------------------------------------------------------- helpers
+
+/// A fresh directory in /dev/shm and the pool path inside it (not created yet).
+fn scratch() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir_in("/dev/shm").expect("tempdir in /dev/shm");
+    let path = dir.path().join("pool.pmem");
+    (dir, path)
+}
+
+fn config(path: &Path, size: Option<u64>) -> PoolConfig {
+    PoolConfig {
+        path: path.to_path_buf(),
+        create_if_missing_with_size: size,
+        override_if_exists: false,
+    }
+}
+
+/// Creates a pool of `size` bytes and mounts it.
+fn create_pool(path: &Path, size: u64) -> WarabiFs {
+    WarabiFs::open_pool(&config(path, Some(size)), FsOptions::default()).expect("create pool")
+}
+
+/// Mounts an existing pool, as a remount does (no size given).
+fn mount(path: &Path) -> WarabiFs {
+    mount_with(path, FsOptions::default())
+}
+
+fn mount_with(path: &Path, opts: FsOptions) -> WarabiFs {
+    WarabiFs::open_pool(&config(path, None), opts).expect("mount existing pool")
+}
+
+/// Closes the pool (by dropping the file system) and mounts it again.
+fn remount(fs: WarabiFs, path: &Path) -> WarabiFs {
+    drop(fs);
+    mount(path)
+}
+
+fn open_err(cfg: &PoolConfig) -> StoreError {
+    WarabiFs::open_pool(cfg, FsOptions::default())
+        .err()
+        .expect("open_pool must fail")
+}
+
+fn caller() -> Caller {
+    let opts = FsOptions::default();
+    Caller {
+        uid: opts.uid,
+        gid: opts.gid,
+    }
+}
+
+/// `len` bytes that differ from one `seed` to the next and are never all zero.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64 * 31 + u64::from(seed) * 7 + 1) as u8 | 1)
+        .collect()
+}
+
+fn read_range(fs: &WarabiFs, ino: u64, off: u64, len: u32) -> Vec<u8> {
+    fs.read(ino, off, len, |s| s.to_vec()).expect("read")
+}
+
+/// The whole file, read in 1 MiB pieces; checks the read length against the size.
+fn read_all(fs: &WarabiFs, ino: u64) -> Vec<u8> {
+    let size = fs.getattr(ino).expect("getattr").size;
+    let mut out = Vec::with_capacity(size as usize);
+    loop {
+        let piece = read_range(fs, ino, out.len() as u64, MIB as u32);
+        if piece.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&piece);
+    }
+    assert_eq!(
+        out.len() as u64,
+        size,
+        "read_all length disagrees with the size of inode {ino}"
+    );
+    out
+}
+
+/// Creates `name` in `parent` holding `data`, closes it (which persists it); returns the ino.
+fn create_file(fs: &WarabiFs, parent: u64, name: &[u8], data: &[u8]) -> u64 {
+    let (attr, fh) = fs.create(parent, name, 0o644, caller()).expect("create");
+    if !data.is_empty() {
+        assert_eq!(
+            fs.write(attr.ino, 0, data, false).expect("write"),
+            data.len()
+        );
+    }
+    fs.release(fh).expect("release");
+    attr.ino
+}
+
+fn lookup_ino(fs: &WarabiFs, parent: u64, name: &[u8]) -> u64 {
+    fs.lookup(parent, name).expect("lookup").ino
+}
+
+/// Directory entries other than "." and "..": name -> (ino, kind).
+fn list(fs: &WarabiFs, dir: u64) -> BTreeMap<Vec<u8>, (u64, FileKind)> {
+    let mut entries = BTreeMap::new();
+    fs.readdir(dir, 0, |e| {
+        if &*e.name != b"." && &*e.name != b".." {
+            let previous = entries.insert(e.name.to_vec(), (e.ino, e.kind));
+            assert!(previous.is_none(), "name listed twice: {:?}", e.name);
+        }
+        false
+    })
+    .expect("readdir");
+    entries
+}
+
+fn names(fs: &WarabiFs, dir: u64) -> BTreeSet<Vec<u8>> {
+    list(fs, dir).into_keys().collect()
+}
+
+fn name_set(names: &[&[u8]]) -> BTreeSet<Vec<u8>> {
+    names.iter().map(|n| n.to_vec()).collect()
+}
+
+fn region_id(fs: &WarabiFs, ino: u64) -> Result<String, Errno> {
+    fs.getxattr(ino, REGION_ID_XATTR)
+        .map(|v| String::from_utf8(v).expect("region id is UTF-8"))
+}
+
+fn region_oid(fs: &WarabiFs, ino: u64) -> Oid {
+    let id = region_id(fs, ino).expect("file has a region");
+    id.parse::<Oid>()
+        .unwrap_or_else(|()| panic!("region id {id:?} does not parse"))
+}
+
+fn assert_region_id_format(id: &str) {
+    assert_eq!(id.len(), 32, "region id {id:?}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "region id {id:?}"
+    );
+}
+
+fn truncate(fs: &WarabiFs, ino: u64, size: u64) {
+    let attr = fs
+        .setattr(
+            ino,
+            SetAttr {
+                size: Some(size),
+                ..SetAttr::default()
+            },
+        )
+        .expect("truncate");
+    assert_eq!(attr.size, size);
+}
+
+fn free_bytes(fs: &WarabiFs) -> u64 {
+    fs.statfs().free_bytes
+}
+
+/// Writes and unlinks a file of `len` bytes of 0xAA, so that the next regions the pool
+/// hands out hold stale non-zero bytes: a missing zero-fill then shows.
+fn leave_garbage(fs: &WarabiFs, len: usize) {
+    create_file(fs, ROOT_INO, b"garbage", &vec![0xAA; len]);
+    fs.unlink(ROOT_INO, b"garbage").expect("unlink garbage");
+}
+
+/// Warabi's side: allocates a region with `Pool::alloc` and fills all of it.
+fn warabi_region(pool: &Pool, size: u64, seed: u8) -> (Oid, Vec<u8>) {
+    let oid = pool.alloc(size, 0).expect("alloc region");
+    let data = pattern(pool.usable_size(oid) as usize, seed);
+    pool.write(oid, 0, &data);
+    pool.persist(oid, 0, data.len());
+    (oid, data)
+}
+
+// ---------------------------------------------------------------- 1. data round trip
+
+#[test]
+fn written_file_reads_back_and_survives_remount_with_stable_inode_numbers() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let small = pattern(3000, 1);
+    let big = pattern(300_000, 2);
+    let small_ino = create_file(&fs, ROOT_INO, b"small", &small);
+    let sub = fs
+        .mkdir(ROOT_INO, b"sub", 0o755, caller())
+        .expect("mkdir")
+        .ino;
+    let big_ino = create_file(&fs, sub, b"big", &big);
+
+    assert_eq!(fs.getattr(small_ino).unwrap().size, small.len() as u64);
+    assert_eq!(read_all(&fs, small_ino), small);
+    assert_eq!(read_range(&fs, big_ino, 1000, 10), big[1000..1010]);
+    assert_eq!(
+        read_range(&fs, small_ino, 2990, 100),
+        small[2990..],
+        "a read past the end is short"
+    );
+    assert!(
+        read_range(&fs, small_ino, 5000, 10).is_empty(),
+        "a read beyond the end is empty"
+    );
+    assert_eq!(read_all(&fs, big_ino), big);
+
+    let fs = remount(fs, &path);
+    assert_eq!(lookup_ino(&fs, ROOT_INO, b"small"), small_ino);
+    assert_eq!(lookup_ino(&fs, ROOT_INO, b"sub"), sub);
+    assert_eq!(lookup_ino(&fs, sub, b"big"), big_ino);
+    assert_eq!(fs.getattr(big_ino).unwrap().size, big.len() as u64);
+    assert_eq!(read_all(&fs, small_ino), small);
+    assert_eq!(read_all(&fs, big_ino), big);
+
+    // New inodes after a remount never reuse a number.
+    let new_ino = create_file(&fs, ROOT_INO, b"new", b"x");
+    assert!(
+        ![ROOT_INO, small_ino, sub, big_ino].contains(&new_ino),
+        "inode number {new_ino} reused"
+    );
+}
+
+#[test]
+fn fsynced_write_survives_a_crash_without_release() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let (attr, _fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
+    let data = pattern(10_000, 3);
+    fs.write(attr.ino, 0, &data, false).unwrap();
+    fs.fsync(attr.ino).unwrap();
+
+    let fs = remount(fs, &path); // no release: a crash after fsync
+    assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"f")), data);
+}
+
+#[test]
+fn sync_write_survives_a_crash_without_fsync() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let (attr, _fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
+    let data = pattern(5000, 4);
+    fs.write(attr.ino, 0, &data, true).unwrap();
+
+    let fs = remount(fs, &path);
+    assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"f")), data);
+}
+
+// ---------------------------------------------------------------- 2. growth
+
+#[test]
+fn appending_grows_the_region_and_changes_its_region_id() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 64 * MIB);
+    let (attr, fh) = fs.create(ROOT_INO, b"log", 0o644, caller()).unwrap();
+    let ino = attr.ino;
+    assert_eq!(
+        region_id(&fs, ino),
+        Err(Errno::ENODATA),
+        "an empty file has no region"
+    );
+
+    let mut expected = vec![7u8];
+    fs.write(ino, 0, &expected, false).unwrap();
+    let first_id = region_id(&fs, ino).unwrap();
+    assert_region_id_format(&first_id);
+    let mut ids = vec![first_id];
+    while expected.len() < 6 * MIB as usize {
+        let piece = pattern(
+            64 * KIB as usize,
+            (expected.len() / (64 * KIB as usize)) as u8,
+        );
+        fs.write(ino, expected.len() as u64, &piece, false).unwrap();
+        expected.extend_from_slice(&piece);
+        let id = region_id(&fs, ino).unwrap();
+        assert_region_id_format(&id);
+        if ids.last() != Some(&id) {
+            ids.push(id);
+        }
+    }
+    // 1 byte -> 6 MiB with capacity doubling: several moves, each to a new region.
+    assert!(ids.len() >= 5, "region ids seen while growing: {ids:?}");
+    assert!(fs.getattr(ino).unwrap().blocks * 512 >= expected.len() as u64);
+    assert_eq!(read_all(&fs, ino), expected);
+    fs.release(fh).unwrap();
+
+    let last_id = ids.last().unwrap().clone();
+    let fs = remount(fs, &path);
+    assert_eq!(region_id(&fs, ino).unwrap(), last_id);
+    assert_eq!(read_all(&fs, ino), expected);
+}
+
+#[test]
+fn overwriting_inside_the_capacity_keeps_the_region() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let mut data = pattern(100_000, 5);
+    let ino = create_file(&fs, ROOT_INO, b"f", &data);
+    let before = region_id(&fs, ino).unwrap();
+    let patch = pattern(500, 6);
+    fs.write(ino, 40_000, &patch, false).unwrap();
+    data[40_000..40_500].copy_from_slice(&patch);
+    assert_eq!(region_id(&fs, ino).unwrap(), before);
+    assert_eq!(read_all(&fs, ino), data);
+}
+
+// ---------------------------------------------------------------- 3. holes
+
+#[test]
+fn write_past_the_end_leaves_a_zero_filled_hole() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    leave_garbage(&fs, 3 * MIB as usize);
+    let data = pattern(100, 7);
+    let (attr, fh) = fs.create(ROOT_INO, b"sparse", 0o644, caller()).unwrap();
+    fs.write(attr.ino, MIB, &data, false).unwrap();
+
+    let mut expected = vec![0u8; MIB as usize];
+    expected.extend_from_slice(&data);
+    assert_eq!(fs.getattr(attr.ino).unwrap().size, MIB + 100);
+    assert_eq!(read_all(&fs, attr.ino), expected);
+    fs.release(fh).unwrap();
+
+    let fs = remount(fs, &path);
+    assert_eq!(read_all(&fs, attr.ino), expected);
+}
+
+#[test]
+fn second_write_past_the_end_zero_fills_between() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    leave_garbage(&fs, MIB as usize);
+    let ino = create_file(&fs, ROOT_INO, b"f", &pattern(10, 8));
+    fs.write(ino, 5000, b"end", false).unwrap();
+    let got = read_all(&fs, ino);
+    assert_eq!(got.len(), 5003);
+    assert_eq!(got[..10], pattern(10, 8)[..]);
+    assert!(got[10..5000].iter().all(|&b| b == 0), "hole is not zero");
+    assert_eq!(&got[5000..], b"end");
+}
+
+#[test]
+fn truncate_up_reads_zeros() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    leave_garbage(&fs, 3 * MIB as usize);
+    let data = pattern(1000, 9);
+    let ino = create_file(&fs, ROOT_INO, b"f", &data);
+    truncate(&fs, ino, 2 * MIB);
+
+    let got = read_all(&fs, ino);
+    assert_eq!(got[..1000], data[..]);
+    assert!(
+        got[1000..].iter().all(|&b| b == 0),
+        "extended range is not zero"
+    );
+
+    let fs = remount(fs, &path);
+    assert_eq!(read_all(&fs, ino), got);
+}
+
+#[test]
+fn truncate_down_then_up_zeroes_the_reexposed_range() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let data = pattern(1000, 10);
+    let ino = create_file(&fs, ROOT_INO, b"f", &data);
+    truncate(&fs, ino, 10);
+    truncate(&fs, ino, 100);
+
+    let got = read_all(&fs, ino);
+    assert_eq!(got[..10], data[..10]);
+    assert_eq!(got[10..], [0u8; 90][..], "bytes 10..100 must read as zeros");
+
+    // A write past the end after a shrink must not expose the old bytes either.
+    truncate(&fs, ino, 10);
+    fs.write(ino, 500, b"z", false).unwrap();
+    let got = read_all(&fs, ino);
+    assert!(
+        got[10..500].iter().all(|&b| b == 0),
+        "bytes 10..500 must read as zeros"
+    );
+
+    let fs = remount(fs, &path);
+    assert_eq!(read_all(&fs, ino), got);
+}
+
+// ---------------------------------------------------------------- 4. truncate to 0
+
+#[test]
+fn truncate_to_zero_frees_the_region() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let before_create = free_bytes(&fs);
+    let ino = create_file(&fs, ROOT_INO, b"f", &pattern(MIB as usize, 11));
+    let with_data = free_bytes(&fs);
+    assert!(
+        before_create - with_data >= MIB,
+        "1 MiB of data used only {} bytes",
+        before_create - with_data
+    );
+    assert!(region_id(&fs, ino).is_ok());
+
+    truncate(&fs, ino, 0);
+    assert_eq!(region_id(&fs, ino), Err(Errno::ENODATA));
+    assert_eq!(fs.listxattr(ino).unwrap(), b"");
+    let emptied = free_bytes(&fs);
+    assert!(
+        emptied > with_data && emptied - with_data >= MIB,
+        "free bytes {with_data} -> {emptied}"
+    );
+    assert!(
+        emptied < before_create,
+        "the inode and its entry still hold space"
+    );
+    assert_eq!(fs.getattr(ino).unwrap().size, 0);
+    assert!(read_range(&fs, ino, 0, 100).is_empty());
+
+    let fs = remount(fs, &path);
+    assert_eq!(region_id(&fs, ino), Err(Errno::ENODATA));
+    assert_eq!(fs.getattr(ino).unwrap().size, 0);
+    assert_eq!(
+        free_bytes(&fs),
+        emptied,
+        "the accounting of a fresh scan agrees"
+    );
+
+    // The emptied file can grow again.
+    fs.write(ino, 0, b"again", false).unwrap();
+    assert_eq!(read_all(&fs, ino), b"again");
+}
+
+// ---------------------------------------------------------------- 5, 6. Warabi compatibility
+
+#[test]
+fn warabi_regions_are_listed_as_files_and_written_in_place() {
+    let (_dir, path) = scratch();
+    let pool = Pool::create(&path, POOL_SIZE).expect("Pool::create");
+    let (a, a_data) = warabi_region(&pool, 1000, 12);
+    let (erased, _) = warabi_region(&pool, 4096, 13);
+    let (c, c_data) = warabi_region(&pool, 65536, 14);
+    pool.free(erased);
+    drop(pool);
+
+    let fs = mount(&path);
+    let listed = list(&fs, ROOT_INO);
+    let expected_names = name_set(&[a.to_string().as_bytes(), c.to_string().as_bytes()]);
+    assert_eq!(
+        listed.keys().cloned().collect::<BTreeSet<_>>(),
+        expected_names
+    );
+    for (oid, data) in [(a, &a_data), (c, &c_data)] {
+        let (ino, kind) = listed[oid.to_string().as_bytes()];
+        assert_eq!(kind, FileKind::Regular);
+        assert_eq!(
+            fs.getattr(ino).unwrap().size,
+            data.len() as u64,
+            "size is the usable size"
+        );
+        assert_eq!(&read_all(&fs, ino), data);
+        assert_eq!(region_oid(&fs, ino), oid);
+    }
+
+    let c_ino = listed[c.to_string().as_bytes()].0;
+    let patch = pattern(300, 15);
+    fs.write(c_ino, 1234, &patch, false).unwrap();
+    fs.fsync(c_ino).unwrap();
+    drop(fs);
+
+    let pool = Pool::open(&path).expect("Pool::open after the mount");
+    assert_eq!(pool.type_num(c), 0);
+    assert_eq!(pool.usable_size(c), c_data.len() as u64);
+    let mut expected = c_data.clone();
+    expected[1234..1534].copy_from_slice(&patch);
+    assert_eq!(pool.bytes(c, 0, expected.len()), &expected[..]);
+    assert_eq!(
+        pool.bytes(a, 0, a_data.len()),
+        &a_data[..],
+        "untouched region changed"
+    );
+}
+
+#[test]
+fn warabi_region_survives_remount_after_being_grown() {
+    let (_dir, path) = scratch();
+    let pool = Pool::create(&path, POOL_SIZE).unwrap();
+    let (oid, data) = warabi_region(&pool, 1000, 16);
+    drop(pool);
+
+    let fs = mount(&path);
+    let name = oid.to_string().into_bytes();
+    let ino = lookup_ino(&fs, ROOT_INO, &name);
+    let mut expected = data.clone();
+    expected.extend_from_slice(&pattern(5000, 17));
+    fs.write(ino, data.len() as u64, &expected[data.len()..], false)
+        .unwrap();
+    fs.fsync(ino).unwrap();
+    assert_ne!(region_oid(&fs, ino), oid, "growth moves the file");
+
+    let fs = remount(fs, &path);
+    assert_eq!(
+        names(&fs, ROOT_INO),
+        name_set(&[&name]),
+        "the grown region is listed once, by its old name"
+    );
+    assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, &name)), expected);
+}
+
+#[test]
+fn file_created_through_the_fs_is_a_warabi_region() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let data = pattern(20_000, 18);
+    let ino = create_file(&fs, ROOT_INO, b"f", &data);
+    let oid = region_oid(&fs, ino);
+    assert_eq!(
+        fs.listxattr(ino).unwrap(),
+        [REGION_ID_XATTR, b"\0"].concat()
+    );
+    drop(fs);
+
+    let pool = Pool::open(&path).unwrap();
+    assert!(
+        pool.objects().any(|o| o == oid),
+        "region {oid} is not an object of the pool"
+    );
+    assert_eq!(pool.type_num(oid), 0);
+    assert_eq!(pool.bytes(oid, 0, data.len()), &data[..]);
+}
+
+// ---------------------------------------------------------------- 7. namespace
+
+#[test]
+fn mkdir_rmdir_and_their_errors() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap();
+    assert_eq!((d.kind, d.nlink), (FileKind::Directory, 2));
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 3);
+    let file = create_file(&fs, d.ino, b"file", b"x");
+
+    assert_eq!(
+        fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap_err(),
+        Errno::EEXIST
+    );
+    assert_eq!(fs.rmdir(ROOT_INO, b"d").unwrap_err(), Errno::ENOTEMPTY);
+    assert_eq!(fs.rmdir(d.ino, b"file").unwrap_err(), Errno::ENOTDIR);
+    assert_eq!(fs.unlink(ROOT_INO, b"d").unwrap_err(), Errno::EISDIR);
+    assert_eq!(
+        fs.mkdir(file, b"x", 0o755, caller()).unwrap_err(),
+        Errno::ENOTDIR
+    );
+    assert_eq!(fs.lookup(file, b"x").unwrap_err(), Errno::ENOTDIR);
+    assert_eq!(fs.readdir(file, 0, |_| false).unwrap_err(), Errno::ENOTDIR);
+    assert_eq!(fs.rmdir(ROOT_INO, b"missing").unwrap_err(), Errno::ENOENT);
+    assert_eq!(fs.lookup(d.ino, b"..").unwrap().ino, ROOT_INO);
+
+    fs.unlink(d.ino, b"file").unwrap();
+    assert_eq!(fs.getattr(file).unwrap_err(), Errno::ENOENT);
+    fs.rmdir(ROOT_INO, b"d").unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, b"d").unwrap_err(), Errno::ENOENT);
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 2);
+
+    let fs = remount(fs, &path);
+    assert!(list(&fs, ROOT_INO).is_empty());
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 2);
+}
+
+#[test]
+fn rename_over_a_file_replaces_it_and_frees_its_data() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let src_data = pattern(4000, 19);
+    let src = create_file(&fs, ROOT_INO, b"src", &src_data);
+    let dst = create_file(&fs, ROOT_INO, b"dst", &pattern(MIB as usize, 20));
+    let with_both = free_bytes(&fs);
+
+    fs.rename(ROOT_INO, b"src", ROOT_INO, b"dst", RenameMode::Replace)
+        .unwrap();
+    assert_eq!(lookup_ino(&fs, ROOT_INO, b"dst"), src);
+    assert_eq!(fs.lookup(ROOT_INO, b"src").unwrap_err(), Errno::ENOENT);
+    assert_eq!(
+        fs.getattr(dst).unwrap_err(),
+        Errno::ENOENT,
+        "the replaced inode is gone"
+    );
+    assert!(
+        free_bytes(&fs) >= with_both + MIB,
+        "the replaced file's region was not freed"
+    );
+    assert_eq!(read_all(&fs, src), src_data);
+
+    let fs = remount(fs, &path);
+    assert_eq!(names(&fs, ROOT_INO), name_set(&[b"dst"]));
+    assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"dst")), src_data);
+}
+
+#[test]
+fn rename_across_directories_moves_files_and_directories() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let a = fs.mkdir(ROOT_INO, b"a", 0o755, caller()).unwrap().ino;
+    let b = fs.mkdir(ROOT_INO, b"b", 0o755, caller()).unwrap().ino;
+    let inner = fs.mkdir(a, b"inner", 0o755, caller()).unwrap().ino;
+    let data = pattern(777, 21);
+    let file = create_file(&fs, a, b"f", &data);
+
+    fs.rename(a, b"f", b, b"g", RenameMode::Replace).unwrap();
+    fs.rename(a, b"inner", b, b"inner2", RenameMode::Replace)
+        .unwrap();
+    assert_eq!(fs.getattr(a).unwrap().nlink, 2);
+    assert_eq!(fs.getattr(b).unwrap().nlink, 3);
+    assert_eq!(fs.lookup(inner, b"..").unwrap().ino, b);
+
+    let fs = remount(fs, &path);
+    assert!(list(&fs, a).is_empty());
+    let in_b = list(&fs, b);
+    assert_eq!(in_b[b"g".as_slice()], (file, FileKind::Regular));
+    assert_eq!(in_b[b"inner2".as_slice()], (inner, FileKind::Directory));
+    assert_eq!(fs.lookup(inner, b"..").unwrap().ino, b);
+    assert_eq!(fs.getattr(a).unwrap().nlink, 2);
+    assert_eq!(fs.getattr(b).unwrap().nlink, 3);
+    assert_eq!(read_all(&fs, file), data);
+}
+
+#[test]
+fn rename_noreplace_exchange_and_loops() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let x = create_file(&fs, ROOT_INO, b"x", b"xxx");
+    let y = create_file(&fs, ROOT_INO, b"y", b"yyyyy");
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap().ino;
+    let sub = fs.mkdir(d, b"sub", 0o755, caller()).unwrap().ino;
+
+    assert_eq!(
+        fs.rename(ROOT_INO, b"x", ROOT_INO, b"y", RenameMode::NoReplace)
+            .unwrap_err(),
+        Errno::EEXIST
+    );
+    assert_eq!(
+        lookup_ino(&fs, ROOT_INO, b"y"),
+        y,
+        "a refused rename changes nothing"
+    );
+    assert_eq!(
+        fs.rename(ROOT_INO, b"x", ROOT_INO, b"none", RenameMode::Exchange)
+            .unwrap_err(),
+        Errno::ENOENT
+    );
+    assert_eq!(
+        fs.rename(ROOT_INO, b"d", sub, b"loop", RenameMode::Replace)
+            .unwrap_err(),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        fs.rename(ROOT_INO, b"d", d, b"self", RenameMode::Replace)
+            .unwrap_err(),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        fs.rename(ROOT_INO, b"x", ROOT_INO, b"d", RenameMode::Replace)
+            .unwrap_err(),
+        Errno::EISDIR
+    );
+    assert_eq!(
+        fs.rename(ROOT_INO, b"d", ROOT_INO, b"x", RenameMode::Replace)
+            .unwrap_err(),
+        Errno::ENOTDIR
+    );
+
+    fs.rename(ROOT_INO, b"x", ROOT_INO, b"y", RenameMode::Exchange)
+        .unwrap();
+    assert_eq!(lookup_ino(&fs, ROOT_INO, b"x"), y);
+    assert_eq!(lookup_ino(&fs, ROOT_INO, b"y"), x);
+    // Exchange a file with a directory in another directory: the link counts follow.
+    fs.rename(ROOT_INO, b"x", d, b"sub", RenameMode::Exchange)
+        .unwrap();
+    assert_eq!(lookup_ino(&fs, ROOT_INO, b"x"), sub);
+    assert_eq!(lookup_ino(&fs, d, b"sub"), y);
+    assert_eq!(fs.lookup(sub, b"..").unwrap().ino, ROOT_INO);
+    assert_eq!(fs.getattr(d).unwrap().nlink, 2);
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 4);
+
+    let fs = remount(fs, &path);
+    assert_eq!(names(&fs, ROOT_INO), name_set(&[b"x", b"y", b"d"]));
+    assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"y")), b"xxx");
+    assert_eq!(read_all(&fs, lookup_ino(&fs, d, b"sub")), b"yyyyy");
+    assert_eq!(fs.lookup(ROOT_INO, b"x").unwrap().kind, FileKind::Directory);
+    assert_eq!(fs.lookup(sub, b"..").unwrap().ino, ROOT_INO);
+    assert_eq!(fs.getattr(d).unwrap().nlink, 2);
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 4);
+}
+
+#[test]
+fn rename_over_an_empty_directory_replaces_it() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let a = fs.mkdir(ROOT_INO, b"a", 0o755, caller()).unwrap().ino;
+    let b = fs.mkdir(ROOT_INO, b"b", 0o755, caller()).unwrap().ino;
+    fs.mkdir(b, b"child", 0o755, caller()).unwrap();
+    assert_eq!(
+        fs.rename(ROOT_INO, b"a", ROOT_INO, b"b", RenameMode::Replace)
+            .unwrap_err(),
+        Errno::ENOTEMPTY
+    );
+    fs.rmdir(b, b"child").unwrap();
+    fs.rename(ROOT_INO, b"a", ROOT_INO, b"b", RenameMode::Replace)
+        .unwrap();
+    assert_eq!(lookup_ino(&fs, ROOT_INO, b"b"), a);
+    assert_eq!(fs.getattr(b).unwrap_err(), Errno::ENOENT);
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 3);
+
+    let fs = remount(fs, &path);
+    assert_eq!(
+        list(&fs, ROOT_INO),
+        BTreeMap::from([(b"b".to_vec(), (a, FileKind::Directory))])
+    );
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 3);
+}
+
+#[test]
+fn hard_links_share_data_and_count_links() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap().ino;
+    let data = pattern(9000, 22);
+    let ino = create_file(&fs, ROOT_INO, b"one", &data);
+    assert_eq!(fs.link(ino, d, b"two").unwrap().nlink, 2);
+    assert_eq!(fs.link(ino, ROOT_INO, b"three").unwrap().nlink, 3);
+    assert_eq!(fs.link(ino, ROOT_INO, b"three").unwrap_err(), Errno::EEXIST);
+    assert_eq!(fs.link(d, ROOT_INO, b"dirlink").unwrap_err(), Errno::EPERM);
+    assert_eq!(lookup_ino(&fs, d, b"two"), ino);
+
+    fs.unlink(ROOT_INO, b"one").unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().nlink, 2);
+    fs.write(ino, 0, b"changed", false).unwrap();
+    fs.fsync(ino).unwrap();
+    let mut expected = data.clone();
+    expected[..7].copy_from_slice(b"changed");
+    assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"three")), expected);
+
+    let fs = remount(fs, &path);
+    assert_eq!(fs.getattr(ino).unwrap().nlink, 2);
+    assert_eq!(names(&fs, ROOT_INO), name_set(&[b"d", b"three"]));
+    assert_eq!(read_all(&fs, lookup_ino(&fs, d, b"two")), expected);
+    fs.unlink(d, b"two").unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().nlink, 1);
+    assert_eq!(read_all(&fs, ino), expected);
+}
+
+#[test]
+fn symlinks_store_their_target() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let target = b"../some/where/else".as_slice();
+    let link = fs.symlink(ROOT_INO, b"ln", target, caller()).unwrap();
+    assert_eq!(link.kind, FileKind::Symlink);
+    assert_eq!(link.size, target.len() as u64);
+    assert_eq!(fs.readlink(link.ino).unwrap(), target);
+    assert_eq!(fs.readlink(ROOT_INO).unwrap_err(), Errno::EINVAL);
+    let long_target = vec![b'a'; 4000];
+    let long = fs
+        .symlink(ROOT_INO, b"long", &long_target, caller())
+        .unwrap();
+
+    let fs = remount(fs, &path);
+    assert_eq!(fs.lookup(ROOT_INO, b"ln").unwrap().kind, FileKind::Symlink);
+    assert_eq!(fs.readlink(link.ino).unwrap(), target);
+    assert_eq!(fs.readlink(long.ino).unwrap(), long_target);
+}
+
+#[test]
+fn names_of_255_bytes_work_and_256_are_too_long() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let longest = vec![b'n'; 255];
+    let too_long = vec![b'n'; 256];
+    let ino = create_file(&fs, ROOT_INO, &longest, b"data");
+    fs.mkdir(ROOT_INO, &longest[1..], 0o755, caller()).unwrap();
+    assert_eq!(
+        fs.create(ROOT_INO, &too_long, 0o644, caller()).unwrap_err(),
+        Errno::ENAMETOOLONG
+    );
+    assert_eq!(
+        fs.mkdir(ROOT_INO, &too_long, 0o755, caller()).unwrap_err(),
+        Errno::ENAMETOOLONG
+    );
+    assert_eq!(
+        fs.symlink(ROOT_INO, &too_long, b"t", caller()).unwrap_err(),
+        Errno::ENAMETOOLONG
+    );
+    assert_eq!(
+        fs.link(ino, ROOT_INO, &too_long).unwrap_err(),
+        Errno::ENAMETOOLONG
+    );
+    assert_eq!(
+        fs.rename(ROOT_INO, &longest, ROOT_INO, &too_long, RenameMode::Replace)
+            .unwrap_err(),
+        Errno::ENAMETOOLONG
+    );
+    assert_eq!(
+        fs.lookup(ROOT_INO, &too_long).unwrap_err(),
+        Errno::ENAMETOOLONG
+    );
+
+    let fs = remount(fs, &path);
+    assert_eq!(names(&fs, ROOT_INO), name_set(&[&longest, &longest[1..]]));
+    assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, &longest)), b"data");
+}
+
+#[test]
+fn invalid_names_are_refused() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    for bad in [b"".as_slice(), b".", b"..", b"a/b", b"nul\0"] {
+        assert_eq!(
+            fs.create(ROOT_INO, bad, 0o644, caller()).unwrap_err(),
+            Errno::EINVAL,
+            "{bad:?}"
+        );
+    }
+    assert!(list(&fs, ROOT_INO).is_empty());
+}
+
+// ---------------------------------------------------------------- 8. unlink while open
+
+#[test]
+fn unlinked_open_file_stays_readable_until_release() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let data = pattern(MIB as usize, 23);
+    let ino = create_file(&fs, ROOT_INO, b"f", &data);
+    let fh = fs.open(ino, false).unwrap();
+    fs.unlink(ROOT_INO, b"f").unwrap();
+
+    assert_eq!(fs.lookup(ROOT_INO, b"f").unwrap_err(), Errno::ENOENT);
+    assert!(list(&fs, ROOT_INO).is_empty());
+    assert_eq!(fs.getattr(ino).unwrap().nlink, 0);
+    assert_eq!(read_all(&fs, ino), data);
+    let before_release = free_bytes(&fs);
+
+    fs.release(fh).unwrap();
+    assert_eq!(fs.getattr(ino).unwrap_err(), Errno::ENOENT);
+    assert_eq!(fs.read(ino, 0, 10, |s| s.len()).unwrap_err(), Errno::ENOENT);
+    assert!(
+        free_bytes(&fs) >= before_release + MIB,
+        "release did not free the region"
+    );
+    assert_eq!(fs.release(fh).unwrap_err(), Errno::EBADF);
+}
+
+#[test]
+fn unlinked_open_file_is_reclaimed_at_the_next_mount_after_a_crash() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let keep = create_file(&fs, ROOT_INO, b"keep", b"kept");
+    let before_create = free_bytes(&fs);
+    let (attr, _fh) = fs.create(ROOT_INO, b"doomed", 0o644, caller()).unwrap();
+    fs.write(attr.ino, 0, &pattern(2 * MIB as usize, 24), false)
+        .unwrap();
+    fs.unlink(ROOT_INO, b"doomed").unwrap();
+    assert!(
+        free_bytes(&fs) + 2 * MIB <= before_create,
+        "the open orphan still holds its space"
+    );
+
+    let fs = remount(fs, &path); // crash: the handle is never released
+    assert_eq!(names(&fs, ROOT_INO), name_set(&[b"keep"]));
+    assert_eq!(fs.getattr(attr.ino).unwrap_err(), Errno::ENOENT);
+    assert_eq!(free_bytes(&fs), before_create);
+    assert_eq!(read_all(&fs, keep), b"kept");
+}
+
+#[test]
+fn file_replaced_by_rename_while_open_lives_until_release() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let old_data = pattern(5000, 25);
+    let old = create_file(&fs, ROOT_INO, b"target", &old_data);
+    create_file(&fs, ROOT_INO, b"new", b"new contents");
+    let fh = fs.open(old, false).unwrap();
+    fs.rename(ROOT_INO, b"new", ROOT_INO, b"target", RenameMode::Replace)
+        .unwrap();
+    assert_eq!(read_all(&fs, old), old_data);
+    fs.release(fh).unwrap();
+    assert_eq!(fs.getattr(old).unwrap_err(), Errno::ENOENT);
+
+    let fs = remount(fs, &path);
+    assert_eq!(names(&fs, ROOT_INO), name_set(&[b"target"]));
+    assert_eq!(
+        read_all(&fs, lookup_ino(&fs, ROOT_INO, b"target")),
+        b"new contents"
+    );
+}
+
+// ---------------------------------------------------------------- 9. ENOSPC
+
+#[test]
+fn full_pool_gives_enospc_and_recovers_after_a_delete() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 16 * MIB);
+    let (attr, fh) = fs.create(ROOT_INO, b"big", 0o644, caller()).unwrap();
+    let chunk = |i: usize| pattern(MIB as usize, i as u8);
+    let mut written = Vec::new();
+    let err = loop {
+        assert!(
+            written.len() < 32 * MIB as usize,
+            "a 16 MiB pool took 32 MiB"
+        );
+        match fs.write(
+            attr.ino,
+            written.len() as u64,
+            &chunk(written.len() / MIB as usize),
+            false,
+        ) {
+            Ok(n) => written.extend_from_slice(&chunk(written.len() / MIB as usize)[..n]),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, Errno(libc::ENOSPC));
+    assert!(
+        written.len() >= 4 * MIB as usize,
+        "only {} bytes fit",
+        written.len()
+    );
+    assert_eq!(fs.getattr(attr.ino).unwrap().size, written.len() as u64);
+    assert_eq!(
+        read_all(&fs, attr.ino),
+        written,
+        "a failed write damaged the file"
+    );
+    // Small files still fit, or fail cleanly with ENOSPC.
+    assert!(matches!(
+        fs.mkdir(ROOT_INO, b"d", 0o755, caller()),
+        Ok(_) | Err(Errno(libc::ENOSPC))
+    ));
+    fs.release(fh).unwrap();
+
+    let fs = remount(fs, &path);
+    assert_eq!(read_all(&fs, attr.ino), written);
+    let full = free_bytes(&fs);
+    fs.unlink(ROOT_INO, b"big").unwrap();
+    assert!(free_bytes(&fs) >= full + written.len() as u64);
+    let again = pattern(4 * MIB as usize, 99);
+    let ino = create_file(&fs, ROOT_INO, b"again", &again);
+    assert_eq!(read_all(&fs, ino), again);
+
+    let fs = remount(fs, &path);
+    assert_eq!(read_all(&fs, ino), again);
+    drop(fs);
+    assert!(
+        Pool::check(&path).expect("pmemobj_check runs"),
+        "pool inconsistent"
+    );
+}
+
+#[test]
+fn many_files_fill_the_pool_with_enospc_and_leave_it_consistent() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 16 * MIB);
+    let mut files = Vec::new();
+    let err = loop {
+        assert!(files.len() < 32, "a 16 MiB pool took 32 files of 1 MiB");
+        let name = format!("f{}", files.len()).into_bytes();
+        let data = pattern(MIB as usize, files.len() as u8);
+        let (attr, fh) = match fs.create(ROOT_INO, &name, 0o644, caller()) {
+            Ok(created) => created,
+            Err(e) => break e,
+        };
+        let written = fs.write(attr.ino, 0, &data, false);
+        fs.release(fh).unwrap();
+        match written {
+            Ok(_) => files.push((name, data)),
+            Err(e) => {
+                fs.unlink(ROOT_INO, &name).unwrap();
+                break e;
+            }
+        }
+    };
+    assert_eq!(err, Errno::ENOSPC);
+    assert!(
+        files.len() >= 8,
+        "only {} files of 1 MiB fit in 16 MiB",
+        files.len()
+    );
+    for (name, data) in &files {
+        assert_eq!(&read_all(&fs, lookup_ino(&fs, ROOT_INO, name)), data);
+    }
+    let (first, _) = files.remove(0);
+    fs.unlink(ROOT_INO, &first).unwrap();
+    let ino = create_file(&fs, ROOT_INO, b"after", &pattern(MIB as usize, 200));
+    assert_eq!(read_all(&fs, ino), pattern(MIB as usize, 200));
+
+    let fs = remount(fs, &path);
+    let mut expected: BTreeSet<Vec<u8>> = files.iter().map(|(n, _)| n.clone()).collect();
+    expected.insert(b"after".to_vec());
+    assert_eq!(names(&fs, ROOT_INO), expected);
+    for (name, data) in &files {
+        assert_eq!(&read_all(&fs, lookup_ino(&fs, ROOT_INO, name)), data);
+    }
+    drop(fs);
+    assert!(
+        Pool::check(&path).expect("pmemobj_check runs"),
+        "pool inconsistent"
+    );
+}
+
+// ---------------------------------------------------------------- 10. read-only
+
+#[test]
+fn read_only_mount_refuses_changes_and_serves_reads() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let data = pattern(3000, 26);
+    let ino = create_file(&fs, ROOT_INO, b"f", &data);
+    fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap();
+    drop(fs);
+
+    let fs = mount_with(
+        &path,
+        FsOptions {
+            read_only: true,
+            ..FsOptions::default()
+        },
+    );
+    assert_eq!(fs.write(ino, 0, b"x", false).unwrap_err(), Errno::EROFS);
+    assert_eq!(
+        fs.create(ROOT_INO, b"new", 0o644, caller()).unwrap_err(),
+        Errno::EROFS
+    );
+    assert_eq!(
+        fs.mkdir(ROOT_INO, b"new", 0o755, caller()).unwrap_err(),
+        Errno::EROFS
+    );
+    assert_eq!(fs.unlink(ROOT_INO, b"f").unwrap_err(), Errno::EROFS);
+    assert_eq!(fs.rmdir(ROOT_INO, b"d").unwrap_err(), Errno::EROFS);
+    assert_eq!(
+        fs.rename(ROOT_INO, b"f", ROOT_INO, b"g", RenameMode::Replace)
+            .unwrap_err(),
+        Errno::EROFS
+    );
+    assert_eq!(
+        fs.setattr(
+            ino,
+            SetAttr {
+                size: Some(0),
+                ..SetAttr::default()
+            }
+        )
+        .unwrap_err(),
+        Errno::EROFS
+    );
+    assert_eq!(fs.open(ino, true).unwrap_err(), Errno::EROFS);
+
+    let fh = fs.open(ino, false).unwrap();
+    assert_eq!(read_all(&fs, ino), data);
+    fs.release(fh).unwrap();
+    assert_eq!(names(&fs, ROOT_INO), name_set(&[b"f", b"d"]));
+    assert!(region_id(&fs, ino).is_ok());
+}
+
+#[test]
+fn read_only_mount_lists_a_warabi_pool_without_formatting_it() {
+    let (_dir, path) = scratch();
+    let pool = Pool::create(&path, POOL_SIZE).unwrap();
+    let (oid, data) = warabi_region(&pool, 2000, 27);
+    drop(pool);
+
+    let fs = mount_with(
+        &path,
+        FsOptions {
+            read_only: true,
+            ..FsOptions::default()
+        },
+    );
+    let ino = lookup_ino(&fs, ROOT_INO, oid.to_string().as_bytes());
+    assert_eq!(read_all(&fs, ino), data);
+    assert_eq!(fs.write(ino, 0, b"x", false).unwrap_err(), Errno::EROFS);
+    drop(fs);
+
+    let pool = Pool::open(&path).unwrap();
+    assert_eq!(pool.root(), None, "a read-only mount wrote a superblock");
+    assert_eq!(
+        pool.objects().collect::<Vec<_>>(),
+        vec![oid],
+        "a read-only mount allocated objects"
+    );
+}
+
+// ---------------------------------------------------------------- 11. refusing to open
+
+#[test]
+fn pool_in_use_is_refused_and_the_first_mount_goes_on() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let ino = create_file(&fs, ROOT_INO, b"f", b"before");
+
+    let err = open_err(&config(&path, None));
+    assert!(
+        matches!(&err, StoreError::InUse(p) if p == &path),
+        "{err:?}"
+    );
+    let err = open_err(&config(&path, Some(POOL_SIZE)));
+    assert!(matches!(err, StoreError::InUse(_)), "{err:?}");
+
+    fs.write(ino, 6, b" and after", true).unwrap();
+    assert_eq!(read_all(&fs, ino), b"before and after");
+    let fs = remount(fs, &path);
+    assert_eq!(read_all(&fs, ino), b"before and after");
+}
+
+/// Runs a refused open on `path` and checks the file is byte-for-byte unchanged.
+fn assert_refused_unchanged(cfg: &PoolConfig, check: impl Fn(&StoreError) -> bool) {
+    let before = std::fs::read(&cfg.path).expect("read file before");
+    let err = open_err(cfg);
+    assert!(check(&err), "unexpected error {err:?}");
+    assert!(
+        std::fs::read(&cfg.path).expect("read file after") == before,
+        "a refused open changed the file"
+    );
+}
+
+#[test]
+fn files_that_are_not_pools_are_refused_untouched() {
+    let (dir, _) = scratch();
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, pattern(64 * KIB as usize, 28)).unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, b"PMEMOBJ\0").unwrap();
+    let is_not_a_pool = |e: &StoreError| matches!(e, StoreError::NotAPool(_));
+    for path in [&junk, &short] {
+        assert_refused_unchanged(&config(path, None), is_not_a_pool);
+        assert_refused_unchanged(&config(path, Some(POOL_SIZE)), is_not_a_pool);
+    }
+}
+
+#[test]
+fn bad_configurations_are_refused_and_leave_the_pool_untouched() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 16 * MIB);
+    create_file(&fs, ROOT_INO, b"f", b"contents");
+    drop(fs);
+
+    assert_refused_unchanged(
+        &config(&path, Some(4 * MIB)),
+        |e| matches!(e, StoreError::SizeTooSmall(s) if *s == 4 * MIB),
+    );
+    let override_without_size = PoolConfig {
+        override_if_exists: true,
+        ..config(&path, None)
+    };
+    assert_refused_unchanged(&override_without_size, |e| {
+        matches!(e, StoreError::OverrideWithoutSize)
+    });
+
+    let fs = mount(&path);
+    assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"f")), b"contents");
+}
+
+#[test]
+fn missing_pool_without_size_is_refused_and_not_created() {
+    let (_dir, path) = scratch();
+    let err = open_err(&config(&path, None));
+    assert!(
+        matches!(&err, StoreError::Missing(p) if p == &path),
+        "{err:?}"
+    );
+    let err = open_err(&config(&path, Some(MIB)));
+    assert!(matches!(err, StoreError::SizeTooSmall(_)), "{err:?}");
+    assert!(!path.exists(), "a refused open created {}", path.display());
+}
+
+#[test]
+fn override_recreates_an_existing_pool_empty() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 16 * MIB);
+    create_file(&fs, ROOT_INO, b"f", b"old");
+    drop(fs);
+    let cfg = PoolConfig {
+        override_if_exists: true,
+        ..config(&path, Some(16 * MIB))
+    };
+    let fs = WarabiFs::open_pool(&cfg, FsOptions::default()).expect("override");
+    assert!(list(&fs, ROOT_INO).is_empty());
+}
