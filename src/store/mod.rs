@@ -9,6 +9,7 @@ pub mod records;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::pmem::{self, Oid, PmemError, Pool, Tx, TxAlloc};
 pub use probe::PoolHeader;
@@ -322,14 +323,28 @@ fn open_existing(path: &Path) -> Result<Pool, StoreError> {
             });
         }
     }
-    Pool::open(path).map_err(|source| match source.errno {
-        libc::EAGAIN => StoreError::InUse(path.to_path_buf()),
-        _ => StoreError::Pmem {
-            path: path.to_path_buf(),
-            source,
-        },
-    })
+    // A daemon that was just unmounted closes its pool a moment after umount returns;
+    // wait a little for its lock before calling the pool in use.
+    let deadline = Instant::now() + IN_USE_WAIT;
+    loop {
+        match Pool::open(path) {
+            Ok(pool) => return Ok(pool),
+            Err(e) if e.errno == libc::EAGAIN && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) if e.errno == libc::EAGAIN => return Err(StoreError::InUse(path.to_path_buf())),
+            Err(source) => {
+                return Err(StoreError::Pmem {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
 }
+
+/// How long opening waits for another process to release the pool's lock.
+const IN_USE_WAIT: Duration = Duration::from_secs(2);
 
 /// One metadata transaction: typed record operations over a libpmemobj transaction.
 /// Dropped without [`StoreTx::commit`], nothing it did happens.
