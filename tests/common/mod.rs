@@ -1,0 +1,284 @@
+//! Test harness for real mounts: scratch space in /dev/shm, the warabifs binary, and
+//! mounts that are always unmounted, even when a test fails.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// Set to 1 to skip the tests that mount (CI never sets it).
+pub const SKIP_FUSE_ENV: &str = "WARABIFS_SKIP_FUSE_TESTS";
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Whether FUSE tests should run: yes, unless explicitly skipped. A machine without
+/// /dev/fuse fails the test loudly instead of passing silently.
+pub fn fuse_tests_enabled() -> bool {
+    if std::env::var(SKIP_FUSE_ENV).is_ok_and(|v| v == "1") {
+        println!("{SKIP_FUSE_ENV}=1: this test does not mount");
+        return false;
+    }
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: FUSE tests cannot run (set {SKIP_FUSE_ENV}=1 to skip them)"
+    );
+    true
+}
+
+/// A scratch directory, in /dev/shm when the machine has it, removed at the end.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let base = if Path::new("/dev/shm").is_dir() {
+            "/dev/shm"
+        } else {
+            "/tmp"
+        };
+        Scratch {
+            dir: tempfile::Builder::new()
+                .prefix("warabifs-test-")
+                .tempdir_in(base)
+                .expect("scratch dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A new empty directory to mount on.
+    pub fn mountpoint(&self, name: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::create_dir_all(&path).expect("mountpoint");
+        path
+    }
+}
+
+pub fn warabifs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_warabifs"))
+}
+
+/// Runs warabifs to completion with the given arguments.
+pub fn run_warabifs(args: &[&str]) -> Output {
+    warabifs()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run warabifs")
+}
+
+pub fn is_mounted(mountpoint: &Path) -> bool {
+    let wanted = mountpoint.to_string_lossy().into_owned();
+    let mut info = String::new();
+    File::open("/proc/self/mountinfo")
+        .and_then(|mut f| f.read_to_string(&mut info))
+        .expect("mountinfo");
+    info.lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+/// Unmounts if mounted; returns whether an unmount was done.
+pub fn unmount(mountpoint: &Path) -> bool {
+    if !is_mounted(mountpoint) {
+        return false;
+    }
+    let ok = Command::new("fusermount3")
+        .arg("-u")
+        .arg(mountpoint)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        // A busy or dead mount: detach it so the test run leaves nothing behind.
+        let _ = Command::new("umount").arg("-l").arg(mountpoint).status();
+    }
+    true
+}
+
+/// Waits until no process holds libpmemobj's lock on the pool file.
+pub fn wait_pool_released(pool: &Path) {
+    let deadline = Instant::now() + MOUNT_TIMEOUT;
+    loop {
+        let file = File::open(pool).expect("open pool file");
+        if Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pool {} is still locked",
+            pool.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A mount served by a foreground daemon this test started (so it knows the PID).
+pub struct ForegroundMount {
+    child: Option<Child>,
+    pub mountpoint: PathBuf,
+    pub pool: PathBuf,
+}
+
+impl ForegroundMount {
+    pub fn start(pool: &Path, mountpoint: &Path, options: &[&str]) -> ForegroundMount {
+        let mut cmd = warabifs();
+        cmd.arg(pool)
+            .arg(mountpoint)
+            .arg("-f")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for option in options {
+            cmd.arg("-o").arg(option);
+        }
+        let child = cmd.spawn().expect("spawn warabifs -f");
+        let mut mount = ForegroundMount {
+            child: Some(child),
+            mountpoint: mountpoint.to_path_buf(),
+            pool: pool.to_path_buf(),
+        };
+        mount.wait_mounted();
+        mount
+    }
+
+    fn wait_mounted(&mut self) {
+        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        while !is_mounted(&self.mountpoint) {
+            let child = self.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                let mut err = String::new();
+                let _ = child.stderr.take().expect("piped").read_to_string(&mut err);
+                panic!("warabifs exited with {status} before mounting: {err}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mount did not appear within {MOUNT_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mountpoint.join(name)
+    }
+
+    /// Kills the daemon with SIGKILL, leaving its mount dead until unmounted.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    /// Sends `signal` and waits for the daemon to exit; returns its exit status.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+    ) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+            .expect("signal");
+        wait_with_timeout(&mut child)
+    }
+
+    /// Unmounts and waits for the daemon to close the pool and exit.
+    pub fn unmount(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        unmount(&self.mountpoint);
+        if let Some(mut child) = self.child.take() {
+            wait_with_timeout(&mut child);
+        }
+    }
+}
+
+impl Drop for ForegroundMount {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_with_timeout(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + MOUNT_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            // Only ever the process this test started, by its PID.
+            let _ = child.kill();
+            return child.wait().expect("reap");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A mount made by the plain command (it daemonizes); unmounted on drop.
+pub struct DaemonMount {
+    pub mountpoint: PathBuf,
+    pub pool: PathBuf,
+}
+
+impl DaemonMount {
+    /// Runs `warabifs POOL MNT -o ...`; asserts it returned success with the mount live.
+    pub fn start(pool: &Path, mountpoint: &Path, options: &str) -> DaemonMount {
+        let mut args = vec![
+            pool.to_str().expect("utf-8"),
+            mountpoint.to_str().expect("utf-8"),
+        ];
+        if !options.is_empty() {
+            args.extend(["-o", options]);
+        }
+        let out = run_warabifs(&args);
+        let mount = DaemonMount {
+            mountpoint: mountpoint.to_path_buf(),
+            pool: pool.to_path_buf(),
+        };
+        assert!(
+            out.status.success(),
+            "warabifs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            is_mounted(mountpoint),
+            "warabifs returned before the mount was live"
+        );
+        mount
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mountpoint.join(name)
+    }
+}
+
+impl Drop for DaemonMount {
+    fn drop(&mut self) {
+        if unmount(&self.mountpoint) {
+            wait_pool_released(&self.pool);
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures can be reproduced.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -1,0 +1,258 @@
+//! Real FUSE mounts of real pools: data in, data out, Warabi compatibility, crashes.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+use common::{fuse_tests_enabled, pattern, DaemonMount, ForegroundMount, Scratch};
+use warabifs::pmem::{Oid, Pool};
+
+const MIB: u64 = 1 << 20;
+
+fn region_id_of(path: &std::path::Path) -> Oid {
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.warabi.region_id"])
+        .arg(path)
+        .output()
+        .expect("getfattr");
+    assert!(
+        out.status.success(),
+        "getfattr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(hex.len(), 32, "region id {hex:?}");
+    assert!(
+        hex.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "not lowercase hex: {hex}"
+    );
+    hex.parse().expect("region id parses")
+}
+
+fn statvfs_bytes(path: &std::path::Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(path).expect("statvfs");
+    st.blocks() * st.fragment_size()
+}
+
+#[test]
+fn background_mount_keeps_a_copied_file_across_remounts() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool = scratch.path("a.pmem");
+    let mnt = scratch.mountpoint("m");
+    let data = pattern(10 * MIB as usize, 7);
+    let source = scratch.path("source.bin");
+    std::fs::write(&source, &data).unwrap();
+    {
+        let m = DaemonMount::start(&pool, &mnt, "create_if_missing_with_size=64M");
+        let size = statvfs_bytes(&mnt);
+        assert!((60 * MIB..=64 * MIB).contains(&size), "df size {size}");
+        let status = Command::new("cp")
+            .arg(&source)
+            .arg(m.path("copy.bin"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(std::fs::read(m.path("copy.bin")).unwrap(), data);
+    }
+    let m = DaemonMount::start(&pool, &mnt, "");
+    assert_eq!(std::fs::read(m.path("copy.bin")).unwrap(), data);
+}
+
+/// Builds a pool exactly as Warabi's pmem backend does; returns the live regions.
+fn warabi_made_pool(path: &std::path::Path) -> Vec<(Oid, Vec<u8>)> {
+    let pool = Pool::create(path, 16 * MIB).unwrap();
+    let mut regions = Vec::new();
+    for (i, size) in [1000u64, 4096, 65536].into_iter().enumerate() {
+        let oid = pool.alloc(size, 0).unwrap();
+        let bytes = pattern(pool.usable_size(oid) as usize, i as u64 + 1);
+        pool.write(oid, 0, &bytes);
+        pool.persist(oid, 0, bytes.len());
+        regions.push((oid, bytes));
+    }
+    let (freed, _) = regions.remove(1);
+    pool.free(freed);
+    regions
+}
+
+#[test]
+fn regions_warabi_made_are_files_and_writes_reach_warabi() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool_path = scratch.path("warabi.pmem");
+    let regions = warabi_made_pool(&pool_path);
+    let mnt = scratch.mountpoint("m");
+    let m = ForegroundMount::start(&pool_path, &mnt, &[]);
+    let mut names: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = regions.iter().map(|(oid, _)| oid.to_string()).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    for (oid, bytes) in &regions {
+        let path = m.path(&oid.to_string());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+        assert_eq!(&std::fs::read(&path).unwrap(), bytes);
+    }
+    let (target, _) = regions[0];
+    let new_bytes = pattern(500, 99);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(m.path(&target.to_string()))
+        .unwrap();
+    file.seek(SeekFrom::Start(100)).unwrap();
+    file.write_all(&new_bytes).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    m.unmount();
+
+    let pool = Pool::open(&pool_path).unwrap();
+    assert_eq!(pool.type_num(target), 0);
+    assert_eq!(pool.bytes(target, 100, 500), &new_bytes[..]);
+}
+
+#[test]
+fn region_id_xattr_names_the_type0_object_holding_the_file() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool_path = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let data = pattern(300_000, 3);
+    let m = ForegroundMount::start(&pool_path, &mnt, &["create_if_missing_with_size=32M"]);
+    std::fs::write(m.path("f"), &data).unwrap();
+    let oid = region_id_of(&m.path("f"));
+    m.unmount();
+
+    let pool = Pool::open(&pool_path).unwrap();
+    assert!(
+        pool.objects().any(|o| o == oid),
+        "{oid} is not a live object"
+    );
+    assert_eq!(pool.type_num(oid), 0);
+    assert_eq!(pool.bytes(oid, 0, data.len()), &data[..]);
+}
+
+#[test]
+fn fsynced_data_survives_kill_9_and_the_pool_stays_consistent() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool_path = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let mut m = ForegroundMount::start(&pool_path, &mnt, &["create_if_missing_with_size=32M"]);
+    let files: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("f{i}"), pattern(100_000 * (i + 1), i as u64)))
+        .collect();
+    let mut open_files = Vec::new();
+    for (name, data) in &files {
+        let mut f = std::fs::File::create(m.path(name)).unwrap();
+        f.write_all(data).unwrap();
+        f.sync_all().unwrap();
+        open_files.push(f); // still open when the daemon dies
+    }
+    m.kill9();
+    drop(open_files);
+    assert!(common::unmount(&mnt), "the dead mount was still listed");
+    common::wait_pool_released(&pool_path);
+
+    let m = ForegroundMount::start(&pool_path, &mnt, &[]);
+    for (name, data) in &files {
+        assert_eq!(&std::fs::read(m.path(name)).unwrap(), data, "{name}");
+    }
+    m.unmount();
+    let check = Command::new("pmempool")
+        .args(["check", "-v"])
+        .arg(&pool_path)
+        .output()
+        .expect("pmempool (Debian pmdk-tools)");
+    assert!(
+        check.status.success(),
+        "pmempool check: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains(": consistent"));
+}
+
+#[test]
+fn sigterm_unmounts_and_the_last_shutdown_is_clean() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool_path = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let mut m = ForegroundMount::start(&pool_path, &mnt, &["create_if_missing_with_size=16M"]);
+    std::fs::write(m.path("f"), b"kept").unwrap();
+    let status = m.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "daemon exit {status}");
+    assert!(!common::is_mounted(&mnt));
+    let info = Command::new("pmempool")
+        .arg("info")
+        .arg(&pool_path)
+        .output()
+        .expect("pmempool info");
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("Last shutdown") && l.trim_end().ends_with("clean")),
+        "{text}"
+    );
+    drop(m);
+    let m = ForegroundMount::start(&pool_path, &mnt, &[]);
+    assert_eq!(std::fs::read(m.path("f")).unwrap(), b"kept");
+}
+
+#[test]
+fn fio_four_jobs_write_and_verify_their_own_files() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool_path = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let m = ForegroundMount::start(&pool_path, &mnt, &["create_if_missing_with_size=128M"]);
+    let out = Command::new("fio")
+        .args([
+            "--name=verify",
+            "--numjobs=4",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=8M",
+            "--ioengine=psync",
+        ])
+        .args([
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+            "--group_reporting",
+        ])
+        .arg(format!("--directory={}", mnt.display()))
+        .output()
+        .expect("fio (Debian package fio)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fio failed: {report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("err= 0"), "{report}");
+    let files: Vec<_> = std::fs::read_dir(&mnt).unwrap().collect();
+    assert_eq!(files.len(), 4);
+    for f in files {
+        assert_eq!(f.unwrap().metadata().unwrap().size(), 8 * MIB);
+    }
+    m.unmount();
+}
