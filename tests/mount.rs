@@ -237,6 +237,7 @@ fn fio_four_jobs_write_and_verify_their_own_files() {
             "--verify=crc32c",
             "--do_verify=1",
             "--verify_fatal=1",
+            "--verify_state_save=0",
             "--group_reporting",
         ])
         .arg(format!("--directory={}", mnt.display()))

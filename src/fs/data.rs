@@ -151,10 +151,7 @@ impl WarabiFs {
     /// also records the new RegionID. Capacity doubles so that appends copy each byte
     /// a bounded number of times; on a nearly full pool an exact fit is tried too.
     fn grow(&self, state: &mut InodeState, needed: u64) -> FsResult<()> {
-        let doubled = needed
-            .max(state.capacity.saturating_mul(2))
-            .max(MIN_REGION)
-            .min(MAX_ALLOC_SIZE);
+        let doubled = needed.max(state.capacity.saturating_mul(2)).clamp(MIN_REGION, MAX_ALLOC_SIZE);
         match self.move_region(state, doubled) {
             Err(e) if e.errno() == libc::ENOSPC && doubled > needed => {
                 self.move_region(state, needed)

@@ -14,10 +14,6 @@ pub struct DirtyRanges {
 }
 
 impl DirtyRanges {
-    pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
     /// Marks [start, end) dirty, merging with every range it touches.
     pub fn add(&mut self, start: u64, end: u64) {
         if start >= end {
@@ -75,7 +71,7 @@ mod tests {
         d.add(100, 110);
         d.add(5, 12);
         assert_eq!(d.take(), vec![(5, 40), (100, 110)]);
-        assert!(d.is_empty());
+        assert_eq!(d.take(), vec![]);
     }
 
     #[test]
