@@ -7,6 +7,7 @@
 pub mod config;
 pub mod fs;
 pub mod fuse;
+pub mod logging;
 pub mod mount;
 pub mod pmem;
 pub mod store;

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use tracing_subscriber::EnvFilter;
 use warabifs::config::{apply_options, pool_from_config_file, MountConfig};
+use warabifs::logging;
 
 /// Set in the environment of the background process the command starts.
 const DAEMON_ENV: &str = "WARABIFS_DAEMON";
@@ -37,7 +37,7 @@ struct Cli {
     /// The warabi provider to use when the Bedrock config has several.
     #[arg(long, value_name = "N")]
     provider_id: Option<u16>,
-    /// Log level or filter (else WARABIFS_LOG, else "warn").
+    /// Log level or filter (else WARABIFS_LOG, else warnings and errors).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
 }
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     if config.foreground || std::env::var_os(DAEMON_ENV).is_some() {
         run(&config)
     } else {
-        start_daemon(&config)
+        start_daemon()
     }
 }
 
@@ -81,18 +81,7 @@ fn mount_config(cli: &Cli) -> Result<MountConfig, String> {
 
 /// Starts this program again in the background and waits until it says the mount is
 /// live (exit 0) or why it failed (its one line, exit 1).
-fn start_daemon(config: &MountConfig) -> ExitCode {
-    let log = match &config.log_file {
-        Some(path) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            Ok(file) => Stdio::from(file),
-            Err(e) => return fail(&format!("log file {}: {e}", path.display())),
-        },
-        None => Stdio::null(),
-    };
+fn start_daemon() -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return fail(&format!("cannot find my own executable: {e}")),
@@ -102,7 +91,8 @@ fn start_daemon(config: &MountConfig) -> ExitCode {
         .env(DAEMON_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(log)
+        // The daemon writes its log itself (file or syslog); see warabifs::logging.
+        .stderr(Stdio::null())
         .process_group(0)
         .spawn();
     let mut child = match child {
@@ -126,7 +116,9 @@ fn start_daemon(config: &MountConfig) -> ExitCode {
 
 /// Mounts and serves until unmounted or told to stop by SIGTERM or SIGINT.
 fn run(config: &MountConfig) -> ExitCode {
-    init_logging(config);
+    if let Err(e) = init_logging(config) {
+        return report_failure(&format!("cannot open the log: {e}"));
+    }
     let unmounter = Arc::new(Mutex::new(None));
     if let Err(e) = watch_signals(Arc::clone(&unmounter)) {
         return report_failure(&format!("cannot install signal handlers: {e}"));
@@ -154,18 +146,14 @@ fn run(config: &MountConfig) -> ExitCode {
     }
 }
 
-fn init_logging(config: &MountConfig) {
+fn init_logging(config: &MountConfig) -> std::io::Result<()> {
     let filter = config
         .log_level
         .clone()
         .or_else(|| std::env::var("WARABIFS_LOG").ok())
-        .unwrap_or_else(|| "warn".to_string());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .unwrap_or_else(|| logging::DEFAULT_FILTER.to_string());
+    let target = logging::log_target(config.log_file.as_deref(), in_background(), logging::syslog_available());
+    logging::init(&target, &filter)
 }
 
 /// On SIGTERM or SIGINT, unmount: the session then ends, persists and closes the pool.
