@@ -147,7 +147,7 @@ fn apply_option(config: &mut MountConfig, option: &str) -> Result<(), ConfigErro
         ("log_file", Some(v)) => config.log_file = Some(PathBuf::from(v)),
         (n, None) if IGNORED_OPTIONS.contains(&n) => {}
         (n, None) if KERNEL_FLAGS.contains(&n) => config.kernel_flags.push(n.to_string()),
-        (n, _) if n.starts_with("x-") || n.starts_with("comment=") => {}
+        (n, _) if n.starts_with("x-") || n == "comment" => {}
         _ => return Err(ConfigError::UnknownOption(option.to_string())),
     }
     Ok(())
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn options_set_their_fields() {
         let mut c = config();
-        apply_options(&mut c, "create_if_missing_with_size=64M,override_if_exists,ro,sync,allow_other,uid=7,gid=8,threads=3,nodev,defaults,x-systemd.automount,nofail").unwrap();
+        apply_options(&mut c, "create_if_missing_with_size=64M,override_if_exists,ro,sync,allow_other,uid=7,gid=8,threads=3,nodev,defaults,x-systemd.automount,nofail,comment=systemd.x").unwrap();
         assert_eq!(c.pool.create_if_missing_with_size, Some(64 << 20));
         assert!(c.pool.override_if_exists && c.read_only && c.sync && c.allow_other);
         assert_eq!((c.uid, c.gid, c.threads), (Some(7), Some(8), 3));

@@ -49,11 +49,16 @@ pub fn syslog_available() -> bool {
 /// "warabifs=debug", ...); an invalid one falls back to [`DEFAULT_FILTER`].
 pub fn init(target: &LogTarget, filter: &str) -> std::io::Result<()> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     match target {
         LogTarget::Stderr => builder.with_writer(std::io::stderr).init(),
         LogTarget::File(path) => {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
             builder.with_writer(Mutex::new(file)).init();
         }
         LogTarget::Syslog => {
@@ -64,7 +69,9 @@ pub fn init(target: &LogTarget, filter: &str) -> std::io::Result<()> {
                 pid: std::process::id(),
             };
             let logger = syslog::unix(formatter).map_err(std::io::Error::other)?;
-            let writer = SyslogWriter { logger: Arc::new(Mutex::new(logger)) };
+            let writer = SyslogWriter {
+                logger: Arc::new(Mutex::new(logger)),
+            };
             builder.without_time().with_writer(writer).init();
         }
     }
@@ -99,7 +106,11 @@ impl<'a> MakeWriter<'a> for SyslogWriter {
 
 impl SyslogWriter {
     fn line(&self, level: Level) -> SyslogLine {
-        SyslogLine { logger: Arc::clone(&self.logger), level, line: Vec::new() }
+        SyslogLine {
+            logger: Arc::clone(&self.logger),
+            level,
+            line: Vec::new(),
+        }
     }
 }
 
@@ -121,7 +132,9 @@ impl Drop for SyslogLine {
         if text.is_empty() {
             return;
         }
-        let Ok(mut logger) = self.logger.lock() else { return };
+        let Ok(mut logger) = self.logger.lock() else {
+            return;
+        };
         // A log line that cannot be sent has nowhere else to go.
         let _ = match self.level {
             Level::ERROR => logger.err(text),
@@ -139,8 +152,14 @@ mod tests {
     #[test]
     fn an_explicit_log_file_always_wins() {
         let file = Path::new("/tmp/x.log");
-        assert_eq!(log_target(Some(file), true, true), LogTarget::File(file.into()));
-        assert_eq!(log_target(Some(file), false, false), LogTarget::File(file.into()));
+        assert_eq!(
+            log_target(Some(file), true, true),
+            LogTarget::File(file.into())
+        );
+        assert_eq!(
+            log_target(Some(file), false, false),
+            LogTarget::File(file.into())
+        );
     }
 
     #[test]
@@ -151,6 +170,9 @@ mod tests {
     #[test]
     fn the_background_daemon_uses_syslog_else_a_file() {
         assert_eq!(log_target(None, true, true), LogTarget::Syslog);
-        assert_eq!(log_target(None, true, false), LogTarget::File(fallback_log_file()));
+        assert_eq!(
+            log_target(None, true, false),
+            LogTarget::File(fallback_log_file())
+        );
     }
 }

@@ -152,7 +152,11 @@ fn init_logging(config: &MountConfig) -> std::io::Result<()> {
         .clone()
         .or_else(|| std::env::var("WARABIFS_LOG").ok())
         .unwrap_or_else(|| logging::DEFAULT_FILTER.to_string());
-    let target = logging::log_target(config.log_file.as_deref(), in_background(), logging::syslog_available());
+    let target = logging::log_target(
+        config.log_file.as_deref(),
+        in_background(),
+        logging::syslog_available(),
+    );
     logging::init(&target, &filter)
 }
 

@@ -37,7 +37,9 @@ fn check_mountpoint(config: &MountConfig) -> Result<(), String> {
 fn fuse_config(config: &MountConfig) -> Config {
     let mut options = vec![
         MountOption::FSName(config.pool.path.display().to_string()),
-        MountOption::Subtype("warabifs".to_string()),
+        // fuser's direct mount(2) drops Subtype; as a kernel option the mount is listed
+        // as type fuse.warabifs, which findmnt, umount -t and systemd match on.
+        MountOption::CUSTOM("subtype=warabifs".to_string()),
         // The kernel checks permissions from the mode, owner and group warabifs reports.
         MountOption::DefaultPermissions,
     ];

@@ -51,6 +51,7 @@ fn background_mount_keeps_a_copied_file_across_remounts() {
     std::fs::write(&source, &data).unwrap();
     {
         let m = DaemonMount::start(&pool, &mnt, "create_if_missing_with_size=64M");
+        assert_eq!(common::fs_type(&mnt).as_deref(), Some("fuse.warabifs"));
         let size = statvfs_bytes(&mnt);
         assert!((60 * MIB..=64 * MIB).contains(&size), "df size {size}");
         let status = Command::new("cp")

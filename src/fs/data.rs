@@ -9,7 +9,7 @@ use super::Attr;
 use super::{Errno, FileKind, FsResult, Handle, WarabiFs};
 use crate::pmem::{Oid, MAX_ALLOC_SIZE};
 use crate::store::records::Timestamp;
-use crate::store::StoreError;
+use crate::store::{region_size_for, StoreError, REGION_CHUNK};
 
 /// A time to set with setattr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,9 +29,6 @@ pub struct SetAttr {
     pub mtime: Option<SetTime>,
     pub ctime: Option<Timestamp>,
 }
-
-/// Smallest region allocated for a file: below this, growth would reallocate too often.
-const MIN_REGION: u64 = 256;
 
 impl WarabiFs {
     /// Opens a file; `write` says whether the handle may write.
@@ -71,6 +68,9 @@ impl WarabiFs {
         let inode = self.inode(handle.ino)?;
         let mut state = inode.state.write();
         state.open_handles = state.open_handles.saturating_sub(1);
+        if state.meta.nlink > 0 && state.open_handles == 0 && !self.opts.read_only {
+            self.trim(&mut state);
+        }
         if state.meta.nlink > 0 || state.open_handles > 0 {
             return self.persist(&mut state);
         }
@@ -151,14 +151,28 @@ impl WarabiFs {
     /// also records the new RegionID. Capacity doubles so that appends copy each byte
     /// a bounded number of times; on a nearly full pool an exact fit is tried too.
     fn grow(&self, state: &mut InodeState, needed: u64) -> FsResult<()> {
-        let doubled = needed.max(state.capacity.saturating_mul(2)).clamp(MIN_REGION, MAX_ALLOC_SIZE);
+        let doubled = region_size_for(needed.max(state.capacity.saturating_mul(2)));
+        let exact = region_size_for(needed);
         match self.move_region(state, doubled) {
-            Err(e) if e.errno() == libc::ENOSPC && doubled > needed => {
-                self.move_region(state, needed)
+            Err(e) if e.errno() == libc::ENOSPC && doubled > exact => {
+                self.move_region(state, exact)
             }
             other => other,
         }
         .map_err(Errno::from)
+    }
+
+    /// At the last close, gives back what growth reserved beyond the file's end when
+    /// that is a chunk or more. Failing (a full pool) only leaves the reserve in place.
+    fn trim(&self, state: &mut InodeState) {
+        let fitted = region_size_for(state.meta.size);
+        if state.record.is_none() || state.meta.size == 0 || state.capacity < fitted + REGION_CHUNK
+        {
+            return;
+        }
+        if let Err(e) = self.move_region(state, fitted) {
+            tracing::debug!("region of inode {} not trimmed: {e}", state.meta.ino);
+        }
     }
 
     fn move_region(&self, state: &mut InodeState, capacity: u64) -> Result<(), StoreError> {

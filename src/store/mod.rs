@@ -103,6 +103,25 @@ pub struct Store {
 
 /// Per-object overhead libpmemobj adds to each allocation (its allocation header).
 const OBJECT_OVERHEAD: u64 = 16;
+/// libpmemobj's chunk: allocations of whole chunks (header included) take exactly those
+/// chunks, while other sizes above a few KiB come from "runs" that reserve up to
+/// 4 MiB per size class, which would fill small pools long before their data does.
+pub const REGION_CHUNK: u64 = 256 << 10;
+/// Regions up to this size come from libpmemobj's small classes, whose runs share a
+/// single chunk.
+const SMALL_REGION_MAX: u64 = (8 << 10) - OBJECT_OVERHEAD;
+/// Smallest region: below this, appends would reallocate too often.
+const MIN_REGION: u64 = 256;
+
+/// The region size to allocate for `bytes` of file data: small sizes as they are,
+/// larger ones as whole chunks, never past libpmemobj's largest allocation.
+pub fn region_size_for(bytes: u64) -> u64 {
+    if bytes <= SMALL_REGION_MAX {
+        return bytes.max(MIN_REGION);
+    }
+    let chunks = (bytes + OBJECT_OVERHEAD).div_ceil(REGION_CHUNK);
+    (chunks * REGION_CHUNK - OBJECT_OVERHEAD).min(pmem::MAX_ALLOC_SIZE)
+}
 
 fn pmem_err(path: &Path) -> impl Fn(PmemError) -> StoreError + '_ {
     move |source| StoreError::Pmem {
@@ -131,7 +150,7 @@ impl Store {
             heap_offset: header.heap_offset,
             allocated: AtomicI64::new(0),
         };
-        store.formatted = store.check_superblock()?;
+        store.formatted = !header.blank_root && store.check_superblock()?;
         if !store.formatted && !read_only {
             store.format()?;
         }
@@ -315,12 +334,18 @@ fn open_existing(path: &Path) -> Result<Pool, StoreError> {
             layout: String::from_utf8_lossy(&header.layout).into_owned(),
         });
     }
-    if let Some(sb) = header.superblock {
-        if sb.magic == MAGIC && sb.version > FORMAT_VERSION {
-            return Err(StoreError::NewerFormat {
-                path: path.to_path_buf(),
-                found: sb.version,
-            });
+    // Refuse a root that is not ours here: pmemobj_open writes to the file (its run id)
+    // and a refused file must stay byte-for-byte unchanged.
+    if header.root_size > 0 && !header.blank_root {
+        match header.superblock {
+            Some(sb) if sb.magic == MAGIC && sb.version > FORMAT_VERSION => {
+                return Err(StoreError::NewerFormat {
+                    path: path.to_path_buf(),
+                    found: sb.version,
+                });
+            }
+            Some(sb) if sb.magic == MAGIC => {}
+            _ => return Err(StoreError::ForeignRoot(path.to_path_buf())),
         }
     }
     // A daemon that was just unmounted closes its pool a moment after umount returns;
@@ -415,5 +440,21 @@ impl StoreTx<'_> {
         self.tx.commit().map_err(pmem_err(&path))?;
         store.allocated.fetch_add(delta, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_regions_keep_their_size_and_large_ones_fill_whole_chunks() {
+        assert_eq!(region_size_for(1), MIN_REGION);
+        assert_eq!(region_size_for(5000), 5000);
+        assert_eq!(region_size_for(SMALL_REGION_MAX), SMALL_REGION_MAX);
+        assert_eq!(region_size_for(SMALL_REGION_MAX + 1), REGION_CHUNK - 16);
+        assert_eq!(region_size_for(REGION_CHUNK - 16), REGION_CHUNK - 16);
+        assert_eq!(region_size_for(REGION_CHUNK), 2 * REGION_CHUNK - 16);
+        assert_eq!(region_size_for(pmem::MAX_ALLOC_SIZE), pmem::MAX_ALLOC_SIZE);
     }
 }

@@ -84,6 +84,17 @@ pub fn is_mounted(mountpoint: &Path) -> bool {
         .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
+/// The file-system type /proc/self/mountinfo lists for a mount point.
+pub fn fs_type(mountpoint: &Path) -> Option<String> {
+    let wanted = mountpoint.to_string_lossy().into_owned();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let line = info
+        .lines()
+        .find(|line| line.split(' ').nth(4) == Some(wanted.as_str()))?;
+    let after_separator = line.split(" - ").nth(1)?;
+    after_separator.split(' ').next().map(str::to_string)
+}
+
 /// Unmounts if mounted; returns whether an unmount was done.
 pub fn unmount(mountpoint: &Path) -> bool {
     if !is_mounted(mountpoint) {
@@ -255,6 +266,19 @@ impl DaemonMount {
             "warabifs returned before the mount was live"
         );
         mount
+    }
+
+    /// Guards a mount some other command (mount(8), say) made: unmounted on drop.
+    pub fn watch(pool: &Path, mountpoint: &Path) -> DaemonMount {
+        assert!(
+            is_mounted(mountpoint),
+            "{} is not mounted",
+            mountpoint.display()
+        );
+        DaemonMount {
+            mountpoint: mountpoint.to_path_buf(),
+            pool: pool.to_path_buf(),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
