@@ -187,6 +187,8 @@ impl WarabiFs {
         }
         tx.commit()?;
         for ino in &orphans {
+            // A directory removed while open is an orphan too: forget its listing as well.
+            self.dirs.remove(ino);
             self.inodes.remove(ino);
         }
         tracing::info!("reclaimed {} files unlinked while open", orphans.len());

@@ -38,6 +38,8 @@ pub enum RenameMode {
 /// Cookies of "." and ".."; entries use pool offsets, which are far larger.
 const DOT_COOKIE: u64 = 1;
 const DOTDOT_COOKIE: u64 = 2;
+/// Directory entries readdir copies out per `dirs` lookup.
+const READDIR_BATCH: usize = 128;
 
 impl WarabiFs {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
@@ -75,17 +77,18 @@ impl WarabiFs {
         offset: u64,
         mut add: impl FnMut(DirEntry) -> bool,
     ) -> FsResult<()> {
-        let dir = self
-            .dirs
-            .get(&ino)
-            .ok_or(if self.inodes.contains_key(&ino) {
-                Errno::ENOTDIR
-            } else {
-                Errno::ENOENT
-            })?;
+        let parent =
+            self.dirs
+                .get(&ino)
+                .map(|d| d.parent)
+                .ok_or(if self.inodes.contains_key(&ino) {
+                    Errno::ENOTDIR
+                } else {
+                    Errno::ENOENT
+                })?;
         let dots = [
             (DOT_COOKIE, ino, b"." as &[u8]),
-            (DOTDOT_COOKIE, dir.parent, b".."),
+            (DOTDOT_COOKIE, parent, b".."),
         ];
         for (cookie, target, name) in dots {
             if offset < cookie
@@ -99,24 +102,45 @@ impl WarabiFs {
                 return Ok(());
             }
         }
-        for (&cookie, name) in dir.children.range(offset.max(DOTDOT_COOKIE) + 1..) {
-            let Some(entry) = self.names.get(&key(ino, name)).map(|e| *e) else {
-                continue;
+        let mut after = offset.max(DOTDOT_COOKIE);
+        loop {
+            let batch = self.children_after(ino, after);
+            let Some(&(last, _)) = batch.last() else {
+                return Ok(());
             };
-            let kind = self
-                .inode(entry.ino)
-                .map(|i| i.state.read().kind())
-                .unwrap_or(FileKind::Regular);
-            if add(DirEntry {
-                ino: entry.ino,
-                cookie,
-                kind,
-                name: name.clone(),
-            }) {
-                break;
+            for (cookie, name) in batch {
+                let Some(entry) = self.names.get(&key(ino, &name)).map(|e| *e) else {
+                    continue;
+                };
+                let kind = self
+                    .inode(entry.ino)
+                    .map(|i| i.state.read().kind())
+                    .unwrap_or(FileKind::Regular);
+                if add(DirEntry {
+                    ino: entry.ino,
+                    cookie,
+                    kind,
+                    name,
+                }) {
+                    return Ok(());
+                }
             }
+            after = last;
         }
-        Ok(())
+    }
+
+    /// Up to READDIR_BATCH children of `dir` listed after `cookie`, copied out: readdir
+    /// must not hold a `dirs` shard lock while it locks an inode or calls `add`, since
+    /// namespace changes lock inodes first and then `dirs` (that order deadlocked).
+    fn children_after(&self, dir: u64, cookie: u64) -> Vec<(u64, Box<[u8]>)> {
+        let Some(dir) = self.dirs.get(&dir) else {
+            return Vec::new();
+        };
+        dir.children
+            .range(cookie + 1..)
+            .take(READDIR_BATCH)
+            .map(|(&c, name)| (c, name.clone()))
+            .collect()
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {

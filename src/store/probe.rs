@@ -27,6 +27,11 @@ pub struct PoolHeader {
     pub heap_offset: u64,
     /// The superblock, when the pool has a root object big enough to hold one.
     pub superblock: Option<Superblock>,
+    /// The root object's size; 0 when the pool has none.
+    pub root_size: u64,
+    /// A root of exactly a superblock's size, all zero: a format cut short between
+    /// making the root and writing the superblock. Formatting again finishes it.
+    pub blank_root: bool,
 }
 
 #[derive(Debug)]
@@ -65,17 +70,21 @@ impl PoolHeader {
             .unwrap_or(LAYOUT_MAX);
         let root_offset = u64_at(&head, ROOT_OFFSET_OFFSET);
         let root_size = u64_at(&head, ROOT_SIZE_OFFSET);
-        let superblock = if root_offset != 0 && root_size >= SUPERBLOCK_SIZE as u64 {
-            let mut sb = [0u8; SUPERBLOCK_SIZE];
+        let root_size = if root_offset == 0 { 0 } else { root_size };
+        let mut sb = [0u8; SUPERBLOCK_SIZE];
+        let superblock = if root_size >= SUPERBLOCK_SIZE as u64 {
             file.read_exact_at(&mut sb, root_offset)?;
             Some(Superblock::decode(&sb))
         } else {
             None
         };
+        let blank_root = root_size == SUPERBLOCK_SIZE as u64 && sb.iter().all(|&b| b == 0);
         Ok(PoolHeader {
             layout: layout_field[..layout_len].to_vec(),
             heap_offset: u64_at(&head, HEAP_OFFSET_OFFSET),
             superblock,
+            root_size,
+            blank_root,
         })
     }
 }
