@@ -533,6 +533,47 @@ fn warabi_region_survives_remount_after_being_grown() {
 }
 
 #[test]
+fn a_new_warabi_region_where_an_adopted_one_lived_is_listed_with_a_suffix() {
+    let (_dir, path) = scratch();
+    let pool = Pool::create(&path, POOL_SIZE).unwrap();
+    let (old, _) = warabi_region(&pool, 1000, 20);
+    drop(pool);
+    let fs = mount(&path);
+    let old_name = old.to_string().into_bytes();
+    let adopted = lookup_ino(&fs, ROOT_INO, &old_name);
+    fs.write(adopted, 2000, b"x", true).unwrap();
+    drop(fs);
+    // Warabi reuses the offset the grown file left behind.
+    let pool = Pool::open(&path).unwrap();
+    let (new, new_data) = warabi_region(&pool, 1000, 21);
+    drop(pool);
+    assert_eq!(new, old, "libpmemobj reuses the freed offset");
+
+    let fs = mount(&path);
+    let suffixed = format!("{new}.region").into_bytes();
+    assert_eq!(names(&fs, ROOT_INO), name_set(&[&old_name, &suffixed]));
+    let ino = lookup_ino(&fs, ROOT_INO, &suffixed);
+    assert_ne!(ino, adopted);
+    assert_eq!(read_all(&fs, ino), new_data);
+    fs.setattr(
+        ino,
+        SetAttr {
+            mode: Some(0o600),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    let fs = remount(fs, &path);
+    assert_eq!(
+        lookup_ino(&fs, ROOT_INO, &suffixed),
+        ino,
+        "adoption keeps its number"
+    );
+    assert_eq!(fs.getattr(ino).unwrap().perm, 0o600);
+    assert_eq!(read_all(&fs, ino), new_data);
+}
+
+#[test]
 fn file_created_through_the_fs_is_a_warabi_region() {
     let (_dir, path) = scratch();
     let fs = create_pool(&path, POOL_SIZE);

@@ -53,7 +53,9 @@ impl WarabiFs {
         let mut owned = HashSet::with_capacity(records.len());
         let mut max_ino = ROOT_INO;
         for (oid, rec) in records {
-            max_ino = max_ino.max(rec.ino & !RAW_REGION_INO_BIT);
+            if rec.ino & RAW_REGION_INO_BIT == 0 {
+                max_ino = max_ino.max(rec.ino);
+            }
             if !rec.region.is_null() {
                 owned.insert(rec.region);
             }
@@ -200,16 +202,20 @@ impl WarabiFs {
     fn list_warabi_regions(&self, regions: &[Oid], owned: &HashSet<Oid>) {
         let now = Timestamp::now();
         for &region in regions.iter().filter(|r| !owned.contains(r)) {
-            let ino = RAW_REGION_INO_BIT | region.off;
+            // A file adopted from a region that has since moved keeps that region's
+            // number and name; a new region Warabi made at the same offset then gets a
+            // counter number (stable once adopted) and a suffixed name.
+            let mut ino = RAW_REGION_INO_BIT | region.off;
             if self.inodes.contains_key(&ino) {
-                tracing::warn!("region {region} collides with an inode number; not listed");
-                continue;
+                ino = self.allocate_ino();
             }
-            let name = region.to_string().into_bytes();
-            if self.names.contains_key(&key(ROOT_INO, &name)) {
-                tracing::warn!("region {region} has the name of an existing file; not listed");
+            let Some(name) = region_names(region)
+                .into_iter()
+                .find(|n| !self.names.contains_key(&key(ROOT_INO, n)))
+            else {
+                tracing::warn!("region {region}: its names are taken by other files; not listed");
                 continue;
-            }
+            };
             let capacity = self.store.capacity(region);
             let meta = InodeRecord {
                 ino,
@@ -251,4 +257,11 @@ impl WarabiFs {
                 .insert(cookie, name.into_boxed_slice());
         }
     }
+}
+
+/// The names a Warabi region is listed under: its RegionID, or when a file already has
+/// that name, the RegionID with ".region" appended.
+pub(super) fn region_names(region: Oid) -> [Vec<u8>; 2] {
+    let id = region.to_string();
+    [id.clone().into_bytes(), format!("{id}.region").into_bytes()]
 }

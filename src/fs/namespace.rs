@@ -323,11 +323,12 @@ impl WarabiFs {
         if state.record.is_some() {
             return Ok(());
         }
-        let name = state.region().to_string().into_bytes();
-        let old = self
-            .names
-            .get(&key(ROOT_INO, &name))
-            .map(|e| *e)
+        let (name, old) = super::load::region_names(state.region())
+            .into_iter()
+            .find_map(|n| {
+                let entry = self.names.get(&key(ROOT_INO, &n)).map(|e| *e)?;
+                (entry.ino == ino).then_some((n, entry))
+            })
             .ok_or(Errno::ENOENT)?;
         let mut tx = self.store.begin()?;
         let record = tx.create_inode(&state.meta)?;
