@@ -574,6 +574,28 @@ fn a_new_warabi_region_where_an_adopted_one_lived_is_listed_with_a_suffix() {
 }
 
 #[test]
+fn a_file_whose_region_warabi_erased_reads_empty_and_can_be_rewritten() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let ino = create_file(&fs, ROOT_INO, b"f", &pattern(50_000, 22));
+    let region = region_oid(&fs, ino);
+    drop(fs);
+    let pool = Pool::open(&path).unwrap();
+    pool.free(region); // Warabi's erase of the file's RegionID
+    drop(pool);
+
+    let fs = mount(&path);
+    assert_eq!(lookup_ino(&fs, ROOT_INO, b"f"), ino);
+    assert_eq!(fs.getattr(ino).unwrap().size, 0);
+    assert_eq!(read_all(&fs, ino), Vec::<u8>::new());
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(ino, 0, b"again", false).unwrap();
+    fs.release(fh).unwrap();
+    let fs = remount(fs, &path);
+    assert_eq!(read_all(&fs, ino), b"again");
+}
+
+#[test]
 fn file_created_through_the_fs_is_a_warabi_region() {
     let (_dir, path) = scratch();
     let fs = create_pool(&path, POOL_SIZE);

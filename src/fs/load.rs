@@ -27,7 +27,8 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
         handles: DashMap::new(),
         next_fh: AtomicU64::new(1),
     };
-    let owned = fs.load_inodes(&scan.inodes);
+    let live_regions: HashSet<Oid> = scan.regions.iter().copied().collect();
+    let owned = fs.load_inodes(&scan.inodes, &live_regions);
     fs.ensure_root()?;
     fs.load_dentries(&scan);
     fs.reclaim_orphans()?;
@@ -49,12 +50,28 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
 
 impl WarabiFs {
     /// Creates the in-memory inodes; returns the regions they own.
-    fn load_inodes(&self, records: &[(Oid, InodeRecord)]) -> HashSet<Oid> {
+    fn load_inodes(
+        &self,
+        records: &[(Oid, InodeRecord)],
+        live_regions: &HashSet<Oid>,
+    ) -> HashSet<Oid> {
         let mut owned = HashSet::with_capacity(records.len());
         let mut max_ino = ROOT_INO;
         for (oid, rec) in records {
             if rec.ino & RAW_REGION_INO_BIT == 0 {
                 max_ino = max_ino.max(rec.ino);
+            }
+            let mut rec = rec.clone();
+            if !rec.region.is_null() && !live_regions.contains(&rec.region) {
+                // Erased behind our back (Warabi's erase of the file's RegionID): the
+                // record must not point at freed memory, so the file shows up empty.
+                tracing::error!(
+                    "file inode {} lost its region {} (erased outside warabifs); it reads as empty",
+                    rec.ino,
+                    rec.region
+                );
+                rec.region = Oid::NULL;
+                rec.size = 0;
             }
             if !rec.region.is_null() {
                 owned.insert(rec.region);
@@ -69,14 +86,15 @@ impl WarabiFs {
                 );
             }
             let state = InodeState {
-                meta: rec.clone(),
-                record: Some(*oid),
                 capacity: self.store.capacity(rec.region),
+                meta: rec,
+                record: Some(*oid),
                 dirty: Default::default(),
                 meta_dirty: false,
                 open_handles: 0,
             };
-            self.inodes.insert(rec.ino, Arc::new(Inode::new(state)));
+            self.inodes
+                .insert(state.meta.ino, Arc::new(Inode::new(state)));
         }
         self.next_ino.store(max_ino + 1, Ordering::Relaxed);
         owned

@@ -323,11 +323,12 @@ impl WarabiFs {
         if state.record.is_some() {
             return Ok(());
         }
-        let (name, old) = super::load::region_names(state.region())
+        let name = super::load::region_names(state.region())
             .into_iter()
-            .find_map(|n| {
-                let entry = self.names.get(&key(ROOT_INO, &n)).map(|e| *e)?;
-                (entry.ino == ino).then_some((n, entry))
+            .find(|n| {
+                self.names
+                    .get(&key(ROOT_INO, n))
+                    .is_some_and(|e| e.ino == ino)
             })
             .ok_or(Errno::ENOENT)?;
         let mut tx = self.store.begin()?;
@@ -339,12 +340,16 @@ impl WarabiFs {
         })?;
         tx.commit()?;
         state.record = Some(record);
-        // Keep the listing position the region had, so an open directory stream goes on.
-        self.names.insert(
-            key(ROOT_INO, &name),
+        // The entry now lists at its record's offset: the region's offset it listed at
+        // before may be reused once the file moves.
+        self.remove_entry(ROOT_INO, &name);
+        self.insert_entry(
+            ROOT_INO,
+            &name,
             Entry {
+                ino,
+                cookie: dentry.off,
                 record: Some(dentry),
-                ..old
             },
         );
         Ok(())
