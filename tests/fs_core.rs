@@ -116,6 +116,17 @@ fn create_file(fs: &WarabiFs, parent: u64, name: &[u8], data: &[u8]) -> u64 {
     attr.ino
 }
 
+/// Compares byte vectors, reporting the first difference instead of both vectors.
+fn assert_bytes_eq(actual: &[u8], expected: &[u8]) {
+    let first_difference = actual.iter().zip(expected).position(|(a, e)| a != e);
+    assert!(
+        actual.len() == expected.len() && first_difference.is_none(),
+        "lengths {} vs {} expected, first difference at {first_difference:?}",
+        actual.len(),
+        expected.len()
+    );
+}
+
 fn lookup_ino(fs: &WarabiFs, parent: u64, name: &[u8]) -> u64 {
     fs.lookup(parent, name).expect("lookup").ino
 }
@@ -1497,22 +1508,190 @@ fn special_files_keep_their_kind_and_device_number() {
 }
 
 #[test]
-fn region_id_xattr_is_read_only_and_others_are_unsupported() {
+fn region_id_xattr_is_read_only() {
     let (_dir, path) = scratch();
     let fs = create_pool(&path, POOL_SIZE);
     let ino = create_file(&fs, ROOT_INO, b"f", b"data");
-    assert_eq!(fs.setxattr(ino, REGION_ID_XATTR).unwrap_err(), Errno::EPERM);
+    assert_eq!(
+        fs.setxattr(ino, REGION_ID_XATTR, b"x", 0).unwrap_err(),
+        Errno::EPERM
+    );
     assert_eq!(
         fs.removexattr(ino, REGION_ID_XATTR).unwrap_err(),
         Errno::EPERM
     );
-    assert_eq!(fs.setxattr(ino, b"user.other").unwrap_err(), Errno::ENOTSUP);
-    assert_eq!(fs.getxattr(ino, b"user.other").unwrap_err(), Errno::ENODATA);
     assert_eq!(
         fs.getxattr(ROOT_INO, REGION_ID_XATTR).unwrap_err(),
         Errno::ENODATA
     );
     assert_eq!(fs.listxattr(ROOT_INO).unwrap(), b"");
+}
+
+#[test]
+fn extended_attributes_are_stored_listed_replaced_removed_and_persist() {
+    const XATTR_CREATE: i32 = 1;
+    const XATTR_REPLACE: i32 = 2;
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let ino = create_file(&fs, ROOT_INO, b"f", b"data");
+    let dir = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap().ino;
+    assert_eq!(fs.getxattr(ino, b"user.k").unwrap_err(), Errno::ENODATA);
+    fs.setxattr(ino, b"user.k", b"v1", XATTR_CREATE).unwrap();
+    assert_eq!(
+        fs.setxattr(ino, b"user.k", b"v2", XATTR_CREATE)
+            .unwrap_err(),
+        Errno::EEXIST
+    );
+    assert_eq!(
+        fs.setxattr(ino, b"user.new", b"x", XATTR_REPLACE)
+            .unwrap_err(),
+        Errno::ENODATA
+    );
+    fs.setxattr(ino, b"user.k", b"v2", XATTR_REPLACE).unwrap();
+    let big = pattern(65536, 30);
+    fs.setxattr(ino, b"trusted.big", &big, 0).unwrap();
+    fs.setxattr(dir, b"user.on-a-dir", b"", 0).unwrap();
+    assert_eq!(
+        fs.setxattr(ino, b"user.huge", &pattern(65537, 1), 0)
+            .unwrap_err(),
+        Errno::E2BIG
+    );
+    assert_eq!(
+        fs.setxattr(ino, &[b'a'; 256], b"", 0).unwrap_err(),
+        Errno::ERANGE
+    );
+    assert_eq!(
+        fs.setxattr(ino, b"system.posix_acl_access", b"", 0)
+            .unwrap_err(),
+        Errno::ENOTSUP
+    );
+    fs.setxattr(ino, b"user.gone", b"bye", 0).unwrap();
+    fs.removexattr(ino, b"user.gone").unwrap();
+    assert_eq!(
+        fs.removexattr(ino, b"user.gone").unwrap_err(),
+        Errno::ENODATA
+    );
+
+    let fs = remount(fs, &path);
+    assert_eq!(fs.getxattr(ino, b"user.k").unwrap(), b"v2");
+    assert_eq!(fs.getxattr(ino, b"trusted.big").unwrap(), big);
+    assert_eq!(fs.getxattr(dir, b"user.on-a-dir").unwrap(), b"");
+    let listed = fs.listxattr(ino).unwrap();
+    let mut names: Vec<&[u8]> = listed
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![b"trusted.big".as_slice(), b"user.k", REGION_ID_XATTR]
+    );
+}
+
+#[test]
+fn deleting_a_file_frees_its_extended_attributes() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let free_before = fs.statfs().free_bytes;
+    let ino = create_file(&fs, ROOT_INO, b"f", b"data");
+    for i in 0..20 {
+        fs.setxattr(ino, format!("user.{i}").as_bytes(), &pattern(4000, i), 0)
+            .unwrap();
+    }
+    fs.unlink(ROOT_INO, b"f").unwrap();
+    assert_eq!(fs.statfs().free_bytes, free_before);
+    drop(fs);
+    let pool = Pool::open(&path).unwrap();
+    let objects: Vec<u64> = pool.objects().map(|o| pool.type_num(o)).collect();
+    assert_eq!(
+        objects,
+        vec![0x5746_0001],
+        "only the root directory's inode record is left"
+    );
+}
+
+#[test]
+fn fallocate_reserves_zeroes_and_punches_without_changing_other_bytes() {
+    const KEEP_SIZE: i32 = 0x01;
+    const PUNCH_HOLE: i32 = 0x02;
+    const ZERO_RANGE: i32 = 0x10;
+    const COLLAPSE_RANGE: i32 = 0x08;
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let mut expected = pattern(10_000, 31);
+    let ino = create_file(&fs, ROOT_INO, b"f", &expected);
+
+    fs.fallocate(ino, 0, 2 * MIB, KEEP_SIZE).unwrap();
+    assert_eq!(
+        fs.getattr(ino).unwrap().size,
+        10_000,
+        "KEEP_SIZE keeps the size"
+    );
+    assert!(fs.getattr(ino).unwrap().blocks * 512 >= 2 * MIB);
+    fs.fallocate(ino, 9_000, 3_000, 0).unwrap();
+    expected.resize(12_000, 0);
+    fs.fallocate(ino, 100, 50, PUNCH_HOLE | KEEP_SIZE).unwrap();
+    expected[100..150].fill(0);
+    fs.fallocate(ino, 11_000, 2_000, ZERO_RANGE).unwrap();
+    expected.resize(13_000, 0);
+    expected[11_000..].fill(0);
+    assert_bytes_eq(&read_all(&fs, ino), &expected);
+    assert_eq!(
+        fs.fallocate(ino, 0, 10, PUNCH_HOLE).unwrap_err(),
+        Errno::EOPNOTSUPP
+    );
+    assert_eq!(
+        fs.fallocate(ino, 0, 10, COLLAPSE_RANGE).unwrap_err(),
+        Errno::EOPNOTSUPP
+    );
+    assert_eq!(fs.fallocate(ROOT_INO, 0, 10, 0).unwrap_err(), Errno::EISDIR);
+    let fs = remount(fs, &path);
+    assert_bytes_eq(&read_all(&fs, ino), &expected);
+}
+
+#[test]
+fn seek_data_and_hole_see_one_extent() {
+    const SEEK_DATA: i32 = 3;
+    const SEEK_HOLE: i32 = 4;
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let ino = create_file(&fs, ROOT_INO, b"f", &pattern(5000, 32));
+    assert_eq!(fs.lseek(ino, 10, SEEK_DATA).unwrap(), 10);
+    assert_eq!(fs.lseek(ino, 10, SEEK_HOLE).unwrap(), 5000);
+    assert_eq!(fs.lseek(ino, 5000, SEEK_DATA).unwrap_err(), Errno::ENXIO);
+    assert_eq!(fs.lseek(ino, 6000, SEEK_HOLE).unwrap_err(), Errno::ENXIO);
+}
+
+#[test]
+fn copy_file_range_copies_between_and_within_files() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let source = pattern(700_000, 33);
+    let from = create_file(&fs, ROOT_INO, b"from", &source);
+    let to = create_file(&fs, ROOT_INO, b"to", b"head");
+    assert_eq!(
+        fs.copy_file_range(from, 100, to, 10, 500_000).unwrap(),
+        500_000
+    );
+    let mut expected = b"head".to_vec();
+    expected.resize(10, 0);
+    expected.extend_from_slice(&source[100..500_100]);
+    assert_bytes_eq(&read_all(&fs, to), &expected);
+    assert_eq!(
+        fs.copy_file_range(from, 699_990, to, 0, 100).unwrap(),
+        10,
+        "short at the end"
+    );
+    expected[..10].copy_from_slice(&source[699_990..]);
+    assert_eq!(fs.copy_file_range(from, 800_000, to, 0, 100).unwrap(), 0);
+    assert_eq!(fs.copy_file_range(to, 0, to, 600_000, 1000).unwrap(), 1000);
+    expected.resize(600_000, 0);
+    expected.extend_from_within(0..1000);
+    assert_bytes_eq(&read_all(&fs, to), &expected);
+    fs.fsync(to).unwrap();
+    let fs = remount(fs, &path);
+    assert_bytes_eq(&read_all(&fs, to), &expected);
+    assert_bytes_eq(&read_all(&fs, from), &source);
 }
 
 #[test]

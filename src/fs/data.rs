@@ -9,7 +9,7 @@ use super::Attr;
 use super::{Errno, FileKind, FsResult, Handle, WarabiFs};
 use crate::pmem::{Oid, MAX_ALLOC_SIZE};
 use crate::store::records::Timestamp;
-use crate::store::{region_size_for, StoreError, REGION_CHUNK};
+use crate::store::{region_size_for, StoreError, StoreTx, REGION_CHUNK};
 
 /// A time to set with setattr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,10 +75,7 @@ impl WarabiFs {
             return self.persist(&mut state);
         }
         let mut tx = self.store.begin()?;
-        tx.free(state.region())?;
-        if let Some(record) = state.record {
-            tx.free(record)?;
-        }
+        free_inode(&mut tx, &state)?;
         tx.commit()?;
         drop(state);
         self.inodes.remove(&handle.ino);
@@ -122,29 +119,51 @@ impl WarabiFs {
         if data.is_empty() {
             return Ok(0);
         }
-        if end > state.capacity {
-            if state.record.is_none() {
-                drop(state);
-                self.adopt(ino)?;
-                return self.write(ino, off, data, sync);
-            }
-            self.grow(&mut state, end)?;
+        if end > state.capacity && state.record.is_none() {
+            drop(state);
+            self.adopt(ino)?;
+            return self.write(ino, off, data, sync);
         }
-        let size = state.meta.size;
-        let region = state.region();
-        if off > size {
-            self.store.zero(region, size, off - size);
-            state.dirty.add(size, off);
-        }
-        self.store.write(region, off, data);
+        self.ensure_capacity(&mut state, end)?;
+        self.extend_with_zeros(&mut state, off);
+        self.store.write(state.region(), off, data);
         state.dirty.add(off, end);
-        state.meta.size = size.max(end);
+        state.meta.size = state.meta.size.max(end);
+        self.modified(&mut state, sync)?;
+        Ok(data.len())
+    }
+
+    /// Grows the region if it cannot hold `end` bytes (the inode must be adopted).
+    pub(super) fn ensure_capacity(&self, state: &mut InodeState, end: u64) -> FsResult<()> {
+        if end > MAX_ALLOC_SIZE {
+            return Err(Errno::EFBIG);
+        }
+        if end > state.capacity {
+            self.grow(state, end)?;
+        }
+        Ok(())
+    }
+
+    /// Raises the size to `end` with zeros (a hole reads as zeros); the capacity must
+    /// already hold `end`.
+    pub(super) fn extend_with_zeros(&self, state: &mut InodeState, end: u64) {
+        let size = state.meta.size;
+        if end > size {
+            self.store.zero(state.region(), size, end - size);
+            state.dirty.add(size, end);
+            state.meta.size = end;
+        }
+    }
+
+    /// Records a content change: new mtime and ctime, persisted now when `sync` or the
+    /// mount asks for it, else at fsync or close.
+    pub(super) fn modified(&self, state: &mut InodeState, sync: bool) -> FsResult<()> {
         state.touch_modified();
         state.meta_dirty = true;
         if sync || self.opts.sync {
-            self.persist(&mut state)?;
+            self.persist(state)?;
         }
-        Ok(data.len())
+        Ok(())
     }
 
     /// Moves the file to a region of at least `needed` bytes, in one transaction that
@@ -166,7 +185,10 @@ impl WarabiFs {
     /// that is a chunk or more. Failing (a full pool) only leaves the reserve in place.
     fn trim(&self, state: &mut InodeState) {
         let fitted = region_size_for(state.meta.size);
-        if state.record.is_none() || state.meta.size == 0 || state.capacity < fitted + REGION_CHUNK
+        if state.reserved
+            || state.record.is_none()
+            || state.meta.size == 0
+            || state.capacity < fitted + REGION_CHUNK
         {
             return;
         }
@@ -182,7 +204,7 @@ impl WarabiFs {
         let mut tx = self.store.begin()?;
         let new = tx.create_region(capacity)?;
         if size > 0 {
-            self.store.pool().copy(old, 0, new, 0, size as usize);
+            self.store.copy(old, 0, new, 0, size);
             self.store.flush(new, 0, size);
             self.store.drain();
         }
@@ -288,29 +310,37 @@ impl WarabiFs {
             FileKind::Directory => return Err(Errno::EISDIR),
             _ => return Err(Errno::EINVAL),
         }
-        if size > MAX_ALLOC_SIZE {
-            return Err(Errno::EFBIG);
-        }
         let old = state.meta.size;
         if size == 0 && !state.region().is_null() {
             // An emptied file gives its region back to the pool.
             state.dirty.take();
+            state.reserved = false;
             let region = meta.region;
             meta.region = Oid::NULL;
             meta.size = 0;
             return Ok(region);
         }
-        if size > state.capacity {
-            self.grow(state, size)?;
-            meta.region = state.region();
-        }
+        self.ensure_capacity(state, size)?;
+        meta.region = state.region();
         if size > old {
-            self.store.zero(state.region(), old, size - old);
-            state.dirty.add(old, size);
+            self.extend_with_zeros(state, size);
         } else {
             state.dirty.truncate(size);
         }
         meta.size = size;
         Ok(Oid::NULL)
     }
+}
+
+/// Frees everything an inode holds on the pool (region, record, extended attributes)
+/// inside `tx`.
+pub(super) fn free_inode(tx: &mut StoreTx<'_>, state: &InodeState) -> Result<(), StoreError> {
+    tx.free(state.region())?;
+    if let Some(record) = state.record {
+        tx.free(record)?;
+    }
+    for xattr in &state.xattrs {
+        tx.free(xattr.record)?;
+    }
+    Ok(())
 }

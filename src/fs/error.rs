@@ -23,6 +23,10 @@ impl Errno {
     pub const EROFS: Errno = Errno(libc::EROFS);
     pub const EMLINK: Errno = Errno(libc::EMLINK);
     pub const ERANGE: Errno = Errno(libc::ERANGE);
+    pub const E2BIG: Errno = Errno(libc::E2BIG);
+    pub const ENXIO: Errno = Errno(libc::ENXIO);
+    pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
+    pub const ENODEV: Errno = Errno(libc::ENODEV);
     pub const ENAMETOOLONG: Errno = Errno(libc::ENAMETOOLONG);
     pub const ENOTEMPTY: Errno = Errno(libc::ENOTEMPTY);
     pub const ENODATA: Errno = Errno(libc::ENODATA);

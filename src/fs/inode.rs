@@ -72,9 +72,35 @@ pub struct InodeState {
     pub meta_dirty: bool,
     /// Open file handles; an unlinked inode lives until the last one closes.
     pub open_handles: u32,
+    /// Extended attributes and the records holding them.
+    pub xattrs: Vec<Xattr>,
+    /// Set by fallocate: the capacity is a reservation the last close must keep.
+    pub reserved: bool,
+}
+
+/// One extended attribute.
+#[derive(Debug)]
+pub struct Xattr {
+    pub name: Box<[u8]>,
+    pub value: Box<[u8]>,
+    pub record: Oid,
 }
 
 impl InodeState {
+    /// A closed inode with nothing pending.
+    pub fn new(meta: InodeRecord, record: Option<Oid>, capacity: u64) -> InodeState {
+        InodeState {
+            meta,
+            record,
+            capacity,
+            dirty: DirtyRanges::default(),
+            meta_dirty: false,
+            open_handles: 0,
+            xattrs: Vec::new(),
+            reserved: false,
+        }
+    }
+
     pub fn kind(&self) -> FileKind {
         FileKind::from_mode(self.meta.mode).unwrap_or(FileKind::Regular)
     }

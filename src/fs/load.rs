@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use super::inode::{Inode, InodeState, RAW_REGION_INO_BIT, ROOT_INO};
+use super::inode::{Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
 use super::{key, Dir, Entry, FsOptions, WarabiFs};
 use crate::pmem::Oid;
 use crate::store::records::{InodeRecord, Timestamp, INODE_ORPHAN};
@@ -29,6 +29,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
     };
     let live_regions: HashSet<Oid> = scan.regions.iter().copied().collect();
     let owned = fs.load_inodes(&scan.inodes, &live_regions);
+    fs.attach_xattrs(&scan);
     fs.ensure_root()?;
     fs.load_dentries(&scan);
     fs.reclaim_orphans()?;
@@ -85,19 +86,29 @@ impl WarabiFs {
                     },
                 );
             }
-            let state = InodeState {
-                capacity: self.store.capacity(rec.region),
-                meta: rec,
-                record: Some(*oid),
-                dirty: Default::default(),
-                meta_dirty: false,
-                open_handles: 0,
-            };
+            let capacity = self.store.capacity(rec.region);
+            let state = InodeState::new(rec, Some(*oid), capacity);
             self.inodes
                 .insert(state.meta.ino, Arc::new(Inode::new(state)));
         }
         self.next_ino.store(max_ino + 1, Ordering::Relaxed);
         owned
+    }
+
+    /// Gives each inode its extended attributes; records of a missing inode cannot come
+    /// from a committed transaction and are reported and left alone.
+    fn attach_xattrs(&self, scan: &Scan) {
+        for (oid, x) in &scan.xattrs {
+            let Some(inode) = self.inodes.get(&x.ino) else {
+                tracing::warn!("extended attribute record {oid} belongs to no inode; ignored");
+                continue;
+            };
+            inode.state.write().xattrs.push(Xattr {
+                name: x.name.clone().into_boxed_slice(),
+                value: x.value.clone().into_boxed_slice(),
+                record: *oid,
+            });
+        }
     }
 
     /// The root directory: its record on a formatted pool, else a read-only stand-in.
@@ -129,14 +140,7 @@ impl WarabiFs {
         } else {
             None
         };
-        let state = InodeState {
-            meta,
-            record,
-            capacity: 0,
-            dirty: Default::default(),
-            meta_dirty: false,
-            open_handles: 0,
-        };
+        let state = InodeState::new(meta, record, 0);
         self.inodes.insert(ROOT_INO, Arc::new(Inode::new(state)));
         self.dirs.insert(
             ROOT_INO,
@@ -202,8 +206,7 @@ impl WarabiFs {
                 .map(|i| Arc::clone(&i))
                 .expect("listed above");
             let state = inode.state.read();
-            tx.free(state.region())?;
-            tx.free(state.record.expect("filtered on record"))?;
+            super::data::free_inode(&mut tx, &state)?;
         }
         tx.commit()?;
         for ino in &orphans {
@@ -250,14 +253,7 @@ impl WarabiFs {
                 region,
                 target: Vec::new(),
             };
-            let state = InodeState {
-                meta,
-                record: None,
-                capacity,
-                dirty: Default::default(),
-                meta_dirty: false,
-                open_handles: 0,
-            };
+            let state = InodeState::new(meta, None, capacity);
             self.inodes.insert(ino, Arc::new(Inode::new(state)));
             let cookie = region.off;
             self.names.insert(

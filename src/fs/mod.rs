@@ -12,6 +12,7 @@ mod error;
 mod inode;
 mod load;
 mod namespace;
+mod ranges;
 mod xattr;
 
 use std::collections::BTreeMap;

@@ -244,14 +244,7 @@ impl WarabiFs {
         self.write_meta(&mut tx, &mut dir_state, dir_meta)?;
         tx.commit()?;
         dir_state.meta_dirty = false;
-        let state = InodeState {
-            meta,
-            record: Some(record),
-            capacity: 0,
-            dirty: Default::default(),
-            meta_dirty: false,
-            open_handles: 0,
-        };
+        let state = InodeState::new(meta, Some(record), 0);
         let attr = state.attr();
         self.inodes.insert(attr.ino, Arc::new(Inode::new(state)));
         if is_dir {
@@ -356,7 +349,7 @@ impl WarabiFs {
     }
 
     /// Adopts `ino` first if it is a Warabi region without a record.
-    fn adopt_if_raw(&self, ino: u64) -> FsResult<()> {
+    pub(super) fn adopt_if_raw(&self, ino: u64) -> FsResult<()> {
         if self.inode(ino)?.state.read().record.is_none() {
             self.adopt(ino)?;
         }
@@ -489,8 +482,7 @@ impl WarabiFs {
         };
         meta.ctime = now;
         if meta.nlink == 0 && state.open_handles == 0 {
-            tx.free(state.region())?;
-            tx.free(state.record.ok_or(Errno::EROFS)?)?;
+            super::data::free_inode(tx, state)?;
             state.meta = meta;
             return Ok(true);
         }

@@ -1,18 +1,30 @@
-//! Extended attributes. `user.warabi.region_id` shows a file's Warabi RegionID and
-//! cannot be set or removed; no other attribute is stored yet (ENOTSUP to set one).
+//! Extended attributes, each stored in a record of its own. `user.warabi.region_id`
+//! shows a file's Warabi RegionID and can be neither set nor removed.
 
+use super::inode::Xattr;
 use super::{Errno, FileKind, FsResult, WarabiFs};
+use crate::store::records::{Timestamp, XattrRecord, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 
 pub const REGION_ID_XATTR: &[u8] = b"user.warabi.region_id";
+/// Names of POSIX ACLs: warabifs stores no ACLs, so the kernel keeps using the mode.
+const SYSTEM_PREFIX: &[u8] = b"system.";
+
+/// setxattr(2) flags.
+const XATTR_CREATE: i32 = 1;
+const XATTR_REPLACE: i32 = 2;
 
 impl WarabiFs {
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         let inode = self.inode(ino)?;
         let state = inode.state.read();
-        if name == REGION_ID_XATTR && !state.region().is_null() {
-            return Ok(state.region().to_string().into_bytes());
+        if name == REGION_ID_XATTR {
+            return match state.region().is_null() {
+                true => Err(Errno::ENODATA),
+                false => Ok(state.region().to_string().into_bytes()),
+            };
         }
-        Err(Errno::ENODATA)
+        let found = state.xattrs.iter().find(|x| *x.name == *name);
+        found.map(|x| x.value.to_vec()).ok_or(Errno::ENODATA)
     }
 
     /// Attribute names, each followed by a NUL, as listxattr(2) returns them.
@@ -24,22 +36,89 @@ impl WarabiFs {
             names.extend_from_slice(REGION_ID_XATTR);
             names.push(0);
         }
+        for xattr in &state.xattrs {
+            names.extend_from_slice(&xattr.name);
+            names.push(0);
+        }
         Ok(names)
     }
 
-    pub fn setxattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
-        self.inode(ino)?;
-        if name == REGION_ID_XATTR {
-            return Err(Errno::EPERM);
+    /// Sets an attribute in one transaction (replacing its record), honouring
+    /// XATTR_CREATE and XATTR_REPLACE.
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        check_xattr_name(name)?;
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Errno::E2BIG);
         }
-        Err(Errno::ENOTSUP)
+        self.writable()?;
+        self.adopt_if_raw(ino)?;
+        let inode = self.inode(ino)?;
+        let mut state = inode.state.write();
+        let existing = state.xattrs.iter().position(|x| *x.name == *name);
+        match (existing, flags & (XATTR_CREATE | XATTR_REPLACE)) {
+            (Some(_), XATTR_CREATE) => return Err(Errno::EEXIST),
+            (None, XATTR_REPLACE) => return Err(Errno::ENODATA),
+            _ => {}
+        }
+        let mut meta = state.meta.clone();
+        meta.ctime = Timestamp::now();
+        let mut tx = self.store.begin()?;
+        if let Some(i) = existing {
+            tx.free(state.xattrs[i].record)?;
+        }
+        let record = tx.create_xattr(&XattrRecord {
+            ino,
+            name: name.to_vec(),
+            value: value.to_vec(),
+        })?;
+        self.write_meta(&mut tx, &mut state, meta)?;
+        tx.commit()?;
+        state.meta_dirty = false;
+        let xattr = Xattr {
+            name: name.into(),
+            value: value.into(),
+            record,
+        };
+        match existing {
+            Some(i) => state.xattrs[i] = xattr,
+            None => state.xattrs.push(xattr),
+        }
+        Ok(())
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
-        self.inode(ino)?;
-        if name == REGION_ID_XATTR {
-            return Err(Errno::EPERM);
-        }
-        Err(Errno::ENODATA)
+        check_xattr_name(name)?;
+        self.writable()?;
+        let inode = self.inode(ino)?;
+        let mut state = inode.state.write();
+        let i = state
+            .xattrs
+            .iter()
+            .position(|x| *x.name == *name)
+            .ok_or(Errno::ENODATA)?;
+        let mut meta = state.meta.clone();
+        meta.ctime = Timestamp::now();
+        let mut tx = self.store.begin()?;
+        tx.free(state.xattrs[i].record)?;
+        self.write_meta(&mut tx, &mut state, meta)?;
+        tx.commit()?;
+        state.meta_dirty = false;
+        state.xattrs.remove(i);
+        Ok(())
     }
+}
+
+/// Names warabifs can store: not empty, at most XATTR_NAME_MAX bytes, not an ACL, and
+/// not the read-only RegionID.
+fn check_xattr_name(name: &[u8]) -> FsResult<()> {
+    if name == REGION_ID_XATTR {
+        return Err(Errno::EPERM);
+    }
+    if name.is_empty() || name.len() > XATTR_NAME_MAX {
+        return Err(Errno::ERANGE);
+    }
+    if name.starts_with(SYSTEM_PREFIX) {
+        return Err(Errno::ENOTSUP);
+    }
+    Ok(())
 }

@@ -15,8 +15,8 @@ use crate::pmem::{self, Oid, PmemError, Pool, Tx, TxAlloc};
 pub use probe::PoolHeader;
 use probe::ProbeError;
 use records::{
-    DentryRecord, InodeRecord, Superblock, FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC,
-    SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION,
+    DentryRecord, InodeRecord, Superblock, XattrRecord, FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC,
+    SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR,
 };
 
 /// Warabi's pmem backend configuration.
@@ -84,6 +84,7 @@ pub fn errno_of(e: &PmemError) -> i32 {
 pub struct Scan {
     pub inodes: Vec<(Oid, InodeRecord)>,
     pub dentries: Vec<(Oid, DentryRecord)>,
+    pub xattrs: Vec<(Oid, XattrRecord)>,
     /// Type-0 objects: Warabi regions, owned by an inode or not.
     pub regions: Vec<Oid>,
     /// Records that could not be decoded, and objects of type numbers no one here uses.
@@ -219,6 +220,10 @@ impl Store {
                     Some(rec) => scan.dentries.push((oid, rec)),
                     None => scan.unreadable.push(oid),
                 },
+                TYPE_XATTR => match XattrRecord::decode(bytes) {
+                    Some(rec) => scan.xattrs.push((oid, rec)),
+                    None => scan.unreadable.push(oid),
+                },
                 _ => scan.unreadable.push(oid),
             }
         }
@@ -250,6 +255,11 @@ impl Store {
 
     pub fn write(&self, region: Oid, off: u64, data: &[u8]) {
         self.pool.write(region, off, data);
+    }
+
+    /// Copies bytes between regions (or within one; the ranges may overlap).
+    pub fn copy(&self, from: Oid, from_off: u64, to: Oid, to_off: u64, len: u64) {
+        self.pool.copy(from, from_off, to, to_off, len as usize);
     }
 
     pub fn zero(&self, region: Oid, off: u64, len: u64) {
@@ -423,6 +433,13 @@ impl StoreTx<'_> {
     pub fn create_dentry(&mut self, rec: &DentryRecord) -> Result<Oid, StoreError> {
         let bytes = rec.encode();
         let oid = self.alloc(bytes.len() as u64, TYPE_DENTRY, TxAlloc::Zeroed)?;
+        self.tx.write(oid, 0, &bytes).map_err(|e| self.fail(e))?;
+        Ok(oid)
+    }
+
+    pub fn create_xattr(&mut self, rec: &XattrRecord) -> Result<Oid, StoreError> {
+        let bytes = rec.encode();
+        let oid = self.alloc(bytes.len() as u64, TYPE_XATTR, TxAlloc::Zeroed)?;
         self.tx.write(oid, 0, &bytes).map_err(|e| self.fail(e))?;
         Ok(oid)
     }

@@ -7,6 +7,8 @@ use crate::pmem::Oid;
 pub const TYPE_INODE: u64 = 0x5746_0001;
 /// Type number of directory entry records.
 pub const TYPE_DENTRY: u64 = 0x5746_0002;
+/// Type number of extended attribute records.
+pub const TYPE_XATTR: u64 = 0x5746_0003;
 /// Type number of Warabi regions (and so of every file's data).
 pub const TYPE_REGION: u64 = 0;
 
@@ -16,6 +18,11 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SUPERBLOCK_SIZE: usize = 64;
 pub const INODE_HEADER_SIZE: usize = 128;
 pub const DENTRY_HEADER_SIZE: usize = 24;
+pub const XATTR_HEADER_SIZE: usize = 16;
+/// Longest extended attribute name (as Linux XATTR_NAME_MAX).
+pub const XATTR_NAME_MAX: usize = 255;
+/// Largest extended attribute value (as Linux XATTR_SIZE_MAX).
+pub const XATTR_SIZE_MAX: usize = 65536;
 /// The longest name a directory entry holds (as Linux NAME_MAX).
 pub const NAME_MAX: usize = 255;
 
@@ -249,6 +256,44 @@ impl DentryRecord {
     }
 }
 
+/// An extended attribute record: one (name, value) pair of one inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XattrRecord {
+    pub ino: u64,
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+impl XattrRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; XATTR_HEADER_SIZE];
+        out[0..8].copy_from_slice(&self.ino.to_le_bytes());
+        out[8..10].copy_from_slice(&(self.name.len() as u16).to_le_bytes());
+        out[12..16].copy_from_slice(&(self.value.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.name);
+        out.extend_from_slice(&self.value);
+        out
+    }
+
+    /// Decodes a record; `None` when the lengths are impossible.
+    pub fn decode(bytes: &[u8]) -> Option<XattrRecord> {
+        if bytes.len() < XATTR_HEADER_SIZE {
+            return None;
+        }
+        let name_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let value_len = u32_at(bytes, 12) as usize;
+        if name_len == 0 || name_len > XATTR_NAME_MAX || value_len > XATTR_SIZE_MAX {
+            return None;
+        }
+        let name_end = XATTR_HEADER_SIZE + name_len;
+        Some(XattrRecord {
+            ino: u64_at(bytes, 0),
+            name: bytes.get(XATTR_HEADER_SIZE..name_end)?.to_vec(),
+            value: bytes.get(name_end..name_end + value_len)?.to_vec(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +350,23 @@ mod tests {
         .encode();
         bad[16] = 0;
         assert_eq!(DentryRecord::decode(&bad), None);
+    }
+
+    #[test]
+    fn xattr_records_round_trip_and_reject_bad_lengths() {
+        let rec = XattrRecord {
+            ino: 9,
+            name: b"user.k".to_vec(),
+            value: vec![0, 1, 255],
+        };
+        assert_eq!(XattrRecord::decode(&rec.encode()), Some(rec.clone()));
+        let empty = XattrRecord {
+            value: Vec::new(),
+            ..rec.clone()
+        };
+        assert_eq!(XattrRecord::decode(&empty.encode()), Some(empty));
+        let bytes = rec.encode();
+        assert_eq!(XattrRecord::decode(&bytes[..bytes.len() - 1]), None);
     }
 
     #[test]
