@@ -11,3 +11,4 @@ pub mod logging;
 pub mod mount;
 pub mod pmem;
 pub mod store;
+pub mod tools;

@@ -12,6 +12,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use warabifs::config::{apply_options, pool_from_config_file, MountConfig};
 use warabifs::logging;
+use warabifs::tools::{self, Inventory};
 
 /// Set in the environment of the background process the command starts.
 const DAEMON_ENV: &str = "WARABIFS_DAEMON";
@@ -42,7 +43,51 @@ struct Cli {
     log_level: Option<String>,
 }
 
+/// First arguments that select an offline tool instead of a mount. A pool file with
+/// one of these names is mounted by giving a path to it: `warabifs ./ls MNT`.
+const TOOLS: [&str; 3] = ["ls", "info", "check"];
+
+/// Offline pool tools (the pool must not be mounted or in use by Warabi).
+#[derive(Parser, Debug)]
+#[command(name = "warabifs", version)]
+struct ToolCli {
+    #[command(subcommand)]
+    tool: Tool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Tool {
+    /// List every file, directory and region of a pool with its RegionID, size,
+    /// capacity, mode and mtime.
+    Ls {
+        pool: PathBuf,
+        /// One JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Format version, size, space, counts and last shutdown state of a pool.
+    Info {
+        pool: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check libpmemobj's consistency and warabifs' metadata; exit 0 when clean, 1 when
+    /// problems remain, 2 when the check could not run.
+    Check {
+        pool: PathBuf,
+        /// Fix what can be fixed, one transaction per fix.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
+    let first = std::env::args().nth(1).unwrap_or_default();
+    if TOOLS.contains(&first.as_str()) {
+        return run_tool(ToolCli::parse().tool);
+    }
     let cli = Cli::parse();
     let config = match mount_config(&cli) {
         Ok(config) => config,
@@ -52,6 +97,45 @@ fn main() -> ExitCode {
         run(&config)
     } else {
         start_daemon()
+    }
+}
+
+fn run_tool(tool: Tool) -> ExitCode {
+    let _ = logging::init(&logging::LogTarget::Stderr, logging::DEFAULT_FILTER);
+    let result = match tool {
+        Tool::Ls { pool, json } => tools::open(&pool).map(|(store, _)| {
+            let rows = tools::list(&store, &Inventory::new(tools::scan(&store)));
+            print_as(json, &rows, |r: &Vec<_>| tools::render_listing(r));
+            ExitCode::SUCCESS
+        }),
+        Tool::Info { pool, json } => tools::open(&pool).map(|(store, header)| {
+            let info = tools::info(&store, &header, &Inventory::new(tools::scan(&store)));
+            print_as(json, &info, tools::render_info);
+            ExitCode::SUCCESS
+        }),
+        Tool::Check { pool, repair, json } => tools::check(&pool, repair).map(|report| {
+            print_as(json, &report, tools::render_check);
+            if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("warabifs: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn print_as<T: serde::Serialize>(json: bool, value: &T, text: fn(&T) -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("serializable")
+        );
+    } else {
+        print!("{}", text(value));
     }
 }
 

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 pub use data::{SetAttr, SetTime};
 pub use error::{Errno, FsResult};
 use inode::Inode;
-pub use inode::{Attr, FileKind, ROOT_INO};
+pub use inode::{Attr, FileKind, RAW_REGION_INO_BIT, ROOT_INO};
 pub use namespace::{DirEntry, RenameMode};
 pub use xattr::REGION_ID_XATTR;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::pmem::{self, Oid, PmemError, Pool, Tx, TxAlloc};
 pub use probe::PoolHeader;
-use probe::ProbeError;
+pub use probe::ProbeError;
 use records::{
     DentryRecord, InodeRecord, Superblock, XattrRecord, FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC,
     SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR,
@@ -204,9 +204,18 @@ impl Store {
 
     /// Reads every object of the pool once, sorted by kind.
     pub fn scan(&self) -> Scan {
+        self.scan_with_progress(|_| {})
+    }
+
+    /// [`Store::scan`], calling `progress` with the count of objects read so far every
+    /// few thousand objects (for a progress display on big pools).
+    pub fn scan_with_progress(&self, mut progress: impl FnMut(u64)) -> Scan {
         let mut scan = Scan::default();
         let mut allocated = 0u64;
-        for oid in self.pool.objects() {
+        for (count, oid) in self.pool.objects().enumerate() {
+            if count % 4096 == 0 {
+                progress(count as u64);
+            }
             let size = self.pool.usable_size(oid);
             allocated += size + OBJECT_OVERHEAD;
             let bytes = self.pool.bytes(oid, 0, size as usize);
@@ -286,6 +295,13 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         self.pool.path()
+    }
+}
+
+impl StoreError {
+    /// The error for a pool file whose header could not be read.
+    pub fn from_probe(path: &Path, e: ProbeError) -> StoreError {
+        probe_error(path, e)
     }
 }
 

@@ -17,6 +17,12 @@ const HEAP_OFFSET_OFFSET: usize = 5136;
 const ROOT_OFFSET_OFFSET: usize = 6144;
 const ROOT_SIZE_OFFSET: usize = 6160;
 const DESCRIPTOR_END: usize = 8192;
+/// The pool header's incompatible-feature flags and its shutdown state (`struct
+/// pool_hdr`): libpmemobj sets `dirty` while the pool is open and clears it on a clean
+/// close, when the SHUTDOWN_STATE feature is on.
+const INCOMPAT_FEATURES_OFFSET: usize = 16;
+const FEATURE_SHUTDOWN_STATE: u32 = 0x4;
+const SDS_DIRTY_OFFSET: usize = 4040;
 
 /// What the header of a pool file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +38,9 @@ pub struct PoolHeader {
     /// A root of exactly a superblock's size, all zero: a format cut short between
     /// making the root and writing the superblock. Formatting again finishes it.
     pub blank_root: bool,
+    /// Whether the last process that had the pool open closed it cleanly; `None` when
+    /// the pool does not track its shutdown state.
+    pub clean_shutdown: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -85,6 +94,16 @@ impl PoolHeader {
             superblock,
             root_size,
             blank_root,
+            clean_shutdown: shutdown_state(&head),
         })
     }
+}
+
+fn shutdown_state(head: &[u8]) -> Option<bool> {
+    let incompat = u32::from_le_bytes(
+        head[INCOMPAT_FEATURES_OFFSET..INCOMPAT_FEATURES_OFFSET + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    (incompat & FEATURE_SHUTDOWN_STATE != 0).then(|| head[SDS_DIRTY_OFFSET] == 0)
 }

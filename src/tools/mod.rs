@@ -1,0 +1,238 @@
+//! Offline pool tools: `warabifs ls`, `info` and `check` read (and `check --repair`
+//! mends) a pool that is not mounted, straight from its records.
+
+mod check;
+mod inventory;
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use check::{check, CheckReport, Problem};
+pub use inventory::Inventory;
+
+use crate::pmem::Oid;
+use crate::store::records::{InodeRecord, Timestamp, FORMAT_VERSION};
+use crate::store::{PoolConfig, PoolHeader, Scan, Store, StoreError};
+
+/// Opens an existing pool for inspection: never creates, formats or reclaims anything.
+/// A pool in use (mounted, or open in Warabi) gives StoreError::InUse.
+pub fn open(path: &Path) -> Result<(Store, PoolHeader), StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Missing(path.to_path_buf()));
+    }
+    let header = PoolHeader::read(path).map_err(|e| StoreError::from_probe(path, e))?;
+    let config = PoolConfig {
+        path: path.to_path_buf(),
+        ..PoolConfig::default()
+    };
+    Ok((Store::open(&config, true)?, header))
+}
+
+/// Scans the pool, with a spinner on a terminal (big pools take a moment).
+pub fn scan(store: &Store) -> Scan {
+    if !std::io::stderr().is_terminal() {
+        return store.scan();
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message("reading pool objects");
+    let scan = store.scan_with_progress(|n| spinner.set_position(n));
+    spinner.finish_and_clear();
+    scan
+}
+
+/// One line of `warabifs ls`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Listing {
+    pub path: String,
+    pub kind: &'static str,
+    pub ino: u64,
+    /// The RegionID holding the data; none for an empty file or a non-file.
+    pub region_id: Option<String>,
+    pub size: u64,
+    pub capacity: u64,
+    /// Mode bits (type and permissions).
+    pub mode: u32,
+    /// Modification time (RFC 3339, UTC); none for a Warabi region, which has no times.
+    pub mtime: Option<String>,
+}
+
+fn kind_name(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => "file",
+        libc::S_IFDIR => "dir",
+        libc::S_IFLNK => "symlink",
+        libc::S_IFIFO => "fifo",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFCHR => "char",
+        libc::S_IFBLK => "block",
+        _ => "unknown",
+    }
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::from(t)).to_string()
+}
+
+fn region_id(region: Oid) -> Option<String> {
+    (!region.is_null()).then(|| region.to_string())
+}
+
+/// Every path in the pool, then every region Warabi made (listed by RegionID).
+pub fn list(store: &Store, inv: &Inventory) -> Vec<Listing> {
+    let mut rows: Vec<Listing> = inv
+        .paths()
+        .into_iter()
+        .filter_map(|(path, ino)| inv.inodes.get(&ino).map(|i| file_row(store, path, &i.meta)))
+        .collect();
+    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    rows.extend(inv.warabi_regions().into_iter().map(|region| {
+        let capacity = store.capacity(region);
+        Listing {
+            path: format!("/{region}"),
+            kind: "region",
+            ino: crate::fs::RAW_REGION_INO_BIT | region.off,
+            region_id: Some(region.to_string()),
+            size: capacity,
+            capacity,
+            mode: libc::S_IFREG | 0o644,
+            mtime: None,
+        }
+    }));
+    rows
+}
+
+fn file_row(store: &Store, path: String, meta: &InodeRecord) -> Listing {
+    Listing {
+        path,
+        kind: kind_name(meta.mode),
+        ino: meta.ino,
+        region_id: region_id(meta.region),
+        size: meta.size,
+        capacity: store.capacity(meta.region),
+        mode: meta.mode,
+        mtime: Some(rfc3339(meta.mtime)),
+    }
+}
+
+/// What `warabifs info` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Info {
+    /// warabifs format version; none for a pool without warabifs metadata (only Warabi
+    /// has used it).
+    pub format_version: Option<u32>,
+    pub supported_format_version: u32,
+    pub pool_bytes: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+    pub files: usize,
+    pub directories: usize,
+    pub symlinks: usize,
+    pub special_files: usize,
+    /// All type-0 objects: file data and regions Warabi made.
+    pub regions: usize,
+    pub warabi_made_regions: usize,
+    /// "clean", "dirty" (the last process with the pool open did not close it), or
+    /// "unknown" (the pool does not record it).
+    pub last_shutdown: &'static str,
+}
+
+pub fn info(store: &Store, header: &PoolHeader, inv: &Inventory) -> Info {
+    let count = |kind: u32| {
+        inv.inodes
+            .values()
+            .filter(|i| i.meta.mode & libc::S_IFMT == kind)
+            .count()
+    };
+    let special = [libc::S_IFIFO, libc::S_IFSOCK, libc::S_IFCHR, libc::S_IFBLK]
+        .into_iter()
+        .map(count)
+        .sum();
+    Info {
+        format_version: header
+            .superblock
+            .filter(|sb| store.is_formatted() && sb.version > 0)
+            .map(|sb| sb.version),
+        supported_format_version: FORMAT_VERSION,
+        pool_bytes: store.total_bytes(),
+        used_bytes: store.total_bytes() - store.free_bytes(),
+        free_bytes: store.free_bytes(),
+        files: count(libc::S_IFREG),
+        directories: count(libc::S_IFDIR),
+        symlinks: count(libc::S_IFLNK),
+        special_files: special,
+        regions: inv.regions.len(),
+        warabi_made_regions: inv.warabi_regions().len(),
+        last_shutdown: match header.clean_shutdown {
+            Some(true) => "clean",
+            Some(false) => "dirty",
+            None => "unknown",
+        },
+    }
+}
+
+/// `ls` as text: mode, size, capacity, mtime, RegionID and path, one file a line.
+pub fn render_listing(rows: &[Listing]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let region = r.region_id.as_deref().unwrap_or("-");
+        let mtime = r.mtime.as_deref().map_or("-", |t| &t[..19.min(t.len())]);
+        out += &format!(
+            "{:<7} {:06o} {:>12} {:>12} {:<19} {:<32} {}\n",
+            r.kind, r.mode, r.size, r.capacity, mtime, region, r.path
+        );
+    }
+    out
+}
+
+/// `info` as text: one "name: value" line each.
+pub fn render_info(i: &Info) -> String {
+    let format = match i.format_version {
+        Some(v) => format!(
+            "warabifs format {v} (this build reads up to {})",
+            i.supported_format_version
+        ),
+        None => "no warabifs metadata (a pool only Warabi has used)".to_string(),
+    };
+    [
+        ("format", format),
+        ("pool size", format!("{} bytes", i.pool_bytes)),
+        ("used", format!("{} bytes", i.used_bytes)),
+        ("free", format!("{} bytes", i.free_bytes)),
+        ("files", i.files.to_string()),
+        ("directories", i.directories.to_string()),
+        ("symlinks", i.symlinks.to_string()),
+        ("special files", i.special_files.to_string()),
+        (
+            "regions",
+            format!(
+                "{} ({} made by Warabi, not by warabifs)",
+                i.regions, i.warabi_made_regions
+            ),
+        ),
+        ("last shutdown", i.last_shutdown.to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{k}: {v}\n"))
+    .collect()
+}
+
+/// `check` as text: each problem, then a summary line.
+pub fn render_check(r: &CheckReport) -> String {
+    let mut out = String::new();
+    if !r.pmemobj_consistent {
+        out += "libpmemobj: the pool is NOT consistent (repair it with `pmempool check --repair` first)\n";
+    }
+    for p in &r.problems {
+        let state = if p.fixed { "fixed" } else { "not fixed" };
+        out += &format!("{}: {} [{state}]\n", p.kind, p.detail);
+    }
+    let fixed = r.problems.iter().filter(|p| p.fixed).count();
+    out += &format!(
+        "{} problems found, {fixed} fixed; the pool is {}\n",
+        r.problems.len(),
+        if r.is_clean() { "clean" } else { "NOT clean" }
+    );
+    out
+}
