@@ -14,6 +14,7 @@ pub struct MountConfig {
     pub mountpoint: PathBuf,
     pub read_only: bool,
     pub sync: bool,
+    pub atomic_writes: bool,
     pub allow_other: bool,
     pub allow_root: bool,
     pub uid: Option<u32>,
@@ -36,6 +37,7 @@ impl MountConfig {
             mountpoint,
             read_only: false,
             sync: false,
+            atomic_writes: false,
             allow_other: false,
             allow_root: false,
             uid: None,
@@ -136,6 +138,7 @@ fn apply_option(config: &mut MountConfig, option: &str) -> Result<(), ConfigErro
         ("ro", None) => config.read_only = true,
         ("rw", None) => config.read_only = false,
         ("sync", None) => config.sync = true,
+        ("atomic_writes", None) => config.atomic_writes = true,
         ("allow_other", None) => config.allow_other = true,
         ("allow_root", None) => config.allow_root = true,
         // The kernel always checks permissions for warabifs; accepted for compatibility.
@@ -265,9 +268,11 @@ mod tests {
     #[test]
     fn options_set_their_fields() {
         let mut c = config();
-        apply_options(&mut c, "create_if_missing_with_size=64M,override_if_exists,ro,sync,allow_other,uid=7,gid=8,threads=3,nodev,defaults,x-systemd.automount,nofail,comment=systemd.x").unwrap();
+        apply_options(&mut c, "create_if_missing_with_size=64M,override_if_exists,ro,sync,allow_other,uid=7,gid=8,threads=3,nodev,defaults,x-systemd.automount,nofail,comment=systemd.x,atomic_writes").unwrap();
         assert_eq!(c.pool.create_if_missing_with_size, Some(64 << 20));
-        assert!(c.pool.override_if_exists && c.read_only && c.sync && c.allow_other);
+        assert!(
+            c.pool.override_if_exists && c.read_only && c.sync && c.allow_other && c.atomic_writes
+        );
         assert_eq!((c.uid, c.gid, c.threads), (Some(7), Some(8), 3));
         assert_eq!(c.kernel_flags, vec!["nodev".to_string()]);
     }

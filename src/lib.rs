@@ -5,6 +5,7 @@
 //! [`config`] and [`mount`] turn command-line options into a live mount.
 
 pub mod config;
+pub mod fault;
 pub mod fs;
 pub mod fuse;
 pub mod logging;

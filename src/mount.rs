@@ -16,6 +16,7 @@ pub fn mount(config: &MountConfig) -> Result<Session<FuseAdapter>, String> {
     let opts = FsOptions {
         read_only: config.read_only,
         sync: config.sync,
+        atomic_writes: config.atomic_writes,
         uid: config.uid.unwrap_or(defaults.uid),
         gid: config.gid.unwrap_or(defaults.gid),
     };

@@ -607,6 +607,29 @@ fn a_file_whose_region_warabi_erased_reads_empty_and_can_be_rewritten() {
 }
 
 #[test]
+fn atomic_writes_are_durable_when_they_return() {
+    let (_dir, path) = scratch();
+    drop(create_pool(&path, POOL_SIZE));
+    let atomic = FsOptions {
+        atomic_writes: true,
+        ..FsOptions::default()
+    };
+    let fs = mount_with(&path, atomic.clone());
+    let mut expected = pattern(300_000, 40);
+    let (attr, _fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
+    fs.write(attr.ino, 0, &expected, false).unwrap();
+    let patch = pattern(1000, 41);
+    fs.write(attr.ino, 1234, &patch, false).unwrap();
+    expected[1234..2234].copy_from_slice(&patch);
+    fs.write(attr.ino, 400_000, b"tail", false).unwrap();
+    expected.resize(400_000, 0);
+    expected.extend_from_slice(b"tail");
+    drop(fs); // a crash: no fsync, no release
+    let fs = mount_with(&path, atomic);
+    assert_bytes_eq(&read_all(&fs, attr.ino), &expected);
+}
+
+#[test]
 fn file_created_through_the_fs_is_a_warabi_region() {
     let (_dir, path) = scratch();
     let fs = create_pool(&path, POOL_SIZE);

@@ -119,18 +119,56 @@ impl WarabiFs {
         if data.is_empty() {
             return Ok(0);
         }
-        if end > state.capacity && state.record.is_none() {
+        if (end > state.capacity || self.opts.atomic_writes) && state.record.is_none() {
             drop(state);
             self.adopt(ino)?;
             return self.write(ino, off, data, sync);
         }
+        if self.opts.atomic_writes {
+            self.write_atomically(&mut state, off, data)?;
+            return Ok(data.len());
+        }
         self.ensure_capacity(&mut state, end)?;
         self.extend_with_zeros(&mut state, off);
         self.store.write(state.region(), off, data);
+        crate::fault::point("write.copied");
         state.dirty.add(off, end);
         state.meta.size = state.meta.size.max(end);
         self.modified(&mut state, sync)?;
         Ok(data.len())
+    }
+
+    /// `-o atomic_writes`: the bytes a write overwrites are snapshotted, the new bytes
+    /// past the old end persisted, and the new size and times written, all in one
+    /// transaction, so after a crash the write happened entirely or not at all.
+    fn write_atomically(&self, state: &mut InodeState, off: u64, data: &[u8]) -> FsResult<()> {
+        let end = off + data.len() as u64;
+        self.ensure_capacity(state, end)?;
+        self.persist_data(state);
+        let old_size = state.meta.size;
+        let region = state.region();
+        let mut tx = self.store.begin()?;
+        if off < old_size {
+            tx.snapshot(region, off, end.min(old_size) - off)?;
+        }
+        self.extend_with_zeros(state, off);
+        self.store.write(region, off, data);
+        crate::fault::point("write.copied");
+        if end > old_size {
+            // Past the old end nothing needs undoing, but it must be durable at commit.
+            self.store.flush(region, old_size, end - old_size);
+            self.store.drain();
+        }
+        state.dirty.take();
+        let mut meta = state.meta.clone();
+        meta.size = old_size.max(end);
+        let now = Timestamp::now();
+        (meta.mtime, meta.ctime) = (now, now);
+        tx.update_inode(state.record.expect("adopted before"), &meta)?;
+        tx.commit()?;
+        state.meta = meta;
+        state.meta_dirty = false;
+        Ok(())
     }
 
     /// Grows the region if it cannot hold `end` bytes (the inode must be adopted).
@@ -208,6 +246,7 @@ impl WarabiFs {
             self.store.flush(new, 0, size);
             self.store.drain();
         }
+        crate::fault::point("region.filled");
         tx.free(old)?;
         let mut meta = state.meta.clone();
         meta.region = new;

@@ -40,6 +40,9 @@ pub struct FsOptions {
     pub read_only: bool,
     /// Persist every write before it returns (`-o sync`).
     pub sync: bool,
+    /// Make each write all-or-nothing across a crash, and durable when it returns
+    /// (`-o atomic_writes`): one transaction per write.
+    pub atomic_writes: bool,
     /// Owner shown for Warabi regions that have no inode record, and for a new root.
     pub uid: u32,
     pub gid: u32,
@@ -50,6 +53,7 @@ impl Default for FsOptions {
         FsOptions {
             read_only: false,
             sync: false,
+            atomic_writes: false,
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
         }

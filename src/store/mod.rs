@@ -453,6 +453,13 @@ impl StoreTx<'_> {
         Ok(oid)
     }
 
+    /// Snapshots bytes of a region so that the transaction can undo changes to them.
+    pub fn snapshot(&mut self, region: Oid, off: u64, len: u64) -> Result<(), StoreError> {
+        self.tx
+            .add_range(region, off, len as usize)
+            .map_err(|e| self.fail(e))
+    }
+
     pub fn create_xattr(&mut self, rec: &XattrRecord) -> Result<Oid, StoreError> {
         let bytes = rec.encode();
         let oid = self.alloc(bytes.len() as u64, TYPE_XATTR, TxAlloc::Zeroed)?;
@@ -470,7 +477,9 @@ impl StoreTx<'_> {
         let path = self.store.path().to_path_buf();
         let delta = self.allocated_delta;
         let store = self.store;
+        crate::fault::point("tx.before_commit");
         self.tx.commit().map_err(pmem_err(&path))?;
+        crate::fault::point("tx.after_commit");
         store.allocated.fetch_add(delta, Ordering::Relaxed);
         Ok(())
     }
