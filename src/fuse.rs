@@ -30,6 +30,17 @@ impl FuseAdapter {
     pub fn new(fs: Arc<WarabiFs>) -> FuseAdapter {
         FuseAdapter { fs }
     }
+
+    /// How files are opened. Normally through the page cache, kept across opens (only
+    /// this mount changes the pool). With atomic_writes, direct I/O: the kernel then
+    /// sends each write(2) of up to MAX_WRITE bytes as one request, which warabifs
+    /// applies in one transaction; through the page cache it could be split.
+    fn open_flags(&self) -> FopenFlags {
+        match self.fs.options().atomic_writes {
+            true => FopenFlags::FOPEN_DIRECT_IO,
+            false => FopenFlags::FOPEN_KEEP_CACHE,
+        }
+    }
 }
 
 fn errno(e: Errno) -> FuseErrno {
@@ -113,7 +124,9 @@ fn wants_write(flags: OpenFlags) -> bool {
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
-        let wanted = InitFlags::FUSE_PARALLEL_DIROPS
+        // mmap of direct-I/O files (atomic_writes) needs the kernel's permission.
+        let wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
+            | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO;
         // Ask only for what this kernel offers; the rest is an optimisation.
@@ -279,7 +292,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, wants_write(flags)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => reply.opened(FileHandle(fh), self.open_flags()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -499,7 +512,7 @@ impl Filesystem for FuseAdapter {
                 &file_attr(&attr),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                self.open_flags(),
             ),
             Err(e) => reply.error(errno(e)),
         }

@@ -138,7 +138,18 @@ pub struct ForegroundMount {
 
 impl ForegroundMount {
     pub fn start(pool: &Path, mountpoint: &Path, options: &[&str]) -> ForegroundMount {
+        Self::start_with_env(pool, mountpoint, options, &[])
+    }
+
+    /// Like [`ForegroundMount::start`], with extra environment for the daemon.
+    pub fn start_with_env(
+        pool: &Path,
+        mountpoint: &Path,
+        options: &[&str],
+        env: &[(&str, &str)],
+    ) -> ForegroundMount {
         let mut cmd = warabifs();
+        cmd.envs(env.iter().copied());
         cmd.arg(pool)
             .arg(mountpoint)
             .arg("-f")
@@ -181,6 +192,12 @@ impl ForegroundMount {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.mountpoint.join(name)
+    }
+
+    /// Waits for the daemon to exit on its own (killed by a fault hook, say).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        wait_with_timeout(&mut child)
     }
 
     /// Kills the daemon with SIGKILL, leaving its mount dead until unmounted.
