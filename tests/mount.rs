@@ -258,3 +258,39 @@ fn fio_four_jobs_write_and_verify_their_own_files() {
     }
     m.unmount();
 }
+
+#[test]
+fn a_file_unlinked_while_open_is_readable_then_reclaimed_after_a_crash() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool_path = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let mut m = ForegroundMount::start(&pool_path, &mnt, &["create_if_missing_with_size=32M"]);
+    let free_before = nix::sys::statvfs::statvfs(&mnt).unwrap().blocks_free();
+    let data = pattern(3 * MIB as usize, 11);
+    std::fs::write(m.path("doomed"), &data).unwrap();
+    let mut open = std::fs::File::open(m.path("doomed")).unwrap();
+    std::fs::remove_file(m.path("doomed")).unwrap();
+    assert!(!m.path("doomed").exists());
+    let mut read_back = Vec::new();
+    std::io::Read::read_to_end(&mut open, &mut read_back).unwrap();
+    assert_eq!(
+        read_back, data,
+        "readable through the open descriptor after unlink"
+    );
+    m.kill9();
+    drop(open);
+    assert!(common::unmount(&mnt));
+    common::wait_pool_released(&pool_path);
+
+    let m = ForegroundMount::start(&pool_path, &mnt, &[]);
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
+    let free_after = nix::sys::statvfs::statvfs(&mnt).unwrap().blocks_free();
+    assert_eq!(
+        free_after, free_before,
+        "the orphan's region was reclaimed at mount"
+    );
+    m.unmount();
+}
