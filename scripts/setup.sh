@@ -53,6 +53,49 @@ for tool in fmt clippy; do
     fi
 done
 
+# The conformance tools of scripts/pjdfstest.sh and scripts/fsx.sh, from crates.io, built
+# only when missing (or of another minor version). pjdfstest's README lists libacl1-dev
+# and acl for Linux builds, but they are not needed: its only use of ACLs (the exacl
+# crate, for the NFSv4 ACL tests) is compiled for FreeBSD and macOS only, so a Linux
+# build neither links libacl nor runs setfacl. Checked with a clean
+# `cargo install --locked pjdfstest@0.2.2` on Debian 12 without libacl1-dev.
+CONFORMANCE_TOOLS=("pjdfstest 0.2.2" "fsx 0.3.2")
+# PATH first, then where cargo install puts binaries (the scripts look there too).
+find_cargo_tool() {
+    local dir
+    if command -v "$1" 2>/dev/null; then
+        return 0
+    fi
+    for dir in "${CARGO_HOME:-$HOME/.cargo}/bin" "$HOME/.cargo/bin"; do
+        if [[ -x $dir/$1 ]]; then
+            echo "$dir/$1"
+            return 0
+        fi
+    done
+    return 0
+}
+for entry in "${CONFORMANCE_TOOLS[@]}"; do
+    tool=${entry% *} version=${entry#* }
+    path=$(find_cargo_tool "$tool")
+    have=""
+    if [[ -n $path ]]; then
+        have=$("$path" --version 2>/dev/null || true) # "pjdfstest 0.2.2"
+    fi
+    if [[ $have == "$tool ${version%.*}."* ]]; then
+        say "$have ($path)"
+        continue
+    fi
+    if [[ -n $path ]]; then
+        say "$path is '${have:-of unknown version}'; installing $tool $version"
+    else
+        say "installing $tool $version (cargo install --locked; takes a minute)"
+    fi
+    cargo install --locked "$tool@$version"
+    path=$(find_cargo_tool "$tool")
+    [[ -n $path ]] || die "cargo installed $tool but it is neither on PATH nor in ${CARGO_HOME:-$HOME/.cargo}/bin"
+    say "$("$path" --version) ($path)"
+done
+
 if [[ -e /dev/fuse ]]; then
     say "/dev/fuse present"
 else

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The project's checks, as CI runs them: system packages, formatting, lints, then every
-# test (unit, integration and FUSE mount tests on real pools in /dev/shm).
+# The project's checks, as CI runs them: system packages, formatting, lints, every test
+# (unit, integration and FUSE mount tests on real pools in /dev/shm), then the POSIX
+# conformance suites on real mounts: pjdfstest (scripts/pjdfstest.sh) and 20,000 fsx
+# operations (scripts/fsx.sh).
 # The FUSE tests need /dev/fuse; this script never tells them to skip.
 set -euo pipefail
 
@@ -21,7 +23,18 @@ step "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test 2>&1 | tee "$log"
-# One closing line for the whole run, summed over every test binary.
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+# One closing line for the whole run, summed over every test binary; printed here and
+# again as the very last line of the script.
+tests_line=$(awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log")
+echo "$tests_line"
+
+# POSIX conformance on a real mount (pjdfstest, compared with tmpfs; needs root).
+step "bash scripts/pjdfstest.sh"
+bash scripts/pjdfstest.sh
+
+# The data path against fsx's model; scripts/fsx.sh alone runs the full 100,000.
+step "bash scripts/fsx.sh 20000"
+bash scripts/fsx.sh 20000
 
 step "all checks passed"
+echo "$tests_line"
