@@ -1,0 +1,810 @@
+#!/usr/bin/env python3
+"""warabifs against tmpfs, measured in one interleaved run.
+
+Run as root from anywhere:
+
+    python3 bench/run.py [--quick] [--reps N] [--only NAME[,NAME]] [--json FILE]
+
+Each repetition runs every selected workload on tmpfs and then on warabifs (pool on
+/dev/shm), so machine noise hits both. The table (stdout) and the JSON file give the
+median of the repetitions for each and the ratio, defined so that higher is better:
+warabifs/tmpfs for speeds, tmpfs/warabifs for times. Progress goes to stderr.
+See bench/README.md for what each row measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_BINARY = REPO / "target" / "release" / "warabifs"
+DEFAULT_JSON = REPO / "bench" / "results.json"
+MIB = 1 << 20
+POOL_SIZE = "2G"  # every warabifs pool: 512 MiB + 2 x 256 MiB + growth copies fit
+TMPFS_SIZE = "4G"
+RELEASE_TIMEOUT = 20.0  # seconds a daemon may take to let go of its pool after umount
+MOUNT_TIMEOUT = 60.0  # seconds a foreground daemon may take to mount
+COMMAND_TIMEOUT = 900.0  # seconds any one command (dd, fio, touch...) may take
+TOOLS = ("mount", "umount", "dd", "fio", "touch", "ls", "rm", "sync")
+
+
+class BenchError(Exception):
+    """A mount or a workload failed: that measurement is recorded as an error."""
+
+
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP: unwind (unmounting everything) and exit."""
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- sizes, rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    dd_mib: int  # dd sequential write/read
+    fio_mib: int  # fio random file; fio sequential write per job
+    fio_runtime: int  # seconds of each fio random test
+    files: int  # create / ls -l / delete
+    pool_files: int  # files in the pool of the mount test
+    pool_dirs: int = 10
+    batch: int = 500  # names per touch / rm call
+    fsync_writes: int = 2000
+    fsync_file_mib: int = 64
+
+
+FULL = Sizes(dd_mib=512, fio_mib=256, fio_runtime=10, files=5000, pool_files=100_000)
+QUICK = Sizes(dd_mib=64, fio_mib=32, fio_runtime=3, files=1000, pool_files=10_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool  # a speed; otherwise a time or a size
+    digits: int
+    has_tmpfs: bool = True
+
+
+def metric_list(s: Sizes) -> list[Metric]:
+    force = "PMEM_IS_PMEM_FORCE=1"
+    return [
+        Metric("seqwrite", f"dd seq write {s.dd_mib} MiB bs=1M conv=fsync", "MB/s", True, 0),
+        Metric("seqread", f"dd seq read {s.dd_mib} MiB after drop_caches", "MB/s", True, 0),
+        Metric("randwrite", f"fio 4k randwrite psync {s.fio_mib} MiB {s.fio_runtime} s", "IOPS", True, 0),
+        Metric("randread", f"fio 4k randread psync {s.fio_mib} MiB {s.fio_runtime} s", "IOPS", True, 0),
+        Metric("create", f"create {s.files} empty files (touch x{s.batch})", "s", False, 3),
+        Metric("ls", f"ls -l {s.files} files", "s", False, 3),
+        Metric("delete", f"delete {s.files} files (rm x{s.batch})", "s", False, 3),
+        Metric("fsync_p50", "fsync after 4 KiB pwrite, p50", "us", False, 1),
+        Metric("fsync_p99", "fsync after 4 KiB pwrite, p99", "us", False, 1),
+        Metric("fsync_p50_force", f"fsync after 4 KiB pwrite, p50, {force}", "us", False, 1),
+        Metric("fsync_p99_force", f"fsync after 4 KiB pwrite, p99, {force}", "us", False, 1),
+        Metric("mount_ms", f"mount time, pool of {s.pool_files} files", "ms", False, 1, False),
+        Metric("mount_rss", "daemon RSS after mount + ls -l of one dir", "MiB", False, 1, False),
+        Metric("jobs1", f"fio seq write bs=1M, 1 job x {s.fio_mib} MiB", "MB/s", True, 0),
+        Metric("jobs2", f"fio seq write bs=1M, 2 jobs x {s.fio_mib} MiB", "MB/s", True, 0),
+    ]
+
+
+# Names accepted by --only, and the rows each selects.
+SELECTABLE = {
+    "seqwrite": ("seqwrite",),
+    "seqread": ("seqread",),
+    "randwrite": ("randwrite",),
+    "randread": ("randread",),
+    "create": ("create",),
+    "ls": ("ls",),
+    "delete": ("delete",),
+    "fsync": ("fsync_p50", "fsync_p99", "fsync_p50_force", "fsync_p99_force"),
+    "mount": ("mount_ms", "mount_rss"),
+    "jobs": ("jobs1", "jobs2"),
+}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def run(cmd: list, *, cwd: Path | None = None, env: dict | None = None, capture: bool = False):
+    """Runs a command; raises BenchError with its stderr when it fails."""
+    argv = [str(c) for c in cmd]
+    try:
+        proc = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{argv[0]} did not finish within {COMMAND_TIMEOUT:.0f} s") from e
+    if proc.returncode != 0:
+        raise BenchError(f"{' '.join(argv[:4])}... exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
+    return proc
+
+
+def run_batched(cmd: list, names: list[str], cwd: Path, batch: int) -> None:
+    """`cmd -- NAME...` with `batch` names per call, as `xargs -n batch cmd` does."""
+    for i in range(0, len(names), batch):
+        run([*cmd, "--", *names[i : i + batch]], cwd=cwd)
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def stop_child(proc: subprocess.Popen, timeout: float) -> None:
+    """Waits for a child we started; signals it (by its PID only) if it does not exit."""
+    try:
+        proc.wait(timeout=timeout)
+        return
+    except subprocess.TimeoutExpired:
+        log(f"warning: warabifs (pid {proc.pid}) still running {timeout:.0f} s after umount; SIGTERM")
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _on_signal(signum: int, _frame) -> None:
+    # Ignore further signals so that the unwinding (unmounts) runs to its end.
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(signal.Signals(signum).name)
+
+
+# --------------------------------------------------------------------------- mounts
+
+
+def _mountinfo_escape(path: Path) -> str:
+    s = str(path)
+    for ch, esc in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
+        s = s.replace(ch, esc)
+    return s
+
+
+def mounts_under(root: Path) -> list[str]:
+    prefix = _mountinfo_escape(root)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+def is_mounted(path: Path) -> bool:
+    esc = _mountinfo_escape(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == esc for line in f)
+
+
+def unmount(mnt: Path) -> None:
+    """umount MNT if it is mounted; retries when busy, then detaches it (umount -l)."""
+    for _ in range(25):
+        if not is_mounted(mnt):
+            return
+        if subprocess.run(["umount", str(mnt)], stderr=subprocess.PIPE).returncode == 0:
+            return
+        time.sleep(0.2)
+    log(f"warning: {mnt} stays busy; detaching it with umount -l")
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+def wait_released(pool: Path, timeout: float = RELEASE_TIMEOUT) -> bool:
+    """Polls flock(LOCK_EX|LOCK_NB) on the pool until its daemon has let go of it."""
+    try:
+        fd = os.open(pool, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log(f"warning: {pool} still locked {timeout:.0f} s after umount")
+                    return False
+                time.sleep(0.005)
+    finally:
+        os.close(fd)
+
+
+def drop_caches(path: Path) -> None:
+    run(["sync", "-f", path])  # syncfs of this file system only
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+class Workspace:
+    """Private mount points (under /tmp) and pools (under the pool directory)."""
+
+    def __init__(self, pool_parent: Path):
+        self.root = Path(tempfile.mkdtemp(prefix="warabifs-bench-", dir="/tmp"))
+        self.pools = Path(tempfile.mkdtemp(prefix="warabifs-bench-", dir=pool_parent))
+        self._count = 0
+
+    def _name(self, stem: str) -> str:
+        self._count += 1
+        return f"{stem}-{self._count}"
+
+    def new_pool(self, stem: str) -> Path:
+        return self.pools / f"{self._name(stem)}.pmem"
+
+    def new_file(self, stem: str) -> Path:
+        return self.root / self._name(stem)
+
+    @contextlib.contextmanager
+    def mountpoint(self, stem: str) -> Iterator[Path]:
+        mnt = self.root / self._name(stem)
+        mnt.mkdir()
+        try:
+            yield mnt
+        finally:
+            with contextlib.suppress(OSError):
+                mnt.rmdir()
+
+    def close(self) -> None:
+        shutil.rmtree(self.pools, ignore_errors=True)
+        left = mounts_under(self.root)
+        if left:  # never rmtree through a mount
+            log(f"warning: still mounted, {self.root} left in place: {', '.join(left)}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Target(Protocol):
+    column: str  # "tmpfs" or "warabifs": the table column its figures go to
+    name: str
+
+    def mounted(self) -> contextlib.AbstractContextManager[Path]: ...
+
+
+class Tmpfs:
+    column = name = "tmpfs"
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+
+    @contextlib.contextmanager
+    def mounted(self) -> Iterator[Path]:
+        with self.ws.mountpoint("tmpfs") as mnt:
+            try:
+                run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", mnt])
+                yield mnt
+            finally:
+                unmount(mnt)
+
+
+class Warabifs:
+    column = "warabifs"
+
+    def __init__(self, ws: Workspace, binary: Path, options: str, force_pmem: bool = False):
+        self.ws = ws
+        self.binary = binary
+        self.options = options
+        self.name = "warabifs (PMEM_IS_PMEM_FORCE=1)" if force_pmem else "warabifs"
+        self.env = {k: v for k, v in os.environ.items() if k != "PMEM_IS_PMEM_FORCE"}
+        if force_pmem:
+            self.env["PMEM_IS_PMEM_FORCE"] = "1"
+
+    def _o(self, *options: str) -> list[str]:
+        joined = ",".join(o for o in (*options, self.options) if o)
+        return ["-o", joined] if joined else []
+
+    @contextlib.contextmanager
+    def mounted(self, pool: Path | None = None) -> Iterator[Path]:
+        """Mounts POOL (default: a fresh pool, deleted afterwards) with the daemonizing
+        `warabifs POOL MNT -o create_if_missing_with_size=...`."""
+        fresh = pool is None
+        pool = pool or self.ws.new_pool("data")
+        with self.ws.mountpoint("warabifs") as mnt:
+            ok = released = False
+            try:
+                cmd = [self.binary, pool, mnt, *self._o(f"create_if_missing_with_size={POOL_SIZE}")]
+                run(cmd, env=self.env)
+                yield mnt
+                ok = True
+            finally:
+                unmount(mnt)
+                released = wait_released(pool)
+                if fresh:
+                    pool.unlink(missing_ok=True)
+            if ok and not released:
+                raise BenchError(f"warabifs did not release {pool} within {RELEASE_TIMEOUT:.0f} s")
+
+    @contextlib.contextmanager
+    def foreground(self, pool: Path) -> Iterator[tuple[Path, int, float]]:
+        """Starts `warabifs POOL MNT -f` and yields (MNT, daemon PID, seconds from the
+        start of the process until the mount shows in /proc/self/mountinfo)."""
+        log_path = self.ws.new_file("warabifs-foreground.log")
+        with self.ws.mountpoint("warabifs-fg") as mnt, open(log_path, "w+") as errlog:
+            proc = None
+            ok = released = False
+            try:
+                start = time.perf_counter()
+                proc = subprocess.Popen(
+                    [str(self.binary), str(pool), str(mnt), "-f", *self._o()],
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=errlog,
+                )
+                while not is_mounted(mnt):
+                    if proc.poll() is not None:
+                        errlog.seek(0)
+                        raise BenchError(f"warabifs -f exited {proc.returncode}: {errlog.read()[-600:]}")
+                    if time.perf_counter() - start > MOUNT_TIMEOUT:
+                        raise BenchError(f"warabifs -f did not mount within {MOUNT_TIMEOUT:.0f} s")
+                    time.sleep(0.0005)
+                elapsed = time.perf_counter() - start
+                yield mnt, proc.pid, elapsed
+                ok = True
+            finally:
+                unmount(mnt)
+                if proc is not None:
+                    stop_child(proc, RELEASE_TIMEOUT)
+                released = wait_released(pool)
+            if ok and not released:
+                raise BenchError(f"warabifs did not release {pool} within {RELEASE_TIMEOUT:.0f} s")
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+@dataclasses.dataclass
+class Bench:
+    sizes: Sizes
+    want: set[str]  # selected row keys
+    ws: Workspace
+    tmpfs: Tmpfs
+    warabifs: Warabifs
+    warabifs_force: Warabifs
+    _files_pool: Path | None = None
+
+    def files_pool(self) -> Path:
+        """The pool holding `pool_files` empty files in `pool_dirs` directories, built
+        once per run through a warabifs mount."""
+        if self._files_pool is None:
+            s = self.sizes
+            pool = self.ws.new_pool("files")
+            log(f"building a pool of {s.pool_files} files for the mount test")
+            per_dir = s.pool_files // s.pool_dirs
+            names = [f"f{i:06d}" for i in range(per_dir)]
+            with self.warabifs.mounted(pool) as mnt:
+                seconds = timed(lambda: [make_files(mnt / f"d{d}", names, s.batch) for d in range(s.pool_dirs)])
+                st = os.statvfs(mnt)
+            used = (st.f_blocks - st.f_bfree) * st.f_frsize // MIB
+            log(f"  built in {seconds:.1f} s; {used} of {pool.stat().st_size // MIB} MiB of the pool in use")
+            self._files_pool = pool
+        return self._files_pool
+
+
+def make_files(directory: Path, names: list[str], batch: int) -> None:
+    directory.mkdir()
+    run_batched(["touch"], names, directory, batch)
+
+
+def dd_mb_per_s(*operands: str) -> float:
+    """Runs dd; returns MB/s (10^6 bytes) from the byte count and seconds it reports."""
+    err = run(["dd", *operands], env=dict(os.environ, LC_ALL="C")).stderr
+    m = re.search(r"^(\d+) bytes .* copied, ([0-9.e+-]+) s", err, re.M)
+    if not m:
+        raise BenchError(f"cannot parse dd output: {err.strip()}")
+    return int(m[1]) / float(m[2]) / 1e6
+
+
+def fio_job(*options: str) -> dict:
+    """Runs fio with JSON output; returns the first (group-reported) job."""
+    out = run(["fio", "--output-format=json", "--ioengine=psync", *options], capture=True).stdout
+    job = json.loads(out[out.index("{") :])["jobs"][0]
+    if job.get("error"):
+        raise BenchError(f"fio job error {job['error']}")
+    return job
+
+
+def seq_dd(b: Bench, target: Target) -> dict[str, float]:
+    out = {}
+    with target.mounted() as mnt:
+        path = mnt / "seq.dat"
+        write = dd_mb_per_s("if=/dev/zero", f"of={path}", "bs=1M", f"count={b.sizes.dd_mib}", "conv=fsync")
+        if "seqwrite" in b.want:
+            out["seqwrite"] = write
+        if "seqread" in b.want:
+            drop_caches(mnt)
+            out["seqread"] = dd_mb_per_s(f"if={path}", "of=/dev/null", "bs=1M")
+    return out
+
+
+def rand_fio(b: Bench, target: Target) -> dict[str, float]:
+    s = b.sizes
+    out = {}
+    with target.mounted() as mnt:
+        common = [f"--filename={mnt / 'rand.dat'}", f"--size={s.fio_mib}M", "--bs=4k"]
+        timed_run = ["--name=rand", "--time_based", f"--runtime={s.fio_runtime}"]
+        # Lay the file out with data (what fio does before a read job), then run.
+        fio_job("--name=layout", *common, "--rw=randread", "--create_only=1")
+        if "randwrite" in b.want:
+            out["randwrite"] = fio_job(*timed_run, *common, "--rw=randwrite")["write"]["iops"]
+        if "randread" in b.want:
+            drop_caches(mnt)
+            out["randread"] = fio_job(*timed_run, *common, "--rw=randread")["read"]["iops"]
+    return out
+
+
+def many_files(b: Bench, target: Target) -> dict[str, float]:
+    s = b.sizes
+    names = [f"f{i:06d}" for i in range(s.files)]
+    out = {}
+    with target.mounted() as mnt:
+        directory = mnt / "files"
+        directory.mkdir()
+        out["create"] = timed(lambda: run_batched(["touch"], names, directory, s.batch))
+        if "ls" in b.want:
+            out["ls"] = timed(lambda: run(["ls", "-l", directory]))
+        if "delete" in b.want:
+            out["delete"] = timed(lambda: run_batched(["rm"], names, directory, s.batch))
+    return {k: v for k, v in out.items() if k in b.want}
+
+
+def fsync_latency(b: Bench, target: Target) -> dict[str, float]:
+    s = b.sizes
+    size = s.fsync_file_mib * MIB
+    rng = random.Random(4096)
+    data = rng.randbytes(4096)
+    latencies = []
+    with target.mounted() as mnt:
+        fd = os.open(mnt / "fsync.dat", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            chunk = bytes(MIB)
+            for offset in range(0, size, MIB):  # lay the file out first
+                os.pwrite(fd, chunk, offset)
+            os.fsync(fd)
+            for _ in range(s.fsync_writes):
+                os.pwrite(fd, data, rng.randrange(size // 4096) * 4096)
+                start = time.perf_counter_ns()
+                os.fsync(fd)
+                latencies.append(time.perf_counter_ns() - start)
+        finally:
+            os.close(fd)
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"fsync_p50": cuts[49] / 1000, "fsync_p99": cuts[98] / 1000}
+
+
+def mount_time(b: Bench, target: Target) -> dict[str, float]:
+    assert isinstance(target, Warabifs)
+    with target.foreground(b.files_pool()) as (mnt, pid, seconds):
+        run(["ls", "-l", mnt / "d0"])
+        status = Path(f"/proc/{pid}/status").read_text()
+    rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    if not rss:
+        raise BenchError(f"no VmRSS in /proc/{pid}/status")
+    return {"mount_ms": seconds * 1000, "mount_rss": int(rss[1]) / 1024}
+
+
+def seq_jobs(b: Bench, target: Target) -> dict[str, float]:
+    out = {}
+    for jobs in (1, 2):
+        with target.mounted() as mnt:
+            job = fio_job(
+                "--name=seq",
+                f"--directory={mnt}",
+                "--rw=write",
+                "--bs=1M",
+                f"--size={b.sizes.fio_mib}M",
+                f"--numjobs={jobs}",
+                "--group_reporting",
+                "--end_fsync=1",
+            )
+            out[f"jobs{jobs}"] = job["write"]["bw_bytes"] / 1e6
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Workloads that share one fresh mount (or pool) per target and repetition."""
+
+    name: str
+    keys: tuple[str, ...]
+    run: Callable[[Bench, Target], dict[str, float]]
+    tmpfs: bool = True
+    force_variant: bool = False  # also run on warabifs with PMEM_IS_PMEM_FORCE=1
+
+
+GROUPS = [
+    Group("seq", ("seqwrite", "seqread"), seq_dd),
+    Group("rand", ("randwrite", "randread"), rand_fio),
+    Group("files", ("create", "ls", "delete"), many_files),
+    Group("fsync", SELECTABLE["fsync"], fsync_latency, force_variant=True),
+    Group("mount", SELECTABLE["mount"], mount_time, tmpfs=False),
+    Group("jobs", SELECTABLE["jobs"], seq_jobs),
+]
+
+
+def variants(g: Group, b: Bench) -> list[tuple[Target, tuple[str, ...]]]:
+    """(target, suffixes): a result KEY of the target is recorded as KEY+suffix. tmpfs'
+    fsync figures also stand beside the PMEM_IS_PMEM_FORCE=1 rows."""
+    out: list[tuple[Target, tuple[str, ...]]] = []
+    if g.tmpfs:
+        out.append((b.tmpfs, ("", "_force") if g.force_variant else ("",)))
+    out.append((b.warabifs, ("",)))
+    if g.force_variant:
+        out.append((b.warabifs_force, ("_force",)))
+    return out
+
+
+def run_all(b: Bench, reps: int, results: dict, errors: list) -> None:
+    groups = [g for g in GROUPS if b.want.intersection(g.keys)]
+    for rep in range(1, reps + 1):
+        for g in groups:
+            for target, suffixes in variants(g, b):
+                log(f"rep {rep}/{reps}: {g.name} on {target.name}")
+                start = time.monotonic()
+                try:
+                    values = g.run(b, target)
+                except (BenchError, OSError, ValueError, KeyError) as e:
+                    log(f"  ERROR: {e}")
+                    errors.append({"rep": rep, "group": g.name, "target": target.name, "error": str(e)})
+                    continue
+                for key, value in values.items():
+                    for suffix in suffixes:
+                        if key + suffix in b.want:
+                            results[key + suffix][target.column].append(value)
+                shown = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
+                log(f"  {shown} ({time.monotonic() - start:.1f} s)")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def ratio(m: Metric, tmpfs: float | None, warabifs: float | None) -> float | None:
+    if not m.has_tmpfs or tmpfs is None or warabifs is None or 0 in (tmpfs, warabifs):
+        return None
+    return warabifs / tmpfs if m.higher_is_better else tmpfs / warabifs
+
+
+def build_rows(metrics: list[Metric], results: dict) -> list[dict]:
+    rows = []
+    for m in metrics:
+        better = "higher" if m.higher_is_better else "lower"
+        row = {"key": m.key, "label": m.label, "unit": m.unit, "better": better}
+        medians = {}
+        for column in ("tmpfs", "warabifs"):
+            runs = results[m.key][column]
+            medians[column] = statistics.median(runs) if runs else None
+            row[column] = {"median": medians[column], "runs": runs} if m.has_tmpfs or column != "tmpfs" else None
+        row["ratio"] = ratio(m, medians["tmpfs"], medians["warabifs"])
+        rows.append(row)
+    return rows
+
+
+def format_ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
+
+
+def render_table(rows: list[dict], metrics: list[Metric], reps: int) -> str:
+    digits = {m.key: m.digits for m in metrics}
+
+    def cell(row: dict, column: str) -> str:
+        if row[column] is None:
+            return "-"
+        value = row[column]["median"]
+        if value is None:
+            return "error"
+        partial = "" if len(row[column]["runs"]) == reps else f" ({len(row[column]['runs'])}/{reps})"
+        return f"{value:.{digits[row['key']]}f}{partial}"
+
+    lines = [("workload", "unit", "tmpfs", "warabifs", "ratio")]
+    for r in rows:
+        lines.append((r["label"], r["unit"], cell(r, "tmpfs"), cell(r, "warabifs"), format_ratio(r["ratio"])))
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+
+    def join(cells) -> str:  # text columns left-aligned, figures right-aligned
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    text = [join(lines[0]), join("-" * w for w in widths), *(join(line) for line in lines[1:]), ""]
+    text.append(
+        f"medians of {reps}; ratio: warabifs/tmpfs for speeds, tmpfs/warabifs for times (higher is better); "
+        "(k/N): only k of N repetitions succeeded"
+    )
+    return "\n".join(text)
+
+
+def command_output(cmd: list[str]) -> str | None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except OSError:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def busy_processes() -> list[str]:
+    """Other benchmark-like or build processes running now (not ours): noise to report."""
+    names = {"fio", "dd", "warabifs", "cargo", "rustc", "pjdfstest", "fsx"}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                comm = (entry / "comm").read_text().strip()
+                if comm in names:
+                    found.append(f"{comm}[{entry.name}]")
+    return sorted(found)
+
+
+def environment(binary: Path, snapshot: Path) -> dict:
+    git = ["git", "-c", f"safe.directory={REPO}", "-C", str(REPO)]
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    meminfo = Path("/proc/meminfo").read_text()
+    fio_version = command_output(["fio", "--version"])
+    dd_version = command_output(["dd", "--version"])
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "kernel": platform.release(),
+        "uname": " ".join(os.uname()),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model[1] if model else None,
+        "mem_total_kib": int(re.search(r"^MemTotal:\s+(\d+)", meminfo, re.M)[1]),
+        "warabifs_commit": command_output([*git, "rev-parse", "HEAD"]),
+        "warabifs_tree_dirty": bool(command_output([*git, "status", "--porcelain", "--untracked-files=no"])),
+        "warabifs_binary": str(binary),
+        "warabifs_binary_mtime": datetime.datetime.fromtimestamp(
+            binary.stat().st_mtime, datetime.timezone.utc
+        ).isoformat(timespec="seconds"),
+        "warabifs_binary_sha256": hashlib.sha256(snapshot.read_bytes()).hexdigest(),
+        "fio": fio_version,
+        "dd": dd_version.splitlines()[0] if dd_version else None,
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg(),
+        "busy_processes_start": busy_processes(),
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reps", type=int, default=3, help="repetitions (default 3); medians are reported")
+    p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(SELECTABLE)}")
+    quick = "smoke-test sizes: 64 MiB dd, 32 MiB fio, 3 s runtime, 1000 files, 10k-file pool"
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"JSON output (default {DEFAULT_JSON})")
+    p.add_argument("--build", action="store_true", help="run cargo build --release even if the binary exists")
+    p.add_argument("--binary", type=Path, default=DEFAULT_BINARY, help=f"warabifs binary (default {DEFAULT_BINARY})")
+    p.add_argument("--warabifs-options", default="", help="extra -o options for every warabifs mount")
+    p.add_argument("--pool-dir", type=Path, default=Path("/dev/shm"), help="where pools go (default /dev/shm)")
+    args = p.parse_args(argv)
+    if args.reps < 1:
+        p.error("--reps must be at least 1")
+    unknown = [n for n in args.only.split(",") if n and n not in SELECTABLE]
+    if unknown:
+        p.error(f"unknown --only name(s) {', '.join(unknown)}; choose from {', '.join(SELECTABLE)}")
+    return args
+
+
+def ensure_binary(binary: Path, build: bool) -> None:
+    if binary.exists() and not build:
+        return
+    if binary != DEFAULT_BINARY:
+        raise SystemExit(f"run.py: {binary} does not exist (--build builds only {DEFAULT_BINARY})")
+    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+    log(f"building {binary}: cargo build --release")
+    if subprocess.run([cargo, "build", "--release", "--bin", "warabifs"], cwd=REPO).returncode != 0:
+        raise SystemExit("run.py: cargo build --release failed")
+
+
+def preflight() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("run.py: run as root (mount, umount, drop_caches)")
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        raise SystemExit(f"run.py: missing tools: {', '.join(missing)}")
+    if not Path("/dev/fuse").exists():
+        raise SystemExit("run.py: /dev/fuse is missing")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    preflight()
+    binary = args.binary.resolve()
+    ensure_binary(binary, args.build)
+    sizes = QUICK if args.quick else FULL
+    metrics = metric_list(sizes)
+    want = {k for n in (args.only.split(",") if args.only else SELECTABLE) if n for k in SELECTABLE[n]}
+    metrics = [m for m in metrics if m.key in want]
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _on_signal)
+
+    started = time.monotonic()
+    results: dict = defaultdict(lambda: {"tmpfs": [], "warabifs": []})
+    errors: list = []
+    try:
+        ws = Workspace(args.pool_dir)
+        try:
+            # A private copy, so that a rebuild during the run cannot mix two binaries.
+            snapshot = ws.root / "warabifs"
+            shutil.copy2(binary, snapshot)
+            env = environment(binary, snapshot)
+            sha = env["warabifs_binary_sha256"][:12]
+            log(f"warabifs {env['warabifs_commit']} (binary sha256 {sha}), {env['cpu_count']} CPUs")
+            if env["busy_processes_start"]:
+                log(f"note: other processes may add noise: {' '.join(env['busy_processes_start'])}")
+            b = Bench(
+                sizes=sizes,
+                want=want,
+                ws=ws,
+                tmpfs=Tmpfs(ws),
+                warabifs=Warabifs(ws, snapshot, args.warabifs_options),
+                warabifs_force=Warabifs(ws, snapshot, args.warabifs_options, force_pmem=True),
+            )
+            run_all(b, args.reps, results, errors)
+        finally:
+            ws.close()
+    except Interrupted as e:
+        log(f"interrupted ({e}); everything is unmounted")
+        return 130
+
+    wall = time.monotonic() - started
+    env["loadavg_end"] = os.getloadavg()
+    env["busy_processes_end"] = busy_processes()
+    rows = build_rows(metrics, results)
+    print(render_table(rows, metrics, args.reps))
+    report = {
+        "environment": env,
+        "settings": {
+            "reps": args.reps,
+            "quick": args.quick,
+            "only": sorted(n for n in SELECTABLE if set(SELECTABLE[n]) <= want),
+            "warabifs_options": args.warabifs_options,
+            "pool_dir": str(args.pool_dir),
+            "pool_size": POOL_SIZE,
+            "tmpfs_size": TMPFS_SIZE,
+            "sizes": dataclasses.asdict(sizes),
+        },
+        "ratio_definition": "warabifs/tmpfs for speeds, tmpfs/warabifs for times; higher is better",
+        "rows": rows,
+        "errors": errors,
+        "wall_seconds": round(wall, 1),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wall time {wall:.0f} s; JSON written to {args.json}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
