@@ -9,7 +9,7 @@ use super::Attr;
 use super::{Errno, FileKind, FsResult, Handle, WarabiFs};
 use crate::pmem::{Oid, MAX_ALLOC_SIZE};
 use crate::store::records::Timestamp;
-use crate::store::{region_size_for, StoreError, StoreTx, REGION_CHUNK};
+use crate::store::{StoreError, StoreTx, REGION_CHUNK};
 
 /// A time to set with setattr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,8 +208,8 @@ impl WarabiFs {
     /// also records the new RegionID. Capacity doubles so that appends copy each byte
     /// a bounded number of times; on a nearly full pool an exact fit is tried too.
     fn grow(&self, state: &mut InodeState, needed: u64) -> FsResult<()> {
-        let doubled = region_size_for(needed.max(state.capacity.saturating_mul(2)));
-        let exact = region_size_for(needed);
+        let doubled = self.store.region_size_for(needed.max(state.capacity.saturating_mul(2)));
+        let exact = self.store.region_size_for(needed);
         match self.move_region(state, doubled) {
             Err(e) if e.errno() == libc::ENOSPC && doubled > exact => {
                 self.move_region(state, exact)
@@ -222,7 +222,7 @@ impl WarabiFs {
     /// At the last close, gives back what growth reserved beyond the file's end when
     /// that is a chunk or more. Failing (a full pool) only leaves the reserve in place.
     fn trim(&self, state: &mut InodeState) {
-        let fitted = region_size_for(state.meta.size);
+        let fitted = self.store.region_size_for(state.meta.size);
         if state.reserved
             || state.record.is_none()
             || state.meta.size == 0

@@ -42,6 +42,16 @@ pub enum StoreError {
     IsDirectory(PathBuf),
     #[error("{0} is not a libpmemobj pool")]
     NotAPool(PathBuf),
+    #[error("pool {path} is truncated: the file has {len} bytes but the pool needs at least {expected}; restore the pool file from a copy")]
+    Truncated {
+        path: PathBuf,
+        len: u64,
+        expected: u64,
+    },
+    #[error("pool {path} is corrupted: {what} does not match, so libpmemobj cannot open it; restore the pool file from a copy")]
+    Corrupt { path: PathBuf, what: &'static str },
+    #[error("pool {path}: permission denied: {detail}")]
+    PermissionDenied { path: PathBuf, detail: String },
     #[error("{path} is a libpmemobj pool of layout \"{layout}\", not a Warabi pool (Warabi pools have no layout)")]
     ForeignLayout { path: PathBuf, layout: String },
     #[error("{0} has a root object that is not warabifs metadata; refusing to use it")]
@@ -114,11 +124,22 @@ const SMALL_REGION_MAX: u64 = (8 << 10) - OBJECT_OVERHEAD;
 /// Smallest region: below this, appends would reallocate too often.
 const MIN_REGION: u64 = 256;
 
-/// The region size to allocate for `bytes` of file data: small sizes as they are,
-/// larger ones as whole chunks, never past libpmemobj's largest allocation.
-pub fn region_size_for(bytes: u64) -> u64 {
+/// Medium regions, in pools big enough for it, come from power-of-two run classes.
+const MEDIUM_REGION_MAX: u64 = (128 << 10) - OBJECT_OVERHEAD;
+/// Pools from this size on afford the runs medium sizes reserve (at worst a few percent
+/// of the pool); smaller pools give every region past SMALL_REGION_MAX whole chunks,
+/// which wastes more per file but never strands free space in half-used runs.
+const DENSE_POOL_MIN: u64 = 256 << 20;
+
+/// The region size to allocate for `bytes` of file data in a pool of `pool_bytes`:
+/// small sizes as they are, medium ones as powers of two in big pools, the rest as
+/// whole chunks, never past libpmemobj's largest allocation.
+pub fn region_size_for(bytes: u64, pool_bytes: u64) -> u64 {
     if bytes <= SMALL_REGION_MAX {
         return bytes.max(MIN_REGION);
+    }
+    if bytes <= MEDIUM_REGION_MAX && pool_bytes >= DENSE_POOL_MIN {
+        return (bytes + OBJECT_OVERHEAD).next_power_of_two() - OBJECT_OVERHEAD;
     }
     let chunks = (bytes + OBJECT_OVERHEAD).div_ceil(REGION_CHUNK);
     (chunks * REGION_CHUNK - OBJECT_OVERHEAD).min(pmem::MAX_ALLOC_SIZE)
@@ -253,6 +274,11 @@ impl Store {
         heap.saturating_sub(used)
     }
 
+    /// The region size to allocate for `bytes` of file data in this pool.
+    pub fn region_size_for(&self, bytes: u64) -> u64 {
+        region_size_for(bytes, self.file_size)
+    }
+
     /// Bytes of a region that may hold file data.
     pub fn capacity(&self, region: Oid) -> u64 {
         self.pool.usable_size(region)
@@ -308,10 +334,55 @@ impl StoreError {
 fn probe_error(path: &Path, e: ProbeError) -> StoreError {
     match e {
         ProbeError::NotAPool => StoreError::NotAPool(path.to_path_buf()),
-        ProbeError::Io(source) => StoreError::Io {
+        ProbeError::Truncated { len, expected } => StoreError::Truncated {
+            path: path.to_path_buf(),
+            len,
+            expected,
+        },
+        ProbeError::Corrupt(what) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            what,
+        },
+        ProbeError::Io(source) => io_error(path, source),
+    }
+}
+
+/// An I/O error on the pool file; a permission error gets a line that says what to do.
+fn io_error(path: &Path, source: std::io::Error) -> StoreError {
+    match source.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => permission_denied(path, false),
+        _ => StoreError::Io {
             path: path.to_path_buf(),
             source,
         },
+    }
+}
+
+/// The pool file cannot be read (`write` false) or opened for writing (`write` true).
+fn permission_denied(path: &Path, write: bool) -> StoreError {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::geteuid();
+    let file = match std::fs::metadata(path) {
+        Ok(m) => format!(
+            "the pool file (owner {}:{}, mode {:04o})",
+            m.uid(),
+            m.gid(),
+            m.mode() & 0o7777
+        ),
+        Err(_) => "the pool file (or a directory above it)".to_string(),
+    };
+    let detail = if write {
+        format!(
+            "user {uid} cannot write {file}, and libpmemobj opens a pool for writing even for a read-only mount (-o ro); run warabifs as a user who can write the file, or give this user write permission"
+        )
+    } else {
+        format!(
+            "user {uid} cannot read {file}; run warabifs as a user who can read and write the file, or give this user read and write permission"
+        )
+    };
+    StoreError::PermissionDenied {
+        path: path.to_path_buf(),
+        detail,
     }
 }
 
@@ -327,10 +398,13 @@ fn open_or_create(config: &PoolConfig) -> Result<Pool, StoreError> {
     if config.override_if_exists && config.create_if_missing_with_size.is_none() {
         return Err(StoreError::OverrideWithoutSize);
     }
-    let exists = path.exists();
-    if path.is_dir() {
-        return Err(StoreError::IsDirectory(path.to_path_buf()));
-    }
+    // A path we may not look at is not "missing": say why instead of creating it.
+    let exists = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Err(StoreError::IsDirectory(path.to_path_buf())),
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_error(path, e)),
+    };
     if exists && config.override_if_exists {
         // The one place warabifs deletes a pool file: the user asked for it.
         std::fs::remove_file(path).map_err(|source| StoreError::Io {
@@ -384,6 +458,10 @@ fn open_existing(path: &Path) -> Result<Pool, StoreError> {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) if e.errno == libc::EAGAIN => return Err(StoreError::InUse(path.to_path_buf())),
+            // libpmemobj opens the file O_RDWR, even in its copy-on-write mode.
+            Err(e) if matches!(e.errno, libc::EACCES | libc::EPERM) => {
+                return Err(permission_denied(path, true))
+            }
             Err(source) => {
                 return Err(StoreError::Pmem {
                     path: path.to_path_buf(),
@@ -491,12 +569,22 @@ mod tests {
 
     #[test]
     fn small_regions_keep_their_size_and_large_ones_fill_whole_chunks() {
-        assert_eq!(region_size_for(1), MIN_REGION);
-        assert_eq!(region_size_for(5000), 5000);
-        assert_eq!(region_size_for(SMALL_REGION_MAX), SMALL_REGION_MAX);
-        assert_eq!(region_size_for(SMALL_REGION_MAX + 1), REGION_CHUNK - 16);
-        assert_eq!(region_size_for(REGION_CHUNK - 16), REGION_CHUNK - 16);
-        assert_eq!(region_size_for(REGION_CHUNK), 2 * REGION_CHUNK - 16);
-        assert_eq!(region_size_for(pmem::MAX_ALLOC_SIZE), pmem::MAX_ALLOC_SIZE);
+        let small_pool = 64 << 20;
+        assert_eq!(region_size_for(1, small_pool), MIN_REGION);
+        assert_eq!(region_size_for(5000, small_pool), 5000);
+        assert_eq!(region_size_for(SMALL_REGION_MAX, small_pool), SMALL_REGION_MAX);
+        assert_eq!(region_size_for(SMALL_REGION_MAX + 1, small_pool), REGION_CHUNK - 16);
+        assert_eq!(region_size_for(REGION_CHUNK - 16, small_pool), REGION_CHUNK - 16);
+        assert_eq!(region_size_for(REGION_CHUNK, small_pool), 2 * REGION_CHUNK - 16);
+        assert_eq!(region_size_for(pmem::MAX_ALLOC_SIZE, small_pool), pmem::MAX_ALLOC_SIZE);
+    }
+
+    #[test]
+    fn big_pools_give_medium_files_power_of_two_regions() {
+        let big_pool = 1 << 30;
+        assert_eq!(region_size_for(5000, big_pool), 5000);
+        assert_eq!(region_size_for(14_000, big_pool), (16 << 10) - 16);
+        assert_eq!(region_size_for(MEDIUM_REGION_MAX, big_pool), MEDIUM_REGION_MAX);
+        assert_eq!(region_size_for(MEDIUM_REGION_MAX + 1, big_pool), REGION_CHUNK - 16);
     }
 }

@@ -134,6 +134,8 @@ pub struct ForegroundMount {
     child: Option<Child>,
     pub mountpoint: PathBuf,
     pub pool: PathBuf,
+    /// The daemon's stderr.
+    log: tempfile::NamedTempFile,
 }
 
 impl ForegroundMount {
@@ -150,12 +152,15 @@ impl ForegroundMount {
     ) -> ForegroundMount {
         let mut cmd = warabifs();
         cmd.envs(env.iter().copied());
+        // The daemon's log goes to a file: a pipe nobody reads would fill up and block
+        // the daemon in the middle of a request.
+        let log = tempfile::NamedTempFile::new().expect("daemon log file");
         cmd.arg(pool)
             .arg(mountpoint)
             .arg("-f")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(log.reopen().expect("reopen log"));
         for option in options {
             cmd.arg("-o").arg(option);
         }
@@ -164,6 +169,7 @@ impl ForegroundMount {
             child: Some(child),
             mountpoint: mountpoint.to_path_buf(),
             pool: pool.to_path_buf(),
+            log,
         };
         mount.wait_mounted();
         mount
@@ -174,8 +180,7 @@ impl ForegroundMount {
         while !is_mounted(&self.mountpoint) {
             let child = self.child.as_mut().expect("running");
             if let Some(status) = child.try_wait().expect("try_wait") {
-                let mut err = String::new();
-                let _ = child.stderr.take().expect("piped").read_to_string(&mut err);
+                let err = std::fs::read_to_string(self.log.path()).unwrap_or_default();
                 panic!("warabifs exited with {status} before mounting: {err}");
             }
             assert!(
