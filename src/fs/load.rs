@@ -117,21 +117,13 @@ impl WarabiFs {
             return Ok(());
         }
         let now = Timestamp::now();
-        let meta = InodeRecord {
-            ino: ROOT_INO,
-            mode: libc::S_IFDIR | 0o755,
-            nlink: 2,
-            uid: self.opts.uid,
-            gid: self.opts.gid,
-            flags: 0,
-            size: 0,
-            rdev: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            region: Oid::NULL,
-            target: Vec::new(),
-        };
+        let meta = InodeRecord::new(
+            ROOT_INO,
+            libc::S_IFDIR | 0o755,
+            self.opts.uid,
+            self.opts.gid,
+            now,
+        );
         let record = if self.store.is_formatted() && !self.opts.read_only {
             let mut tx = self.store.begin()?;
             let oid = tx.create_inode(&meta)?;
@@ -239,19 +231,15 @@ impl WarabiFs {
             };
             let capacity = self.store.capacity(region);
             let meta = InodeRecord {
-                ino,
-                mode: libc::S_IFREG | 0o644,
-                nlink: 1,
-                uid: self.opts.uid,
-                gid: self.opts.gid,
-                flags: 0,
                 size: capacity,
-                rdev: 0,
-                atime: now,
-                mtime: now,
-                ctime: now,
                 region,
-                target: Vec::new(),
+                ..InodeRecord::new(
+                    ino,
+                    libc::S_IFREG | 0o644,
+                    self.opts.uid,
+                    self.opts.gid,
+                    now,
+                )
             };
             let state = InodeState::new(meta, None, capacity);
             self.inodes.insert(ino, Arc::new(Inode::new(state)));

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use super::inode::{Inode, InodeState, ROOT_INO};
 use super::Attr;
 use super::{check_name, key, Caller, Dir, Entry, Errno, FileKind, FsResult, WarabiFs};
-use crate::pmem::Oid;
 use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN};
 use crate::store::StoreTx;
 
@@ -773,19 +772,11 @@ fn new_inode_meta(
     if setgid_dir && is_dir {
         mode |= libc::S_ISGID;
     }
+    let gid = if setgid_dir { dir.gid } else { caller.gid };
     InodeRecord {
-        ino,
-        mode,
-        nlink: if is_dir { 2 } else { 1 },
-        uid: caller.uid,
-        gid: if setgid_dir { dir.gid } else { caller.gid },
-        flags: 0,
         size: target.len() as u64,
         rdev,
-        atime: now,
-        mtime: now,
-        ctime: now,
-        region: Oid::NULL,
         target,
+        ..InodeRecord::new(ino, mode, caller.uid, gid, now)
     }
 }

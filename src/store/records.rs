@@ -157,6 +157,30 @@ pub mod inode_field {
 }
 
 impl InodeRecord {
+    /// A new inode: one link (two for a directory, counting "."), no data, every time
+    /// `now`.
+    pub fn new(ino: u64, mode: u32, uid: u32, gid: u32, now: Timestamp) -> InodeRecord {
+        InodeRecord {
+            ino,
+            mode,
+            nlink: if mode & libc::S_IFMT == libc::S_IFDIR {
+                2
+            } else {
+                1
+            },
+            uid,
+            gid,
+            flags: 0,
+            size: 0,
+            rdev: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            region: Oid::NULL,
+            target: Vec::new(),
+        }
+    }
+
     /// Header plus symlink target: the object size this record needs.
     pub fn encoded_len(&self) -> usize {
         INODE_HEADER_SIZE + self.target.len()

@@ -305,7 +305,7 @@ fn fix(store: &Store, inv: &Inventory, finding: &Finding) -> Result<(), StoreErr
     let mut tx = store.begin()?;
     match finding {
         Finding::NoRoot => {
-            tx.create_inode(&new_directory(ROOT_INO, 2))?;
+            tx.create_inode(&new_directory(ROOT_INO))?;
         }
         Finding::Unreadable(oid) | Finding::StrayXattr(oid, _) => tx.free(*oid)?,
         Finding::DuplicateInode(i) => tx.free(i.record)?,
@@ -375,7 +375,7 @@ fn relink_into_lost_and_found(
                 .copied()
                 .unwrap_or(ROOT_INO)
                 + 1;
-            tx.create_inode(&new_directory(ino, 2))?;
+            tx.create_inode(&new_directory(ino))?;
             tx.create_dentry(&DentryRecord {
                 parent: ROOT_INO,
                 ino,
@@ -401,21 +401,6 @@ fn relink_into_lost_and_found(
     Ok(())
 }
 
-fn new_directory(ino: u64, nlink: u32) -> InodeRecord {
-    let now = Timestamp::now();
-    InodeRecord {
-        ino,
-        mode: libc::S_IFDIR | 0o700,
-        nlink,
-        uid: 0,
-        gid: 0,
-        flags: 0,
-        size: 0,
-        rdev: 0,
-        atime: now,
-        mtime: now,
-        ctime: now,
-        region: Oid::NULL,
-        target: Vec::new(),
-    }
+fn new_directory(ino: u64) -> InodeRecord {
+    InodeRecord::new(ino, libc::S_IFDIR | 0o700, 0, 0, Timestamp::now())
 }
