@@ -208,7 +208,9 @@ impl WarabiFs {
     /// also records the new RegionID. Capacity doubles so that appends copy each byte
     /// a bounded number of times; on a nearly full pool an exact fit is tried too.
     fn grow(&self, state: &mut InodeState, needed: u64) -> FsResult<()> {
-        let doubled = self.store.region_size_for(needed.max(state.capacity.saturating_mul(2)));
+        let doubled = self
+            .store
+            .region_size_for(needed.max(state.capacity.saturating_mul(2)));
         let exact = self.store.region_size_for(needed);
         match self.move_region(state, doubled) {
             Err(e) if e.errno() == libc::ENOSPC && doubled > exact => {

@@ -38,7 +38,7 @@ pub enum StoreError {
         "\"override_if_exists\" set to true but \"create_if_missing_with_size\" not specified"
     )]
     OverrideWithoutSize,
-    #[error("{0} is not a directory entry that can hold a pool file (it is a directory)")]
+    #[error("{0} is a directory, not a pool file")]
     IsDirectory(PathBuf),
     #[error("{0} is not a libpmemobj pool")]
     NotAPool(PathBuf),
@@ -572,11 +572,26 @@ mod tests {
         let small_pool = 64 << 20;
         assert_eq!(region_size_for(1, small_pool), MIN_REGION);
         assert_eq!(region_size_for(5000, small_pool), 5000);
-        assert_eq!(region_size_for(SMALL_REGION_MAX, small_pool), SMALL_REGION_MAX);
-        assert_eq!(region_size_for(SMALL_REGION_MAX + 1, small_pool), REGION_CHUNK - 16);
-        assert_eq!(region_size_for(REGION_CHUNK - 16, small_pool), REGION_CHUNK - 16);
-        assert_eq!(region_size_for(REGION_CHUNK, small_pool), 2 * REGION_CHUNK - 16);
-        assert_eq!(region_size_for(pmem::MAX_ALLOC_SIZE, small_pool), pmem::MAX_ALLOC_SIZE);
+        assert_eq!(
+            region_size_for(SMALL_REGION_MAX, small_pool),
+            SMALL_REGION_MAX
+        );
+        assert_eq!(
+            region_size_for(SMALL_REGION_MAX + 1, small_pool),
+            REGION_CHUNK - 16
+        );
+        assert_eq!(
+            region_size_for(REGION_CHUNK - 16, small_pool),
+            REGION_CHUNK - 16
+        );
+        assert_eq!(
+            region_size_for(REGION_CHUNK, small_pool),
+            2 * REGION_CHUNK - 16
+        );
+        assert_eq!(
+            region_size_for(pmem::MAX_ALLOC_SIZE, small_pool),
+            pmem::MAX_ALLOC_SIZE
+        );
     }
 
     #[test]
@@ -584,7 +599,13 @@ mod tests {
         let big_pool = 1 << 30;
         assert_eq!(region_size_for(5000, big_pool), 5000);
         assert_eq!(region_size_for(14_000, big_pool), (16 << 10) - 16);
-        assert_eq!(region_size_for(MEDIUM_REGION_MAX, big_pool), MEDIUM_REGION_MAX);
-        assert_eq!(region_size_for(MEDIUM_REGION_MAX + 1, big_pool), REGION_CHUNK - 16);
+        assert_eq!(
+            region_size_for(MEDIUM_REGION_MAX, big_pool),
+            MEDIUM_REGION_MAX
+        );
+        assert_eq!(
+            region_size_for(MEDIUM_REGION_MAX + 1, big_pool),
+            REGION_CHUNK - 16
+        );
     }
 }

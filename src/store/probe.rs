@@ -23,6 +23,23 @@ const DESCRIPTOR_END: usize = 8192;
 const INCOMPAT_FEATURES_OFFSET: usize = 16;
 const FEATURE_SHUTDOWN_STATE: u32 = 0x4;
 const SDS_DIRTY_OFFSET: usize = 4040;
+/// The pool header (`struct pool_hdr`) is the first 4 KiB; its checksum is its last
+/// 8 bytes. With the CKSUM_2K feature only its first 2 KiB are checksummed.
+const POOL_HDR_SIZE: usize = 4096;
+const POOL_HDR_CHECKSUM_OFFSET: usize = 4088;
+const FEATURE_CKSUM_2K: u32 = 0x2;
+const POOL_HDR_CSUM_2K_END: usize = 2048;
+/// The persistent part of the pool descriptor: 2 KiB after the pool header, ending
+/// with its checksum (`obj_descr_check`).
+const DESCRIPTOR_CHECKSUM_OFFSET: usize = POOL_HDR_SIZE + 2040;
+const DESCRIPTOR_CHECKSUMMED: usize = 2048;
+/// The heap's size, kept in the descriptor (0 when the heap was never booted with that
+/// field): the file must be at least heap_offset + heap_size bytes long (`heap_boot`).
+const HEAP_SIZE_OFFSET: usize = 6176;
+/// The heap header (`struct heap_header`) at heap_offset: 1 KiB ending with its checksum.
+const HEAP_HEADER_SIZE: usize = 1024;
+/// libpmemobj's smallest pool (`PMEMOBJ_MIN_POOL`).
+const MIN_POOL_SIZE: u64 = 8 << 20;
 
 /// What the header of a pool file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +64,14 @@ pub struct PoolHeader {
 pub enum ProbeError {
     Io(std::io::Error),
     NotAPool,
+    /// A pool header with a valid checksum, in a file shorter than the pool it
+    /// describes: `expected` is the least length the pool needs.
+    Truncated {
+        len: u64,
+        expected: u64,
+    },
+    /// A checksum of libpmemobj's metadata does not match: names which one.
+    Corrupt(&'static str),
 }
 
 impl From<std::io::Error> for ProbeError {
@@ -60,17 +85,51 @@ fn u64_at(bytes: &[u8], off: usize) -> u64 {
 }
 
 impl PoolHeader {
+    /// Reads the header, and refuses (before libpmemobj writes anything) a file that is
+    /// not a pool, is shorter than its pool, or whose pool header, pool descriptor or
+    /// heap header fails its checksum: libpmemobj writes its run-time state into the
+    /// descriptor page before it checks the descriptor and the heap.
     pub fn read(path: &Path) -> Result<PoolHeader, ProbeError> {
-        let mut file = File::open(path)?;
-        let mut head = vec![0u8; DESCRIPTOR_END];
-        if let Err(e) = file.read_exact(&mut head) {
-            return match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => Err(ProbeError::NotAPool),
-                _ => Err(e.into()),
-            };
-        }
-        if &head[..8] != SIGNATURE {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut head = Vec::with_capacity(DESCRIPTOR_END);
+        (&file).take(DESCRIPTOR_END as u64).read_to_end(&mut head)?;
+        if head.len() < POOL_HDR_SIZE || &head[..8] != SIGNATURE {
             return Err(ProbeError::NotAPool);
+        }
+        let csum_end = if u32_at(&head, INCOMPAT_FEATURES_OFFSET) & FEATURE_CKSUM_2K != 0 {
+            POOL_HDR_CSUM_2K_END
+        } else {
+            POOL_HDR_CHECKSUM_OFFSET
+        };
+        if !checksum_ok(&head[..POOL_HDR_SIZE], POOL_HDR_CHECKSUM_OFFSET, csum_end) {
+            return Err(ProbeError::Corrupt("the checksum of its pool header"));
+        }
+        if head.len() < DESCRIPTOR_END {
+            return Err(ProbeError::Truncated {
+                len,
+                expected: MIN_POOL_SIZE,
+            });
+        }
+        if !checksum_ok(
+            &head[POOL_HDR_SIZE..POOL_HDR_SIZE + DESCRIPTOR_CHECKSUMMED],
+            DESCRIPTOR_CHECKSUM_OFFSET - POOL_HDR_SIZE,
+            DESCRIPTOR_CHECKSUMMED,
+        ) {
+            return Err(ProbeError::Corrupt("the checksum of its pool descriptor"));
+        }
+        let heap_offset = u64_at(&head, HEAP_OFFSET_OFFSET);
+        let expected = heap_offset
+            .saturating_add(u64_at(&head, HEAP_SIZE_OFFSET))
+            .max(heap_offset.saturating_add(HEAP_HEADER_SIZE as u64))
+            .max(MIN_POOL_SIZE);
+        if len < expected {
+            return Err(ProbeError::Truncated { len, expected });
+        }
+        let mut heap_header = [0u8; HEAP_HEADER_SIZE];
+        file.read_exact_at(&mut heap_header, heap_offset)?;
+        if !checksum_ok(&heap_header, HEAP_HEADER_SIZE - 8, HEAP_HEADER_SIZE) {
+            return Err(ProbeError::Corrupt("the checksum of its heap header"));
         }
         let layout_field = &head[LAYOUT_OFFSET..LAYOUT_OFFSET + LAYOUT_MAX];
         let layout_len = layout_field
@@ -90,7 +149,7 @@ impl PoolHeader {
         let blank_root = root_size == SUPERBLOCK_SIZE as u64 && sb.iter().all(|&b| b == 0);
         Ok(PoolHeader {
             layout: layout_field[..layout_len].to_vec(),
-            heap_offset: u64_at(&head, HEAP_OFFSET_OFFSET),
+            heap_offset,
             superblock,
             root_size,
             blank_root,
@@ -100,10 +159,29 @@ impl PoolHeader {
 }
 
 fn shutdown_state(head: &[u8]) -> Option<bool> {
-    let incompat = u32::from_le_bytes(
-        head[INCOMPAT_FEATURES_OFFSET..INCOMPAT_FEATURES_OFFSET + 4]
-            .try_into()
-            .expect("4 bytes"),
-    );
+    let incompat = u32_at(head, INCOMPAT_FEATURES_OFFSET);
     (incompat & FEATURE_SHUTDOWN_STATE != 0).then(|| head[SDS_DIRTY_OFFSET] == 0)
+}
+
+fn u32_at(bytes: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4 bytes"))
+}
+
+/// libpmemobj's Fletcher64-like checksum (`util_checksum_compute`): little-endian
+/// 32-bit words, with the 8-byte checksum at `csum_off` and everything from `skip_off`
+/// on counted as zeros. Whether the stored checksum matches.
+fn checksum_ok(bytes: &[u8], csum_off: usize, skip_off: usize) -> bool {
+    let (mut lo, mut hi) = (0u32, 0u32);
+    let mut off = 0;
+    while off < bytes.len() {
+        if off == csum_off || off >= skip_off {
+            hi = hi.wrapping_add(lo).wrapping_add(lo);
+            off += 8;
+        } else {
+            lo = lo.wrapping_add(u32_at(bytes, off));
+            hi = hi.wrapping_add(lo);
+            off += 4;
+        }
+    }
+    (u64::from(hi) << 32 | u64::from(lo)) == u64_at(bytes, csum_off)
 }
