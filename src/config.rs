@@ -151,9 +151,39 @@ fn apply_option(config: &mut MountConfig, option: &str) -> Result<(), ConfigErro
         (n, None) if IGNORED_OPTIONS.contains(&n) => {}
         (n, None) if KERNEL_FLAGS.contains(&n) => config.kernel_flags.push(n.to_string()),
         (n, _) if n.starts_with("x-") || n == "comment" => {}
+        (n, None) if VALUED_OPTIONS.contains(&n) => {
+            return Err(bad("needs a value (NAME=VALUE)".into()))
+        }
+        (n, Some(_)) if !VALUED_OPTIONS.contains(&n) && is_known_flag(n) => {
+            return Err(bad("takes no value".into()))
+        }
         _ => return Err(ConfigError::UnknownOption(option.to_string())),
     }
     Ok(())
+}
+
+/// Options that take a value (NAME=VALUE).
+const VALUED_OPTIONS: &[&str] = &[
+    "create_if_missing_with_size",
+    "uid",
+    "gid",
+    "threads",
+    "log_level",
+    "log_file",
+];
+
+/// Options that are flags (no value), as apply_option knows them.
+fn is_known_flag(name: &str) -> bool {
+    const FLAGS: &[&str] = &[
+        "ro",
+        "rw",
+        "sync",
+        "atomic_writes",
+        "allow_other",
+        "allow_root",
+        "default_permissions",
+    ];
+    FLAGS.contains(&name) || IGNORED_OPTIONS.contains(&name) || KERNEL_FLAGS.contains(&name)
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -282,6 +312,13 @@ mod tests {
         let err = apply_options(&mut config(), "rw,frobnicate").unwrap_err();
         assert_eq!(err.to_string(), "unknown mount option \"frobnicate\"");
         assert!(apply_options(&mut config(), "uid=x").is_err());
+        let err = apply_options(&mut config(), "create_if_missing_with_size").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mount option \"create_if_missing_with_size\": needs a value (NAME=VALUE)"
+        );
+        let err = apply_options(&mut config(), "ro=1").unwrap_err();
+        assert_eq!(err.to_string(), "mount option \"ro\": takes no value");
         assert!(apply_options(&mut config(), "threads=0").is_err());
     }
 
