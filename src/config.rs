@@ -15,6 +15,7 @@ pub struct MountConfig {
     pub read_only: bool,
     pub sync: bool,
     pub atomic_writes: bool,
+    pub direct_io: bool,
     pub allow_other: bool,
     pub allow_root: bool,
     pub uid: Option<u32>,
@@ -38,6 +39,7 @@ impl MountConfig {
             read_only: false,
             sync: false,
             atomic_writes: false,
+            direct_io: false,
             allow_other: false,
             allow_root: false,
             uid: None,
@@ -139,6 +141,7 @@ fn apply_option(config: &mut MountConfig, option: &str) -> Result<(), ConfigErro
         ("rw", None) => config.read_only = false,
         ("sync", None) => config.sync = true,
         ("atomic_writes", None) => config.atomic_writes = true,
+        ("direct_io", None) => config.direct_io = true,
         ("allow_other", None) => config.allow_other = true,
         ("allow_root", None) => config.allow_root = true,
         // The kernel always checks permissions for warabifs; accepted for compatibility.
@@ -179,6 +182,7 @@ fn is_known_flag(name: &str) -> bool {
         "rw",
         "sync",
         "atomic_writes",
+        "direct_io",
         "allow_other",
         "allow_root",
         "default_permissions",
@@ -298,7 +302,7 @@ mod tests {
     #[test]
     fn options_set_their_fields() {
         let mut c = config();
-        apply_options(&mut c, "create_if_missing_with_size=64M,override_if_exists,ro,sync,allow_other,uid=7,gid=8,threads=3,nodev,defaults,x-systemd.automount,nofail,comment=systemd.x,atomic_writes").unwrap();
+        apply_options(&mut c, "create_if_missing_with_size=64M,override_if_exists,ro,sync,allow_other,uid=7,gid=8,threads=3,nodev,defaults,x-systemd.automount,nofail,comment=systemd.x,atomic_writes,direct_io").unwrap();
         assert_eq!(c.pool.create_if_missing_with_size, Some(64 << 20));
         assert!(
             c.pool.override_if_exists && c.read_only && c.sync && c.allow_other && c.atomic_writes

@@ -32,11 +32,13 @@ impl FuseAdapter {
     }
 
     /// How files are opened. Normally through the page cache, kept across opens (only
-    /// this mount changes the pool). With atomic_writes, direct I/O: the kernel then
-    /// sends each write(2) of up to MAX_WRITE bytes as one request, which warabifs
-    /// applies in one transaction; through the page cache it could be split.
+    /// this mount changes the pool). With direct_io, or atomic_writes, direct I/O: the
+    /// kernel then sends each read and write(2) of up to MAX_WRITE bytes as one
+    /// request (which atomic_writes applies in one transaction; through the page cache
+    /// a write could be split).
     fn open_flags(&self) -> FopenFlags {
-        match self.fs.options().atomic_writes {
+        let opts = self.fs.options();
+        match opts.atomic_writes || opts.direct_io {
             true => FopenFlags::FOPEN_DIRECT_IO,
             false => FopenFlags::FOPEN_KEEP_CACHE,
         }

@@ -17,6 +17,7 @@ pub fn mount(config: &MountConfig) -> Result<Session<FuseAdapter>, String> {
         read_only: config.read_only,
         sync: config.sync,
         atomic_writes: config.atomic_writes,
+        direct_io: config.direct_io,
         uid: config.uid.unwrap_or(defaults.uid),
         gid: config.gid.unwrap_or(defaults.gid),
     };

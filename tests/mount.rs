@@ -294,3 +294,36 @@ fn a_file_unlinked_while_open_is_readable_then_reclaimed_after_a_crash() {
     );
     m.unmount();
 }
+
+#[test]
+fn direct_io_and_atomic_writes_mounts_keep_data_like_the_default() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    for option in ["direct_io", "atomic_writes"] {
+        let scratch = Scratch::new();
+        let pool_path = scratch.path("p.pmem");
+        let mnt = scratch.mountpoint("m");
+        let m = ForegroundMount::start(
+            &pool_path,
+            &mnt,
+            &["create_if_missing_with_size=64M", option],
+        );
+        let mut expected = pattern(3 * MIB as usize + 123, 21);
+        std::fs::write(m.path("f"), &expected).unwrap();
+        let file = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+        let patch = pattern(5000, 22);
+        std::os::unix::fs::FileExt::write_all_at(&file, &patch, 4000).unwrap();
+        expected[4000..9000].copy_from_slice(&patch);
+        drop(file);
+        assert_eq!(std::fs::read(m.path("f")).unwrap(), expected, "{option}");
+        m.unmount();
+        let m = ForegroundMount::start(&pool_path, &mnt, &[option]);
+        assert_eq!(
+            std::fs::read(m.path("f")).unwrap(),
+            expected,
+            "{option} after remount"
+        );
+        m.unmount();
+    }
+}

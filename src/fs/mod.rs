@@ -43,6 +43,9 @@ pub struct FsOptions {
     /// Make each write all-or-nothing across a crash, and durable when it returns
     /// (`-o atomic_writes`): one transaction per write.
     pub atomic_writes: bool,
+    /// Bypass the kernel's page cache for file data (`-o direct_io`): each read and
+    /// write goes to the pool as it is asked.
+    pub direct_io: bool,
     /// Owner shown for Warabi regions that have no inode record, and for a new root.
     pub uid: u32,
     pub gid: u32,
@@ -54,6 +57,7 @@ impl Default for FsOptions {
             read_only: false,
             sync: false,
             atomic_writes: false,
+            direct_io: false,
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
         }
