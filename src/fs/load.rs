@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use super::inode::{Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
 use super::{key, Dir, Entry, FsOptions, WarabiFs};
 use crate::pmem::Oid;
-use crate::store::records::{InodeRecord, Timestamp, INODE_ORPHAN};
+use crate::store::records::{DentryRecord, InodeRecord, Timestamp, XattrRecord, INODE_ORPHAN};
 use crate::store::{Scan, Store, StoreError};
 
 pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError> {
@@ -27,24 +27,33 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
         handles: DashMap::new(),
         next_fh: AtomicU64::new(1),
     };
-    let live_regions: HashSet<Oid> = scan.regions.iter().copied().collect();
-    let owned = fs.load_inodes(&scan.inodes, &live_regions);
-    fs.attach_xattrs(&scan);
+    // The scan is consumed as it is loaded: records move into the namespace instead of
+    // being copied, which keeps the mount's peak memory down on big pools.
+    let Scan {
+        inodes,
+        dentries,
+        xattrs,
+        regions,
+        unreadable,
+    } = scan;
+    let live_regions: HashSet<Oid> = regions.iter().copied().collect();
+    let owned = fs.load_inodes(inodes, &live_regions);
+    fs.attach_xattrs(xattrs);
     fs.ensure_root()?;
-    fs.load_dentries(&scan);
+    fs.load_dentries(dentries);
     fs.reclaim_orphans()?;
-    fs.list_warabi_regions(&scan.regions, &owned);
-    if !scan.unreadable.is_empty() {
+    fs.list_warabi_regions(&regions, &owned);
+    if !unreadable.is_empty() {
         tracing::warn!(
             "{} objects of the pool are neither regions nor readable warabifs records; left untouched",
-            scan.unreadable.len()
+            unreadable.len()
         );
     }
     tracing::info!(
         "loaded {} inodes, {} directory entries, {} regions",
         fs.inodes.len(),
         fs.names.len(),
-        scan.regions.len()
+        regions.len()
     );
     Ok(fs)
 }
@@ -53,16 +62,15 @@ impl WarabiFs {
     /// Creates the in-memory inodes; returns the regions they own.
     fn load_inodes(
         &self,
-        records: &[(Oid, InodeRecord)],
+        records: Vec<(Oid, InodeRecord)>,
         live_regions: &HashSet<Oid>,
     ) -> HashSet<Oid> {
         let mut owned = HashSet::with_capacity(records.len());
         let mut max_ino = ROOT_INO;
-        for (oid, rec) in records {
+        for (oid, mut rec) in records {
             if rec.ino & RAW_REGION_INO_BIT == 0 {
                 max_ino = max_ino.max(rec.ino);
             }
-            let mut rec = rec.clone();
             if !rec.region.is_null() && !live_regions.contains(&rec.region) {
                 // Erased behind our back (Warabi's erase of the file's RegionID): the
                 // record must not point at freed memory, so the file shows up empty.
@@ -87,7 +95,7 @@ impl WarabiFs {
                 );
             }
             let capacity = self.store.capacity(rec.region);
-            let state = InodeState::new(rec, Some(*oid), capacity);
+            let state = InodeState::new(rec, Some(oid), capacity);
             self.inodes
                 .insert(state.meta.ino, Arc::new(Inode::new(state)));
         }
@@ -97,16 +105,16 @@ impl WarabiFs {
 
     /// Gives each inode its extended attributes; records of a missing inode cannot come
     /// from a committed transaction and are reported and left alone.
-    fn attach_xattrs(&self, scan: &Scan) {
-        for (oid, x) in &scan.xattrs {
+    fn attach_xattrs(&self, xattrs: Vec<(Oid, XattrRecord)>) {
+        for (oid, x) in xattrs {
             let Some(inode) = self.inodes.get(&x.ino) else {
                 tracing::warn!("extended attribute record {oid} belongs to no inode; ignored");
                 continue;
             };
             inode.state.write().xattrs.push(Xattr {
-                name: x.name.clone().into_boxed_slice(),
-                value: x.value.clone().into_boxed_slice(),
-                record: *oid,
+                name: x.name.into_boxed_slice(),
+                value: x.value.into_boxed_slice(),
+                record: oid,
             });
         }
     }
@@ -146,8 +154,8 @@ impl WarabiFs {
 
     /// Links directory entries to their inodes. An entry whose parent or inode is
     /// missing cannot come from a committed transaction; it is reported and skipped.
-    fn load_dentries(&self, scan: &Scan) {
-        for (oid, d) in &scan.dentries {
+    fn load_dentries(&self, dentries: Vec<(Oid, DentryRecord)>) {
+        for (oid, d) in dentries {
             let child_is_dir = self.dirs.contains_key(&d.ino);
             let (Some(mut dir), true) = (
                 self.dirs.get_mut(&d.parent),
@@ -165,9 +173,10 @@ impl WarabiFs {
             let entry = Entry {
                 ino: d.ino,
                 cookie: oid.off,
-                record: Some(*oid),
+                record: Some(oid),
             };
-            self.names.insert(key(d.parent, &d.name), entry);
+            self.names
+                .insert((d.parent, d.name.into_boxed_slice()), entry);
             if child_is_dir {
                 if let Some(mut child) = self.dirs.get_mut(&d.ino) {
                     child.parent = d.parent;
