@@ -49,6 +49,8 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
             unreadable.len()
         );
     }
+    // The scan read every record once; the namespace now lives in memory.
+    fs.store.pool().release_resident_pages();
     tracing::info!(
         "loaded {} inodes, {} directory entries, {} regions",
         fs.inodes.len(),

@@ -301,6 +301,49 @@ impl Pool {
         unsafe { sys::pmemobj_drain(self.raw()) };
     }
 
+    /// Drops the pool's pages from this process's resident set (MADV_DONTNEED on the
+    /// shared mapping): the data stays in the pool file and comes back on the next
+    /// access. After a full scan this gives back memory the scan touched once.
+    pub fn release_resident_pages(&self) {
+        if self.copy_on_write() {
+            // A private mapping holds the only copy of our changes: keep every page.
+            return;
+        }
+        let Ok(len) = std::fs::metadata(&self.path).map(|m| m.len() as usize) else {
+            return;
+        };
+        // SAFETY: pop is the page-aligned start of libpmemobj's MAP_SHARED mapping of the
+        // whole pool file (len bytes). MADV_DONTNEED on a shared file mapping only drops
+        // page-table entries; later accesses refault the file's current contents, so no
+        // data changes. A mapping that refuses the advice (device DAX) is left as is.
+        let rc =
+            unsafe { libc::madvise(self.raw() as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            tracing::debug!(
+                "madvise(MADV_DONTNEED) on the pool: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// Whether libpmemobj opened pools copy-on-write (a private mapping whose changes
+    /// never reach the file), as PMEMOBJ_CONF="copy_on_write.at_open=1" asks.
+    fn copy_on_write(&self) -> bool {
+        let mut enabled: libc::c_int = 0;
+        let name = c"copy_on_write.at_open";
+        // SAFETY: a global ctl query (NULL pool) writing one int into `enabled`; the name
+        // is a NUL-terminated literal.
+        let rc = unsafe {
+            sys::pmemobj_ctl_get(
+                std::ptr::null_mut(),
+                name.as_ptr(),
+                &mut enabled as *mut libc::c_int as *mut libc::c_void,
+            )
+        };
+        // If the query fails, assume the worst and treat the mapping as private.
+        rc != 0 || enabled != 0
+    }
+
     /// Starts a transaction on this pool; it aborts unless committed.
     pub fn tx(&self) -> Result<Tx<'_>> {
         Tx::begin(self)
