@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::inode::{Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
-use super::{key, Dir, Entry, FsOptions, WarabiFs};
+use super::{key, Dir, Entry, FsOptions, Name, WarabiFs};
 use crate::pmem::Oid;
 use crate::store::records::{DentryRecord, InodeRecord, Timestamp, XattrRecord, INODE_ORPHAN};
 use crate::store::{Scan, Store, StoreError};
@@ -169,16 +169,15 @@ impl WarabiFs {
                 );
                 continue;
             };
-            dir.children
-                .insert(oid.off, d.name.clone().into_boxed_slice());
+            let name: Name = d.name.into();
+            dir.children.insert(oid.off, Arc::clone(&name));
             drop(dir);
             let entry = Entry {
                 ino: d.ino,
                 cookie: oid.off,
                 record: Some(oid),
             };
-            self.names
-                .insert((d.parent, d.name.into_boxed_slice()), entry);
+            self.names.insert((d.parent, name), entry);
             if child_is_dir {
                 if let Some(mut child) = self.dirs.get_mut(&d.ino) {
                     child.parent = d.parent;
@@ -255,19 +254,12 @@ impl WarabiFs {
             let state = InodeState::new(meta, None, capacity);
             self.inodes.insert(ino, Arc::new(Inode::new(state)));
             let cookie = region.off;
-            self.names.insert(
-                key(ROOT_INO, &name),
-                Entry {
-                    ino,
-                    cookie,
-                    record: None,
-                },
-            );
-            self.dirs
-                .get_mut(&ROOT_INO)
-                .expect("root exists")
-                .children
-                .insert(cookie, name.into_boxed_slice());
+            let entry = Entry {
+                ino,
+                cookie,
+                record: None,
+            };
+            self.insert_entry(ROOT_INO, &name, entry);
         }
     }
 }

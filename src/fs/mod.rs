@@ -96,7 +96,7 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Dir {
     parent: u64,
-    children: BTreeMap<u64, Box<[u8]>>,
+    children: BTreeMap<u64, Name>,
 }
 
 /// An open file.
@@ -105,7 +105,9 @@ struct Handle {
     ino: u64,
 }
 
-type NameKey = (u64, Box<[u8]>);
+/// A name, stored once and shared by the name map's key and the directory's listing.
+type Name = Arc<[u8]>;
+type NameKey = (u64, Name);
 
 /// The mounted file system.
 pub struct WarabiFs {

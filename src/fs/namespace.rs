@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::inode::{Inode, InodeState, ROOT_INO};
 use super::Attr;
-use super::{check_name, key, Caller, Dir, Entry, Errno, FileKind, FsResult, WarabiFs};
+use super::{check_name, key, Caller, Dir, Entry, Errno, FileKind, FsResult, Name, WarabiFs};
 use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN};
 use crate::store::StoreTx;
 
@@ -20,7 +20,7 @@ pub struct DirEntry {
     /// Pass this back to continue the listing after this entry.
     pub cookie: u64,
     pub kind: FileKind,
-    pub name: Box<[u8]>,
+    pub name: Arc<[u8]>,
 }
 
 /// The flavours of rename(2).
@@ -131,7 +131,7 @@ impl WarabiFs {
     /// Up to READDIR_BATCH children of `dir` listed after `cookie`, copied out: readdir
     /// must not hold a `dirs` shard lock while it locks an inode or calls `add`, since
     /// namespace changes lock inodes first and then `dirs` (that order deadlocked).
-    fn children_after(&self, dir: u64, cookie: u64) -> Vec<(u64, Box<[u8]>)> {
+    fn children_after(&self, dir: u64, cookie: u64) -> Vec<(u64, Name)> {
         let Some(dir) = self.dirs.get(&dir) else {
             return Vec::new();
         };
@@ -290,11 +290,12 @@ impl WarabiFs {
         Ok(inode)
     }
 
-    fn insert_entry(&self, parent: u64, name: &[u8], entry: Entry) {
+    pub(super) fn insert_entry(&self, parent: u64, name: &[u8], entry: Entry) {
+        let (parent, name) = key(parent, name);
         if let Some(mut dir) = self.dirs.get_mut(&parent) {
-            dir.children.insert(entry.cookie, name.into());
+            dir.children.insert(entry.cookie, Arc::clone(&name));
         }
-        self.names.insert(key(parent, name), entry);
+        self.names.insert((parent, name), entry);
     }
 
     fn remove_entry(&self, parent: u64, name: &[u8]) -> Option<Entry> {
