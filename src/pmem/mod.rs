@@ -127,11 +127,6 @@ impl Pool {
         &self.path
     }
 
-    /// The pool's `pool_uuid_lo`, the first half of every RegionID it hands out.
-    pub fn uuid_lo(&self) -> u64 {
-        self.uuid_lo
-    }
-
     fn raw(&self) -> *mut PMEMobjpool {
         self.pop.as_ptr()
     }

@@ -43,10 +43,6 @@ impl<'p> Tx<'p> {
         })
     }
 
-    pub fn pool(&self) -> &'p Pool {
-        self.pool
-    }
-
     /// Snapshots a range of an object so that the transaction can undo changes to it.
     pub fn add_range(&mut self, oid: Oid, off: u64, len: usize) -> Result<()> {
         if len == 0 {
