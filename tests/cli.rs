@@ -60,7 +60,8 @@ fn real_pool(path: &Path) -> PathBuf {
         create_if_missing_with_size: Some(16 << 20),
         override_if_exists: false,
     };
-    let fs = WarabiFs::open_pool(&config, FsOptions::default()).expect("create pool");
+    let fs = common::without_spawning(|| WarabiFs::open_pool(&config, FsOptions::default()))
+        .expect("create pool");
     let caller = Caller { uid: 0, gid: 0 };
     let dir = fs.mkdir(ROOT_INO, b"dir", 0o755, caller).unwrap().ino;
     let (attr, fh) = fs.create(dir, b"data", 0o644, caller).unwrap();
@@ -217,7 +218,7 @@ fn a_pool_of_another_layout_is_left_untouched() {
 fn a_missing_mountpoint_is_refused_before_the_pool_is_touched() {
     let scratch = Scratch::new();
     let pool = scratch.path("p.pmem");
-    drop(Pool::create(&pool, 16 << 20).unwrap());
+    drop(common::without_spawning(|| Pool::create(&pool, 16 << 20)).unwrap());
     let before = std::fs::read(&pool).unwrap();
     let missing = scratch.path("no-such-dir");
     let line = fails_with_one_line(&[s(&pool), s(&missing)]);
@@ -323,7 +324,7 @@ fn a_pool_whose_libpmemobj_checksums_fail_is_refused_untouched() {
 
 /// Opens `path` with libpmemobj, overwrites `bytes` at `off` in the root object, closes.
 fn overwrite_root(path: &Path, off: u64, bytes: &[u8]) {
-    let pool = Pool::open(path).unwrap();
+    let pool = common::without_spawning(|| Pool::open(path)).unwrap();
     let root = pool.root().expect("a formatted pool has a root object");
     pool.write(root, off, bytes);
     pool.persist(root, off, bytes.len());

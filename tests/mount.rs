@@ -68,7 +68,7 @@ fn background_mount_keeps_a_copied_file_across_remounts() {
 
 /// Builds a pool exactly as Warabi's pmem backend does; returns the live regions.
 fn warabi_made_pool(path: &std::path::Path) -> Vec<(Oid, Vec<u8>)> {
-    let pool = Pool::create(path, 16 * MIB).unwrap();
+    let pool = common::without_spawning(|| Pool::create(path, 16 * MIB)).unwrap();
     let mut regions = Vec::new();
     for (i, size) in [1000u64, 4096, 65536].into_iter().enumerate() {
         let oid = pool.alloc(size, 0).unwrap();
@@ -117,7 +117,7 @@ fn regions_warabi_made_are_files_and_writes_reach_warabi() {
     drop(file);
     m.unmount();
 
-    let pool = Pool::open(&pool_path).unwrap();
+    let pool = common::without_spawning(|| Pool::open(&pool_path)).unwrap();
     assert_eq!(pool.type_num(target), 0);
     assert_eq!(pool.bytes(target, 100, 500), &new_bytes[..]);
 }
@@ -136,7 +136,7 @@ fn region_id_xattr_names_the_type0_object_holding_the_file() {
     let oid = region_id_of(&m.path("f"));
     m.unmount();
 
-    let pool = Pool::open(&pool_path).unwrap();
+    let pool = common::without_spawning(|| Pool::open(&pool_path)).unwrap();
     assert!(
         pool.objects().any(|o| o == oid),
         "{oid} is not a live object"

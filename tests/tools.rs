@@ -39,7 +39,7 @@ fn caller() -> Caller {
 /// A pool with two Warabi-made regions, then through warabifs a directory, a file in
 /// it and a symlink. Returns the regions and the file's RegionID.
 fn build_pool(path: &Path) -> (Vec<Oid>, String) {
-    let pool = Pool::create(path, POOL_SIZE).unwrap();
+    let pool = common::without_spawning(|| Pool::create(path, POOL_SIZE)).unwrap();
     let regions: Vec<Oid> = [1000u64, 70_000]
         .iter()
         .map(|&size| pool.alloc(size, 0).unwrap())
@@ -49,7 +49,8 @@ fn build_pool(path: &Path) -> (Vec<Oid>, String) {
         path: path.to_path_buf(),
         ..PoolConfig::default()
     };
-    let fs = WarabiFs::open_pool(&config, FsOptions::default()).unwrap();
+    let fs =
+        common::without_spawning(|| WarabiFs::open_pool(&config, FsOptions::default())).unwrap();
     let dir = fs.mkdir(ROOT_INO, b"dir", 0o750, caller()).unwrap().ino;
     let (attr, fh) = fs.create(dir, b"data.bin", 0o640, caller()).unwrap();
     fs.write(attr.ino, 0, &pattern(5000, 1), false).unwrap();
@@ -138,7 +139,7 @@ fn info_counts_and_reports_the_last_shutdown() {
 fn info_of_a_pool_only_warabi_used_has_no_format() {
     let scratch = Scratch::new();
     let pool = scratch.path("w.pmem");
-    let p = Pool::create(&pool, POOL_SIZE).unwrap();
+    let p = common::without_spawning(|| Pool::create(&pool, POOL_SIZE)).unwrap();
     p.alloc(4096, 0).unwrap();
     drop(p);
     let before = std::fs::read(&pool).unwrap();
@@ -153,20 +154,24 @@ fn info_of_a_pool_only_warabi_used_has_no_format() {
         path: pool.clone(),
         ..PoolConfig::default()
     };
-    assert!(!Store::open(&config, true).unwrap().is_formatted());
+    assert!(!common::without_spawning(|| Store::open(&config, true))
+        .unwrap()
+        .is_formatted());
     assert_eq!(before.len(), after.len());
 }
 
 /// Breaks a copy of a good pool three ways: an entry naming no inode, a size beyond
 /// the region, and a region whose inode no entry names.
 fn corrupt(path: &Path) -> u64 {
-    let store = Store::open(
-        &PoolConfig {
-            path: path.to_path_buf(),
-            ..PoolConfig::default()
-        },
-        false,
-    )
+    let store = common::without_spawning(|| {
+        Store::open(
+            &PoolConfig {
+                path: path.to_path_buf(),
+                ..PoolConfig::default()
+            },
+            false,
+        )
+    })
     .unwrap();
     let scan = store.scan();
     let (file_record, file_meta) = scan
@@ -294,10 +299,15 @@ fn a_pool_named_like_a_tool_mounts_through_a_path() {
     // "ls" as the first argument is the tool; a path to the file mounts it.
     let out = run_warabifs(&["ls", s(&pool)]);
     assert!(stdout(&out).lines().any(|l| l.ends_with(" /f")));
-    let relative = common::warabifs()
+    let mut mount_relative = common::warabifs();
+    mount_relative
         .current_dir(scratch.path(""))
-        .args(["./ls", s(&mnt)])
-        .output()
+        .args(["./ls", s(&mnt)]);
+    mount_relative
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let relative = common::spawn(&mut mount_relative)
+        .wait_with_output()
         .unwrap();
     assert!(
         relative.status.success(),

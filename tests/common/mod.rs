@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -61,17 +62,41 @@ impl Scratch {
     }
 }
 
+/// libpmemobj holds the pool file open, without close-on-exec, inside pmemobj_create
+/// and pmemobj_open. A child spawned at that moment inherits the descriptor, and with it
+/// the pool's lock, for as long as it lives (a daemon: the whole test), and the pool
+/// stays "in use". So a test's in-process pool opens and the harness's spawns take turns.
+static SPAWN_OR_OPEN: Mutex<()> = Mutex::new(());
+
+/// Runs `open` (an in-process Pool::create/open, WarabiFs::open_pool, Store::open)
+/// while no child process is being started.
+pub fn without_spawning<T>(open: impl FnOnce() -> T) -> T {
+    let _turn = SPAWN_OR_OPEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    open()
+}
+
+/// Starts `cmd` while no pool is being opened in this process.
+pub fn spawn(cmd: &mut Command) -> Child {
+    let _turn = SPAWN_OR_OPEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    cmd.spawn().expect("spawn")
+}
+
 pub fn warabifs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_warabifs"))
 }
 
 /// Runs warabifs to completion with the given arguments.
 pub fn run_warabifs(args: &[&str]) -> Output {
-    warabifs()
-        .args(args)
+    let mut cmd = warabifs();
+    cmd.args(args)
         .stdin(Stdio::null())
-        .output()
-        .expect("run warabifs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    spawn(&mut cmd).wait_with_output().expect("run warabifs")
 }
 
 pub fn is_mounted(mountpoint: &Path) -> bool {
@@ -164,7 +189,7 @@ impl ForegroundMount {
         for option in options {
             cmd.arg("-o").arg(option);
         }
-        let child = cmd.spawn().expect("spawn warabifs -f");
+        let child = spawn(&mut cmd);
         let mut mount = ForegroundMount {
             child: Some(child),
             mountpoint: mountpoint.to_path_buf(),
