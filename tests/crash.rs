@@ -11,7 +11,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{fuse_tests_enabled, ForegroundMount, Scratch};
@@ -354,29 +353,6 @@ fn free_blocks(path: &Path) -> u64 {
         .blocks_free()
 }
 
-fn assert_pool_consistent(pool: &Path, round: usize, seed: u64) {
-    let pmempool = Command::new("pmempool")
-        .args(["check", "-v"])
-        .arg(pool)
-        .output()
-        .expect("pmempool");
-    let text = String::from_utf8_lossy(&pmempool.stdout);
-    assert!(
-        text.contains(": consistent"),
-        "round {round} (seed {seed}): pmempool check: {text}"
-    );
-    let check = common::warabifs()
-        .arg("check")
-        .arg(pool)
-        .output()
-        .expect("warabifs check");
-    assert!(
-        check.status.success(),
-        "round {round} (seed {seed}): warabifs check:\n{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
-}
-
 struct Round<'a> {
     scratch: &'a Scratch,
     number: usize,
@@ -455,7 +431,10 @@ impl Round<'_> {
             panic!("{context}: {violation} (op in flight: {in_flight:?})");
         }
         m.unmount();
-        assert_pool_consistent(pool, self.number, self.seed);
+        common::assert_pool_consistent(
+            pool,
+            &format!("round {} (seed {})", self.number, self.seed),
+        );
         let _ = self.scratch;
         // Every few rounds, empty the file system: no region may have leaked.
         if self.number % 5 != 4 {

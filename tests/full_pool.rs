@@ -10,7 +10,6 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
 use common::{fuse_tests_enabled, pattern, ForegroundMount, Scratch};
 
@@ -94,34 +93,6 @@ fn verify(mnt: &Path, expected: &Expected) {
         assert_eq!(got.len(), data.len(), "size of {name}");
         assert!(got == *data, "contents of {name} differ");
     }
-}
-
-fn pmempool_check(pool: &Path) {
-    let out = Command::new("pmempool")
-        .args(["check", "-v"])
-        .arg(pool)
-        .output()
-        .expect("pmempool (Debian pmdk-tools)");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && text.contains(": consistent"),
-        "pmempool check -v: {text}"
-    );
-}
-
-fn warabifs_check(pool: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_warabifs"))
-        .arg("check")
-        .arg(pool)
-        .output()
-        .expect("run warabifs check");
-    assert!(
-        out.status.success(),
-        "warabifs check: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -298,12 +269,11 @@ fn a_full_pool_gives_enospc_keeps_what_was_written_and_frees_space_on_delete() {
 
     // 8. A clean unmount leaves a consistent pool that mounts again with the same files.
     mnt.unmount();
-    pmempool_check(&pool);
-    warabifs_check(&pool);
+    common::assert_pool_consistent(&pool, "after filling");
     let mnt = ForegroundMount::start(&pool, &mnt_path, &[]);
     verify(&mnt_path, &expected);
     mnt.unmount();
-    warabifs_check(&pool);
+    common::assert_warabifs_check_clean(&pool, "after remount");
 }
 
 #[test]
@@ -354,5 +324,5 @@ fn past_the_largest_allocation_is_efbig_and_below_it_enospc() {
     close(file, "f");
     assert_eq!(std::fs::read(mnt.path("f")).unwrap(), data);
     mnt.unmount();
-    warabifs_check(&pool);
+    common::assert_warabifs_check_clean(&pool, "after the EFBIG and ENOSPC writes");
 }

@@ -174,17 +174,7 @@ fn fsynced_data_survives_kill_9_and_the_pool_stays_consistent() {
         assert_eq!(&std::fs::read(m.path(name)).unwrap(), data, "{name}");
     }
     m.unmount();
-    let check = Command::new("pmempool")
-        .args(["check", "-v"])
-        .arg(&pool_path)
-        .output()
-        .expect("pmempool (Debian pmdk-tools)");
-    assert!(
-        check.status.success(),
-        "pmempool check: {}",
-        String::from_utf8_lossy(&check.stdout)
-    );
-    assert!(String::from_utf8_lossy(&check.stdout).contains(": consistent"));
+    common::assert_pmempool_consistent(&pool_path, "after kill -9 and remount");
 }
 
 #[test]

@@ -353,3 +353,40 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// libpmemobj's own check of a closed pool (`pmempool check -v`) must say consistent.
+pub fn assert_pmempool_consistent(pool: &Path, context: &str) {
+    let out = Command::new("pmempool")
+        .args(["check", "-v"])
+        .arg(pool)
+        .output()
+        .expect("pmempool (Debian pmdk-tools)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains(": consistent"),
+        "{context}: pmempool check -v: {text}"
+    );
+}
+
+/// `warabifs check` of a closed pool must find nothing wrong with the metadata.
+pub fn assert_warabifs_check_clean(pool: &Path, context: &str) {
+    let mut cmd = warabifs();
+    cmd.arg("check")
+        .arg(pool)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = spawn(&mut cmd).wait_with_output().expect("warabifs check");
+    assert!(
+        out.status.success(),
+        "{context}: warabifs check: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Both checks: libpmemobj's heap and warabifs' metadata.
+pub fn assert_pool_consistent(pool: &Path, context: &str) {
+    assert_pmempool_consistent(pool, context);
+    assert_warabifs_check_clean(pool, context);
+}
