@@ -103,13 +103,13 @@ fn main() -> ExitCode {
 fn run_tool(tool: Tool) -> ExitCode {
     let _ = logging::init(&logging::LogTarget::Stderr, logging::DEFAULT_FILTER);
     let result = match tool {
-        Tool::Ls { pool, json } => tools::open(&pool).map(|(store, _)| {
+        Tool::Ls { pool, json } => tools::open(&pool).map(|store| {
             let rows = tools::list(&store, &Inventory::new(tools::scan(&store)));
             print_as(json, &rows, |r: &Vec<_>| tools::render_listing(r));
             ExitCode::SUCCESS
         }),
-        Tool::Info { pool, json } => tools::open(&pool).map(|(store, header)| {
-            let info = tools::info(&store, &header, &Inventory::new(tools::scan(&store)));
+        Tool::Info { pool, json } => tools::open(&pool).map(|store| {
+            let info = tools::info(&store, &Inventory::new(tools::scan(&store)));
             print_as(json, &info, tools::render_info);
             ExitCode::SUCCESS
         }),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::pmem::{self, Oid, PmemError, Pool, Tx, TxAlloc};
 pub use probe::PoolHeader;
-pub use probe::ProbeError;
+use probe::ProbeError;
 use records::{
     DentryRecord, InodeRecord, Superblock, XattrRecord, FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC,
     SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR,
@@ -107,7 +107,8 @@ pub struct Store {
     /// Whether the pool has a superblock (false for a Warabi pool mounted read-only).
     formatted: bool,
     file_size: u64,
-    heap_offset: u64,
+    /// The pool file's header, read before libpmemobj opened the pool.
+    header: PoolHeader,
     /// Bytes held by objects, kept up to date by committed transactions.
     allocated: AtomicI64,
 }
@@ -157,22 +158,22 @@ impl Store {
     /// `read_only` (a read-only mount never writes metadata).
     pub fn open(config: &PoolConfig, read_only: bool) -> Result<Store, StoreError> {
         let path = config.path.as_path();
-        let pool = open_or_create(config)?;
-        let header = PoolHeader::read(path).map_err(|e| probe_error(path, e))?;
+        let (pool, header) = open_or_create(config)?;
         let file_size = std::fs::metadata(path)
             .map_err(|source| StoreError::Io {
                 path: path.to_path_buf(),
                 source,
             })?
             .len();
+        let blank_root = header.blank_root;
         let mut store = Store {
             pool,
             formatted: false,
             file_size,
-            heap_offset: header.heap_offset,
+            header,
             allocated: AtomicI64::new(0),
         };
-        store.formatted = !header.blank_root && store.check_superblock()?;
+        store.formatted = !blank_root && store.check_superblock()?;
         if !store.formatted && !read_only {
             store.format()?;
         }
@@ -181,6 +182,12 @@ impl Store {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The pool file's header as it was before libpmemobj opened the pool (its
+    /// shutdown state, for one, changes once the pool is open).
+    pub fn header(&self) -> &PoolHeader {
+        &self.header
     }
 
     pub fn is_formatted(&self) -> bool {
@@ -269,7 +276,7 @@ impl Store {
     /// Bytes still free for objects: the heap less what objects hold. libpmemobj's own
     /// fragmentation makes the real figure somewhat lower for large allocations.
     pub fn free_bytes(&self) -> u64 {
-        let heap = self.file_size.saturating_sub(self.heap_offset);
+        let heap = self.file_size.saturating_sub(self.header.heap_offset);
         let used = self.allocated.load(Ordering::Relaxed).max(0) as u64;
         heap.saturating_sub(used)
     }
@@ -321,13 +328,6 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         self.pool.path()
-    }
-}
-
-impl StoreError {
-    /// The error for a pool file whose header could not be read.
-    pub fn from_probe(path: &Path, e: ProbeError) -> StoreError {
-        probe_error(path, e)
     }
 }
 
@@ -388,7 +388,8 @@ fn permission_denied(path: &Path, write: bool) -> StoreError {
 
 /// Warabi's open-or-create, with its validation, plus checks that refuse a file that is
 /// not ours before libpmemobj writes to it.
-fn open_or_create(config: &PoolConfig) -> Result<Pool, StoreError> {
+/// Returns the pool and its header, read before libpmemobj opened it.
+fn open_or_create(config: &PoolConfig) -> Result<(Pool, PoolHeader), StoreError> {
     let path = config.path.as_path();
     if let Some(size) = config.create_if_missing_with_size {
         if size < pmem::MIN_POOL_SIZE {
@@ -423,10 +424,12 @@ fn open_or_create(config: &PoolConfig) -> Result<Pool, StoreError> {
             source,
         })?;
     }
-    Pool::create(path, size).map_err(pmem_err(path))
+    let pool = Pool::create(path, size).map_err(pmem_err(path))?;
+    let header = PoolHeader::read(path).map_err(|e| probe_error(path, e))?;
+    Ok((pool, header))
 }
 
-fn open_existing(path: &Path) -> Result<Pool, StoreError> {
+fn open_existing(path: &Path) -> Result<(Pool, PoolHeader), StoreError> {
     let header = PoolHeader::read(path).map_err(|e| probe_error(path, e))?;
     if !header.layout.is_empty() {
         return Err(StoreError::ForeignLayout {
@@ -453,7 +456,7 @@ fn open_existing(path: &Path) -> Result<Pool, StoreError> {
     let deadline = Instant::now() + IN_USE_WAIT;
     loop {
         match Pool::open(path) {
-            Ok(pool) => return Ok(pool),
+            Ok(pool) => return Ok((pool, header)),
             Err(e) if e.errno == libc::EAGAIN && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }

@@ -140,7 +140,7 @@ pub fn check(path: &Path, repair: bool) -> Result<CheckReport, StoreError> {
         // could make things worse: libpmemobj's own repair (pmempool check) comes first.
         return Ok(report);
     }
-    let (store, _) = super::open(path)?;
+    let store = super::open(path)?;
     if !store.is_formatted() {
         return Ok(report);
     }

@@ -14,20 +14,16 @@ pub use inventory::Inventory;
 
 use crate::pmem::Oid;
 use crate::store::records::{InodeRecord, Timestamp, FORMAT_VERSION};
-use crate::store::{PoolConfig, PoolHeader, Scan, Store, StoreError};
+use crate::store::{PoolConfig, Scan, Store, StoreError};
 
 /// Opens an existing pool for inspection: never creates, formats or reclaims anything.
 /// A pool in use (mounted, or open in Warabi) gives StoreError::InUse.
-pub fn open(path: &Path) -> Result<(Store, PoolHeader), StoreError> {
-    if !path.exists() {
-        return Err(StoreError::Missing(path.to_path_buf()));
-    }
-    let header = PoolHeader::read(path).map_err(|e| StoreError::from_probe(path, e))?;
+pub fn open(path: &Path) -> Result<Store, StoreError> {
     let config = PoolConfig {
         path: path.to_path_buf(),
         ..PoolConfig::default()
     };
-    Ok((Store::open(&config, true)?, header))
+    Store::open(&config, true)
 }
 
 /// Scans the pool, with a spinner on a terminal (big pools take a moment).
@@ -138,7 +134,8 @@ pub struct Info {
     pub last_shutdown: &'static str,
 }
 
-pub fn info(store: &Store, header: &PoolHeader, inv: &Inventory) -> Info {
+pub fn info(store: &Store, inv: &Inventory) -> Info {
+    let header = store.header();
     let count = |kind: u32| {
         inv.inodes
             .values()
