@@ -298,9 +298,7 @@ impl WarabiFs {
     /// first moves the file in a transaction of its own).
     pub fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
         self.writable()?;
-        if self.inode(ino)?.state.read().record.is_none() {
-            self.adopt(ino)?;
-        }
+        self.adopt_if_raw(ino)?;
         let inode = self.inode(ino)?;
         let mut state = inode.state.write();
         let now = Timestamp::now();
