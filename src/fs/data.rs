@@ -328,12 +328,12 @@ impl WarabiFs {
         }
         let mut tx = self.store.begin()?;
         tx.free(free_region)?;
-        self.write_meta(&mut tx, &mut state, meta)?;
+        self.write_meta(&mut tx, &mut state, &meta)?;
         tx.commit()?;
+        super::namespace::apply_meta(&mut state, meta);
         if !free_region.is_null() {
             state.capacity = 0;
         }
-        state.meta_dirty = false;
         Ok(state.attr())
     }
 

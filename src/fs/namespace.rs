@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use parking_lot::RwLockWriteGuard;
+
 use super::inode::{Inode, InodeState, ROOT_INO};
 use super::Attr;
 use super::{check_name, key, Caller, Dir, Entry, Errno, FileKind, FsResult, Name, WarabiFs};
@@ -240,9 +242,9 @@ impl WarabiFs {
             ino: meta.ino,
             name: name.to_vec(),
         })?;
-        self.write_meta(&mut tx, &mut dir_state, dir_meta)?;
+        self.write_meta(&mut tx, &mut dir_state, &dir_meta)?;
         tx.commit()?;
-        dir_state.meta_dirty = false;
+        apply_meta(&mut dir_state, dir_meta);
         let state = InodeState::new(meta, Some(record), 0);
         let attr = state.attr();
         self.inodes.insert(attr.ino, Arc::new(Inode::new(state)));
@@ -273,12 +275,11 @@ impl WarabiFs {
         &self,
         tx: &mut StoreTx<'_>,
         state: &mut InodeState,
-        meta: InodeRecord,
+        meta: &InodeRecord,
     ) -> FsResult<()> {
         let record = state.record.ok_or(Errno::EROFS)?;
         self.persist_data(state);
-        tx.update_inode(record, &meta)?;
-        state.meta = meta;
+        tx.update_inode(record, meta)?;
         Ok(())
     }
 
@@ -390,10 +391,11 @@ impl WarabiFs {
             ino,
             name: newname.to_vec(),
         })?;
-        self.write_meta(&mut tx, &mut state, meta)?;
-        self.write_meta(&mut tx, &mut dir_state, dir_meta)?;
+        self.write_meta(&mut tx, &mut state, &meta)?;
+        self.write_meta(&mut tx, &mut dir_state, &dir_meta)?;
         tx.commit()?;
-        state.meta_dirty = false;
+        apply_meta(&mut state, meta);
+        apply_meta(&mut dir_state, dir_meta);
         self.insert_entry(
             newparent,
             newname,
@@ -457,23 +459,26 @@ impl WarabiFs {
         if let Some(dentry) = entry.record {
             tx.free(dentry)?;
         }
-        let freed = self.drop_link(&mut tx, &mut state, is_dir, now)?;
-        self.write_meta(&mut tx, &mut dir_state, dir_meta)?;
+        let (freed, meta) = self.drop_link(&mut tx, &mut state, is_dir, now)?;
+        self.write_meta(&mut tx, &mut dir_state, &dir_meta)?;
         tx.commit()?;
+        apply_meta(&mut state, meta);
+        apply_meta(&mut dir_state, dir_meta);
         self.remove_entry(parent, name);
         self.forget_if_freed(entry.ino, freed, is_dir);
         Ok(())
     }
 
     /// Takes one link away from an inode inside `tx`. At zero links it is freed, or kept
-    /// as an orphan while open. Returns whether it was freed.
+    /// as an orphan while open. Returns whether it was freed, and the metadata to apply
+    /// once `tx` commits.
     fn drop_link(
         &self,
         tx: &mut StoreTx<'_>,
         state: &mut InodeState,
         is_dir: bool,
         now: Timestamp,
-    ) -> FsResult<bool> {
+    ) -> FsResult<(bool, InodeRecord)> {
         let mut meta = state.meta.clone();
         meta.nlink = if is_dir {
             0
@@ -483,15 +488,13 @@ impl WarabiFs {
         meta.ctime = now;
         if meta.nlink == 0 && state.open_handles == 0 {
             super::data::free_inode(tx, state)?;
-            state.meta = meta;
-            return Ok(true);
+            return Ok((true, meta));
         }
         if meta.nlink == 0 {
             meta.flags |= INODE_ORPHAN;
         }
-        self.write_meta(tx, state, meta)?;
-        state.meta_dirty = false;
-        Ok(false)
+        self.write_meta(tx, state, &meta)?;
+        Ok((false, meta))
     }
 
     fn forget_if_freed(&self, ino: u64, freed: bool, is_dir: bool) {
@@ -604,6 +607,8 @@ impl WarabiFs {
         let now = Timestamp::now();
         let mut tx = self.store.begin()?;
         let mut freed_target = false;
+        // New metadata per inode, applied only once the transaction has committed.
+        let mut staged: Vec<(u64, InodeRecord)> = Vec::new();
         if let Some(t) = target {
             if let Some(dentry) = t.record {
                 tx.free(dentry)?;
@@ -614,7 +619,9 @@ impl WarabiFs {
                 .find(|(i, _)| *i == t.ino)
                 .expect("locked")
                 .1;
-            freed_target = self.drop_link(&mut tx, state, target_is_dir, now)?;
+            let (freed, meta) = self.drop_link(&mut tx, state, target_is_dir, now)?;
+            freed_target = freed;
+            staged.push((t.ino, meta));
         }
         if let Some(dentry) = source.record {
             tx.free(dentry)?;
@@ -648,12 +655,11 @@ impl WarabiFs {
             if target.is_some_and(|t| t.ino == *ino) {
                 continue; // already written by drop_link
             }
-            self.write_meta(&mut tx, state, meta)?;
+            self.write_meta(&mut tx, state, &meta)?;
+            staged.push((*ino, meta));
         }
         tx.commit()?;
-        for (_, state) in guards.iter_mut() {
-            state.meta_dirty = false;
-        }
+        apply_staged(&mut guards, staged);
         drop(guards);
         if let Some(t) = target {
             self.remove_entry(newparent, newname);
@@ -711,6 +717,7 @@ impl WarabiFs {
             name: name.to_vec(),
         })?;
         let moved_dirs = i64::from(a_dir) - i64::from(b_dir);
+        let mut staged: Vec<(u64, InodeRecord)> = Vec::new();
         for (ino, state) in guards.iter_mut() {
             let mut meta = state.meta.clone();
             meta.ctime = now;
@@ -723,9 +730,11 @@ impl WarabiFs {
             if parent != newparent && *ino == newparent {
                 meta.nlink = (meta.nlink as i64 + moved_dirs) as u32;
             }
-            self.write_meta(&mut tx, state, meta)?;
+            self.write_meta(&mut tx, state, &meta)?;
+            staged.push((*ino, meta));
         }
         tx.commit()?;
+        apply_staged(&mut guards, staged);
         drop(guards);
         self.remove_entry(parent, name);
         self.remove_entry(newparent, newname);
@@ -753,6 +762,24 @@ impl WarabiFs {
             }
         }
         Ok(())
+    }
+}
+
+/// After a commit: the inode's metadata is what the transaction wrote, all of it durable.
+pub(super) fn apply_meta(state: &mut InodeState, meta: InodeRecord) {
+    state.meta = meta;
+    state.meta_dirty = false;
+}
+
+/// Applies the metadata staged for each locked inode, after the commit.
+fn apply_staged(
+    guards: &mut [(u64, RwLockWriteGuard<'_, InodeState>)],
+    staged: Vec<(u64, InodeRecord)>,
+) {
+    for (ino, meta) in staged {
+        if let Some((_, state)) = guards.iter_mut().find(|(i, _)| *i == ino) {
+            apply_meta(state, meta);
+        }
     }
 }
 

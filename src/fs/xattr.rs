@@ -2,6 +2,7 @@
 //! shows a file's Warabi RegionID and can be neither set nor removed.
 
 use super::inode::Xattr;
+use super::namespace::apply_meta;
 use super::{Errno, FileKind, FsResult, WarabiFs};
 use crate::store::records::{Timestamp, XattrRecord, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 
@@ -71,9 +72,9 @@ impl WarabiFs {
             name: name.to_vec(),
             value: value.to_vec(),
         })?;
-        self.write_meta(&mut tx, &mut state, meta)?;
+        self.write_meta(&mut tx, &mut state, &meta)?;
         tx.commit()?;
-        state.meta_dirty = false;
+        apply_meta(&mut state, meta);
         let xattr = Xattr {
             name: name.into(),
             value: value.into(),
@@ -100,9 +101,9 @@ impl WarabiFs {
         meta.ctime = Timestamp::now();
         let mut tx = self.store.begin()?;
         tx.free(state.xattrs[i].record)?;
-        self.write_meta(&mut tx, &mut state, meta)?;
+        self.write_meta(&mut tx, &mut state, &meta)?;
         tx.commit()?;
-        state.meta_dirty = false;
+        apply_meta(&mut state, meta);
         state.xattrs.remove(i);
         Ok(())
     }
