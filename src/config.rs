@@ -16,11 +16,16 @@ pub struct MountConfig {
     pub sync: bool,
     pub atomic_writes: bool,
     pub direct_io: bool,
+    pub writeback_cache: bool,
     pub allow_other: bool,
     pub allow_root: bool,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub threads: usize,
+    /// Readahead of the mount, in bytes (the kernel's own cap for FUSE is 128 KiB).
+    pub read_ahead: u64,
+    /// Share of the system's dirty-page limit this mount may hold, in percent.
+    pub max_dirty_ratio: u32,
     pub log_level: Option<String>,
     pub log_file: Option<PathBuf>,
     pub foreground: bool,
@@ -40,11 +45,14 @@ impl MountConfig {
             sync: false,
             atomic_writes: false,
             direct_io: false,
+            writeback_cache: false,
             allow_other: false,
             allow_root: false,
             uid: None,
             gid: None,
             threads: default_threads(),
+            read_ahead: DEFAULT_READ_AHEAD,
+            max_dirty_ratio: DEFAULT_MAX_DIRTY_RATIO,
             log_level: None,
             log_file: None,
             foreground: false,
@@ -52,6 +60,13 @@ impl MountConfig {
         }
     }
 }
+
+/// 1 MiB: sequential reads then arrive as requests of 1 MiB, the largest FUSE allows.
+pub const DEFAULT_READ_AHEAD: u64 = 1 << 20;
+/// FUSE mounts start at 1 %, which (with `writeback_cache`) keeps cached random writes
+/// flushing in 4 KiB requests all the time; warabifs writes to memory, so it can be
+/// trusted with more.
+pub const DEFAULT_MAX_DIRTY_RATIO: u32 = 20;
 
 fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -142,6 +157,7 @@ fn apply_option(config: &mut MountConfig, option: &str) -> Result<(), ConfigErro
         ("sync", None) => config.sync = true,
         ("atomic_writes", None) => config.atomic_writes = true,
         ("direct_io", None) => config.direct_io = true,
+        ("writeback_cache", None) => config.writeback_cache = true,
         ("allow_other", None) => config.allow_other = true,
         ("allow_root", None) => config.allow_root = true,
         // The kernel always checks permissions for warabifs; accepted for compatibility.
@@ -149,6 +165,8 @@ fn apply_option(config: &mut MountConfig, option: &str) -> Result<(), ConfigErro
         ("uid", Some(v)) => config.uid = Some(parse_number(name, v)?),
         ("gid", Some(v)) => config.gid = Some(parse_number(name, v)?),
         ("threads", Some(v)) => config.threads = parse_threads(v).map_err(bad)?,
+        ("read_ahead", Some(v)) => config.read_ahead = parse_size(v).map_err(bad)?,
+        ("max_dirty_ratio", Some(v)) => config.max_dirty_ratio = parse_percent(v).map_err(bad)?,
         ("log_level", Some(v)) => config.log_level = Some(v.to_string()),
         ("log_file", Some(v)) => config.log_file = Some(PathBuf::from(v)),
         (n, None) if IGNORED_OPTIONS.contains(&n) => {}
@@ -171,6 +189,8 @@ const VALUED_OPTIONS: &[&str] = &[
     "uid",
     "gid",
     "threads",
+    "read_ahead",
+    "max_dirty_ratio",
     "log_level",
     "log_file",
 ];
@@ -183,6 +203,7 @@ fn is_known_flag(name: &str) -> bool {
         "sync",
         "atomic_writes",
         "direct_io",
+        "writeback_cache",
         "allow_other",
         "allow_root",
         "default_permissions",
@@ -202,6 +223,13 @@ fn parse_threads(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n @ 1..=64) => Ok(n),
         _ => Err(format!("\"{value}\" is not a thread count from 1 to 64")),
+    }
+}
+
+fn parse_percent(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(n @ 1..=100) => Ok(n),
+        _ => Err(format!("\"{value}\" is not a percentage from 1 to 100")),
     }
 }
 
@@ -302,13 +330,20 @@ mod tests {
     #[test]
     fn options_set_their_fields() {
         let mut c = config();
-        apply_options(&mut c, "create_if_missing_with_size=64M,override_if_exists,ro,sync,allow_other,uid=7,gid=8,threads=3,nodev,defaults,x-systemd.automount,nofail,comment=systemd.x,atomic_writes,direct_io").unwrap();
+        apply_options(&mut c, "create_if_missing_with_size=64M,override_if_exists,ro,sync,allow_other,uid=7,gid=8,threads=3,nodev,defaults,x-systemd.automount,nofail,comment=systemd.x,atomic_writes,direct_io,writeback_cache").unwrap();
         assert_eq!(c.pool.create_if_missing_with_size, Some(64 << 20));
         assert!(
             c.pool.override_if_exists && c.read_only && c.sync && c.allow_other && c.atomic_writes
         );
         assert_eq!((c.uid, c.gid, c.threads), (Some(7), Some(8), 3));
+        assert!(c.direct_io && c.writeback_cache);
         assert_eq!(c.kernel_flags, vec!["nodev".to_string()]);
+        assert_eq!((c.read_ahead, c.max_dirty_ratio), (1 << 20, 20));
+        apply_options(&mut c, "read_ahead=4M,max_dirty_ratio=5").unwrap();
+        assert_eq!((c.read_ahead, c.max_dirty_ratio), (4 << 20, 5));
+        assert!(apply_options(&mut c, "max_dirty_ratio=0").is_err());
+        assert!(apply_options(&mut c, "max_dirty_ratio=101").is_err());
+        assert!(apply_options(&mut c, "read_ahead=lots").is_err());
     }
 
     #[test]

@@ -21,14 +21,33 @@ use crate::fs::{Attr, Caller, Errno, FileKind, RenameMode, SetAttr, SetTime, War
 const TTL: Duration = Duration::from_secs(1);
 /// Largest write the kernel sends in one request.
 const MAX_WRITE: u32 = 1 << 20;
+/// Asynchronous requests (writeback, readahead) the kernel keeps in flight.
+const MAX_BACKGROUND: u16 = 64;
 
 pub struct FuseAdapter {
     fs: Arc<WarabiFs>,
+    /// The kernel agreed to FUSE_HANDLE_KILLPRIV_V2: warabifs clears set-user-ID and
+    /// set-group-ID on write, truncate and chown itself.
+    clears_suid_sgid: bool,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<WarabiFs>) -> FuseAdapter {
-        FuseAdapter { fs }
+        FuseAdapter {
+            fs,
+            clears_suid_sgid: false,
+        }
+    }
+
+    /// Whether a setattr must clear set-user-ID and set-group-ID, as the kernel's
+    /// FATTR_KILL_SUIDGID would say: on every chown of a non-directory, and on a
+    /// truncate by a caller without CAP_FSETID. fuser does not pass that flag on, and
+    /// the caller's capabilities are not in the request, so "without CAP_FSETID" is
+    /// taken as "not root" (docs/SEMANTICS.md §2.3).
+    fn setattr_clears_suid_sgid(&self, req: &Request, change: &SetAttr) -> bool {
+        let chown = change.uid.is_some() || change.gid.is_some();
+        let unprivileged_truncate = change.size.is_some() && req.uid() != 0;
+        self.clears_suid_sgid && (chown || unprivileged_truncate)
     }
 
     /// How files are opened. Normally through the page cache, kept across opens (only
@@ -127,12 +146,28 @@ impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
         // mmap of direct-I/O files (atomic_writes) needs the kernel's permission.
-        let wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
+        // Readdirplus always (not READDIRPLUS_AUTO): `ls -l` of a large directory then
+        // needs no LOOKUP per name, whichever getdents call listed it.
+        let opts = self.fs.options();
+        let mut wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO;
+            | InitFlags::FUSE_DO_READDIRPLUS;
+        // KILLPRIV_V2 moves the clearing of set-user-ID and set-group-ID on write into
+        // warabifs. Without it the kernel asks for security.capability before every
+        // write, which costs a round trip each.
+        wanted |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+        // With writeback_cache, writes through the page cache are cached and sent
+        // later, in large requests.
+        if opts.writeback_cache && !(opts.atomic_writes || opts.direct_io) {
+            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
         // Ask only for what this kernel offers; the rest is an optimisation.
-        let _ = config.add_capabilities(wanted & config.capabilities());
+        let granted = wanted & config.capabilities();
+        let _ = config.add_capabilities(granted);
+        self.clears_suid_sgid = granted.contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
+        // Writeback and readahead requests are asynchronous: let more be in flight.
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         Ok(())
     }
 
@@ -153,7 +188,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -169,7 +204,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let change = SetAttr {
+        let mut change = SetAttr {
             mode,
             uid,
             gid,
@@ -177,7 +212,9 @@ impl Filesystem for FuseAdapter {
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
             ctime: ctime.map(Into::into),
+            clear_suid_sgid: false,
         };
+        change.clear_suid_sgid = self.setattr_clears_suid_sgid(req, &change);
         match self.fs.setattr(ino.0, change) {
             Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
             Err(e) => reply.error(errno(e)),
@@ -327,11 +364,16 @@ impl Filesystem for FuseAdapter {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = self.fs.clear_suid_sgid(ino.0) {
+                return reply.error(errno(e));
+            }
+        }
         let sync = flags.0 & (libc::O_SYNC | libc::O_DSYNC) != 0;
         match self.fs.write(ino.0, offset, data, sync) {
             Ok(n) => reply.written(n as u32),

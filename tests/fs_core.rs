@@ -1588,6 +1588,14 @@ fn extended_attributes_are_stored_listed_replaced_removed_and_persist() {
             .unwrap_err(),
         Errno::ENOTSUP
     );
+    // ACLs and SELinux labels are unsupported as a whole, so reading them says so too.
+    for name in [&b"system.posix_acl_access"[..], b"security.selinux"] {
+        assert_eq!(fs.getxattr(ino, name).unwrap_err(), Errno::ENOTSUP);
+        assert_eq!(fs.setxattr(ino, name, b"x", 0).unwrap_err(), Errno::ENOTSUP);
+    }
+    fs.setxattr(ino, b"security.other", b"kept", 0).unwrap();
+    assert_eq!(fs.getxattr(ino, b"security.other").unwrap(), b"kept");
+    fs.removexattr(ino, b"security.other").unwrap();
     fs.setxattr(ino, b"user.gone", b"bye", 0).unwrap();
     fs.removexattr(ino, b"user.gone").unwrap();
     assert_eq!(

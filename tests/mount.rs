@@ -290,7 +290,7 @@ fn direct_io_and_atomic_writes_mounts_keep_data_like_the_default() {
     if !fuse_tests_enabled() {
         return;
     }
-    for option in ["direct_io", "atomic_writes"] {
+    for option in ["direct_io", "atomic_writes", "writeback_cache"] {
         let scratch = Scratch::new();
         let pool_path = scratch.path("p.pmem");
         let mnt = scratch.mountpoint("m");
@@ -316,4 +316,109 @@ fn direct_io_and_atomic_writes_mounts_keep_data_like_the_default() {
         );
         m.unmount();
     }
+}
+
+/// Runs `script` with sh as the unprivileged user nobody (uid and gid 65534).
+fn run_as_nobody(script: &str) {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const NOBODY: u32 = 65534;
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn set_id_bits_are_cleared_on_write_truncate_and_chown_as_linux_does() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    // Through the page cache the kernel writes back itself, except to files with
+    // those bits: their writes go straight to warabifs, flagged.
+    for cache in ["", "writeback_cache"] {
+        check_set_id_bits_clearing(cache);
+    }
+}
+
+fn check_set_id_bits_clearing(cache: &str) {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let scratch = Scratch::new();
+    let pool_path = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    // nobody must be able to reach the mount point.
+    let parent = mnt.parent().unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = ForegroundMount::start(
+        &pool_path,
+        &mnt,
+        &["create_if_missing_with_size=32M", "allow_other", cache],
+    );
+    let f = m.path("f");
+    std::fs::write(&f, b"data").unwrap();
+    chown(&f, Some(NOBODY), Some(NOBODY)).unwrap();
+    let set_mode = |mode: u32| {
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert_eq!(mode_of(&f), mode);
+    };
+    let quoted = f.display().to_string();
+
+    set_mode(0o6775);
+    run_as_nobody(&format!("printf x >> '{quoted}'"));
+    assert_eq!(mode_of(&f), 0o775, "a write by the owner clears both bits");
+
+    set_mode(0o2765);
+    run_as_nobody(&format!("printf x >> '{quoted}'"));
+    assert_eq!(
+        mode_of(&f),
+        0o2765,
+        "set-group-ID without group execute stays"
+    );
+
+    set_mode(0o6775);
+    OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .unwrap()
+        .write_all(b"root")
+        .unwrap();
+    assert_eq!(mode_of(&f), 0o6775, "root (CAP_FSETID) keeps both bits");
+
+    run_as_nobody(&format!("truncate -s 1 '{quoted}'"));
+    assert_eq!(
+        mode_of(&f),
+        0o775,
+        "a truncate by the owner clears both bits"
+    );
+
+    set_mode(0o6775);
+    chown(&f, Some(NOBODY), Some(NOBODY)).unwrap();
+    assert_eq!(mode_of(&f), 0o775, "chown clears both bits, even by root");
+
+    let d = m.path("d");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    chown(&d, Some(NOBODY), Some(NOBODY)).unwrap();
+    assert_eq!(
+        mode_of(&d),
+        0o2775,
+        "a directory keeps set-group-ID on chown"
+    );
+
+    m.unmount();
+    let m = ForegroundMount::start(&pool_path, &mnt, &[]);
+    assert_eq!(mode_of(&m.path("f")), 0o775, "the cleared mode is stored");
+    assert_eq!(std::fs::read(m.path("f")).unwrap(), b"d");
+    m.unmount();
 }

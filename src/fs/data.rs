@@ -28,6 +28,20 @@ pub struct SetAttr {
     pub atime: Option<SetTime>,
     pub mtime: Option<SetTime>,
     pub ctime: Option<Timestamp>,
+    /// Clear set-user-ID and set-group-ID as a chown, or a truncate by an unprivileged
+    /// caller, must (see [`WarabiFs::clear_suid_sgid`]).
+    pub clear_suid_sgid: bool,
+}
+
+/// `mode` without set-user-ID, and without set-group-ID when the group may execute
+/// (without group execute that bit marks mandatory locking and stays), as Linux clears
+/// them.
+fn without_suid_sgid(mode: u32) -> u32 {
+    let mut mode = mode & !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        mode &= !libc::S_ISGID;
+    }
+    mode
 }
 
 impl WarabiFs {
@@ -294,6 +308,22 @@ impl WarabiFs {
         self.persist(&mut state)
     }
 
+    /// Clears set-user-ID and set-group-ID before a write by a caller without
+    /// CAP_FSETID. The kernel leaves this to the file system when it caches writes
+    /// (FUSE_HANDLE_KILLPRIV_V2) and says when in each write request. A file without
+    /// those bits, the usual case, costs one read lock.
+    pub fn clear_suid_sgid(&self, ino: u64) -> FsResult<()> {
+        let mode = self.inode(ino)?.state.read().meta.mode;
+        if without_suid_sgid(mode) == mode {
+            return Ok(());
+        }
+        let change = SetAttr {
+            clear_suid_sgid: true,
+            ..SetAttr::default()
+        };
+        self.setattr(ino, change).map(|_| ())
+    }
+
     /// Changes attributes in one transaction (a truncate that needs a bigger region
     /// first moves the file in a transaction of its own).
     pub fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
@@ -308,6 +338,9 @@ impl WarabiFs {
         }
         meta.uid = change.uid.unwrap_or(meta.uid);
         meta.gid = change.gid.unwrap_or(meta.gid);
+        if change.clear_suid_sgid && state.kind() != FileKind::Directory {
+            meta.mode = without_suid_sgid(meta.mode);
+        }
         let resolve = |t: SetTime| match t {
             SetTime::Now => now,
             SetTime::At(t) => t,

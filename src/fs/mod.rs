@@ -46,6 +46,9 @@ pub struct FsOptions {
     /// Bypass the kernel's page cache for file data (`-o direct_io`): each read and
     /// write goes to the pool as it is asked.
     pub direct_io: bool,
+    /// Let the kernel cache writes and send them later (`-o writeback_cache`): faster
+    /// small writes, but ENOSPC and EFBIG then surface at fsync or close, not at write.
+    pub writeback_cache: bool,
     /// Owner shown for Warabi regions that have no inode record, and for a new root.
     pub uid: u32,
     pub gid: u32,
@@ -58,6 +61,7 @@ impl Default for FsOptions {
             sync: false,
             atomic_writes: false,
             direct_io: false,
+            writeback_cache: false,
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
         }

@@ -9,6 +9,15 @@ use crate::store::records::{Timestamp, XattrRecord, XATTR_NAME_MAX, XATTR_SIZE_M
 pub const REGION_ID_XATTR: &[u8] = b"user.warabi.region_id";
 /// Names of POSIX ACLs: warabifs stores no ACLs, so the kernel keeps using the mode.
 const SYSTEM_PREFIX: &[u8] = b"system.";
+/// SELinux labels: FUSE mounts are labelled by policy (genfscon), never from the file.
+const SELINUX_LABEL: &[u8] = b"security.selinux";
+
+/// Names whose whole namespace warabifs does not support. getxattr answers ENOTSUP
+/// rather than ENODATA for them: tools such as `ls -l` then remember, once per mount,
+/// that the file system has neither ACLs nor labels, instead of asking for every file.
+fn unsupported(name: &[u8]) -> bool {
+    name.starts_with(SYSTEM_PREFIX) || name == SELINUX_LABEL
+}
 
 /// setxattr(2) flags.
 const XATTR_CREATE: i32 = 1;
@@ -17,6 +26,9 @@ const XATTR_REPLACE: i32 = 2;
 impl WarabiFs {
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         let inode = self.inode(ino)?;
+        if unsupported(name) {
+            return Err(Errno::ENOTSUP);
+        }
         let state = inode.state.read();
         if name == REGION_ID_XATTR {
             return match state.region().is_null() {
@@ -109,8 +121,8 @@ impl WarabiFs {
     }
 }
 
-/// Names warabifs can store: not empty, at most XATTR_NAME_MAX bytes, not an ACL, and
-/// not the read-only RegionID.
+/// Names warabifs can store: not empty, at most XATTR_NAME_MAX bytes, not an ACL or an
+/// SELinux label, and not the read-only RegionID.
 fn check_xattr_name(name: &[u8]) -> FsResult<()> {
     if name == REGION_ID_XATTR {
         return Err(Errno::EPERM);
@@ -118,7 +130,7 @@ fn check_xattr_name(name: &[u8]) -> FsResult<()> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
         return Err(Errno::ERANGE);
     }
-    if name.starts_with(SYSTEM_PREFIX) {
+    if unsupported(name) {
         return Err(Errno::ENOTSUP);
     }
     Ok(())
