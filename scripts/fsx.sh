@@ -6,6 +6,7 @@
 #
 #   bash scripts/fsx.sh            # 100,000 operations (the full run)
 #   bash scripts/fsx.sh 20000      # what scripts/test.sh (CI) runs
+#   bash scripts/fsx.sh 20000 writeback_cache   # with extra mount options
 #
 # On a failure fsx leaves fsx.file.fsxlog (its operation log) and fsx.file.fsxgood (the
 # expected contents) in target/conformance/fsx/, next to fsx's output and the daemon log.
@@ -17,7 +18,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/scripts/lib/mount.sh"
 
 NUMOPS=${1:-100000}
-[[ $NUMOPS =~ ^[1-9][0-9]*$ ]] || die "usage: scripts/fsx.sh [NUMOPS] (a positive number; default 100000)"
+[[ $NUMOPS =~ ^[1-9][0-9]*$ ]] || die "usage: scripts/fsx.sh [NUMOPS [MOUNT_OPTIONS]] (NUMOPS a positive number; default 100000)"
+EXTRA_OPTIONS=${2:-}
 SEED=7
 POOL_SIZE=256M
 # Generous: 100,000 operations take a few minutes.
@@ -92,8 +94,8 @@ sendfile = 5
 posix_fadvise = 2
 EOF
 
-echo "==> fsx: $NUMOPS operations, seed $SEED, on warabifs"
-start_warabifs "$BIN" "$POOL" "$MNT" "$LOG_DAEMON" "create_if_missing_with_size=$POOL_SIZE"
+echo "==> fsx: $NUMOPS operations, seed $SEED, on warabifs${EXTRA_OPTIONS:+ -o $EXTRA_OPTIONS}"
+start_warabifs "$BIN" "$POOL" "$MNT" "$LOG_DAEMON" "create_if_missing_with_size=$POOL_SIZE${EXTRA_OPTIONS:+,$EXTRA_OPTIONS}"
 echo "$ $FSX -f $CONF -N $NUMOPS -S $SEED -P $ARTIFACTS $MNT/fsx.file"
 start=$SECONDS
 rc=0
