@@ -50,16 +50,10 @@ cleanup() {
     trap - EXIT INT TERM
     stop_running
     stop_warabifs
-    if is_mounted "$MNT"; then
-        echo "$SCRIPT_NAME: WARNING: $MNT is still mounted; leaving $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
+    remove_work_dir "$WORK"
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup cleanup
 
 # Every operation fsx 0.3 knows, weighted in. The file may grow to 1 MiB, past the
 # 256 KiB libpmemobj chunk size, so regions of both kinds (and the moves from one region

@@ -68,17 +68,10 @@ cleanup() {
     if [[ -n $TMPFS_MNT ]] && is_mounted "$TMPFS_MNT"; then
         umount "$TMPFS_MNT" 2>/dev/null || umount -l "$TMPFS_MNT" || true
     fi
-    # Never delete through a mount that is somehow still there.
-    if awk -v w="$WORK/" 'index($5, w) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
-        echo "$SCRIPT_NAME: WARNING: something is still mounted under $WORK; leaving it" >&2
-    else
-        rm -rf "$WORK"
-    fi
+    remove_work_dir "$WORK"
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup cleanup
 
 # pjdfstest 0.2.2 has an integer underflow in create_path_max (src/context.rs), which
 # builds a path of exactly PATH_MAX - 1 bytes for the *::enametoolong_path tests. With

@@ -45,6 +45,24 @@ is_mounted() {
     awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
 }
 
+# remove_work_dir DIR: deletes a script's scratch directory, but never through a mount
+# that is somehow still there (then it warns and leaves DIR).
+remove_work_dir() {
+    if awk -v w="$1/" 'index($5, w) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+        echo "$SCRIPT_NAME: WARNING: something is still mounted under $1; leaving it" >&2
+    else
+        rm -rf "$1"
+    fi
+}
+
+# install_cleanup FUNCTION: runs FUNCTION on exit, and turns Ctrl-C and SIGTERM into
+# exits (status 130 and 143) so that it runs then too.
+install_cleanup() {
+    trap "$1" EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
 # start_warabifs BIN POOL MNT LOG OPTIONS: mounts in the foreground, in the background of
 # this shell; sets WARABIFS_PID and WARABIFS_MNT; returns once the mount is live.
 WARABIFS_PID=""
