@@ -145,10 +145,10 @@ fn wants_write(flags: OpenFlags) -> bool {
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
+        let opts = self.fs.options();
         // mmap of direct-I/O files (atomic_writes) needs the kernel's permission.
         // Readdirplus always (not READDIRPLUS_AUTO): `ls -l` of a large directory then
         // needs no LOOKUP per name, whichever getdents call listed it.
-        let opts = self.fs.options();
         let mut wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS;

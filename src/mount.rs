@@ -1,7 +1,7 @@
 //! Turns a [`MountConfig`] into a live FUSE session over an open pool.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fuser::{Config, MountOption, Session, SessionACL};
@@ -13,7 +13,7 @@ use crate::fuse::FuseAdapter;
 /// Opens the pool and mounts it; returns once the kernel has answered FUSE's INIT, that
 /// is once the file system is live. Errors are one line naming the problem.
 pub fn mount(config: &MountConfig) -> Result<Session<FuseAdapter>, String> {
-    check_mountpoint(config)?;
+    let mountpoint = resolve_mountpoint(config)?;
     let defaults = FsOptions::default();
     let opts = FsOptions {
         read_only: config.read_only,
@@ -24,10 +24,6 @@ pub fn mount(config: &MountConfig) -> Result<Session<FuseAdapter>, String> {
         uid: config.uid.unwrap_or(defaults.uid),
         gid: config.gid.unwrap_or(defaults.gid),
     };
-    // Resolved now: once mounted, resolving the path would ask the not yet running
-    // session about its own root.
-    let mountpoint = std::fs::canonicalize(&config.mountpoint)
-        .map_err(|e| format!("mount point {}: {e}", config.mountpoint.display()))?;
     let fs = WarabiFs::open_pool(&config.pool, opts).map_err(|e| e.to_string())?;
     let adapter = FuseAdapter::new(Arc::new(fs));
     let session = Session::new(adapter, &config.mountpoint, &fuse_config(config))
@@ -97,12 +93,13 @@ fn unescape_mountinfo(field: &str) -> Vec<u8> {
     out
 }
 
-fn check_mountpoint(config: &MountConfig) -> Result<(), String> {
+fn resolve_mountpoint(config: &MountConfig) -> Result<PathBuf, String> {
     let path = &config.mountpoint;
+    let unusable = |e: std::io::Error| format!("mount point {}: {e}", path.display());
     match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => std::fs::canonicalize(path).map_err(unusable),
         Ok(_) => Err(format!("mount point {} is not a directory", path.display())),
-        Err(e) => Err(format!("mount point {}: {e}", path.display())),
+        Err(e) => Err(unusable(e)),
     }
 }
 
