@@ -7,21 +7,16 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
-use common::{fuse_tests_enabled, pattern, DaemonMount, ForegroundMount, Scratch};
+use common::{fuse_tests_enabled, pattern, run_ok, DaemonMount, ForegroundMount, Scratch};
 use warabifs::pmem::{Oid, Pool};
 
 const MIB: u64 = 1 << 20;
 
 fn region_id_of(path: &std::path::Path) -> Oid {
-    let out = Command::new("getfattr")
-        .args(["--only-values", "-n", "user.warabi.region_id"])
-        .arg(path)
-        .output()
-        .expect("getfattr");
-    assert!(
-        out.status.success(),
-        "getfattr: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("getfattr")
+            .args(["--only-values", "-n", "user.warabi.region_id"])
+            .arg(path),
     );
     let hex = String::from_utf8(out.stdout).expect("utf-8");
     assert_eq!(hex.len(), 32, "region id {hex:?}");
@@ -286,7 +281,7 @@ fn a_file_unlinked_while_open_is_readable_then_reclaimed_after_a_crash() {
 }
 
 #[test]
-fn direct_io_and_atomic_writes_mounts_keep_data_like_the_default() {
+fn direct_io_atomic_writes_and_writeback_cache_mounts_keep_data_like_the_default() {
     if !fuse_tests_enabled() {
         return;
     }
@@ -321,16 +316,11 @@ fn direct_io_and_atomic_writes_mounts_keep_data_like_the_default() {
 /// Runs `script` with sh as the unprivileged user nobody (uid and gid 65534).
 fn run_as_nobody(script: &str) {
     use std::os::unix::process::CommandExt;
-    let out = Command::new("sh")
-        .args(["-c", script])
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .expect("sh");
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("sh")
+            .args(["-c", script])
+            .uid(NOBODY)
+            .gid(NOBODY),
     );
 }
 

@@ -189,14 +189,7 @@ fn assert_same_listing(source: &[String], extracted: &[String], when: &str) {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} exited with {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::run_ok(cmd);
     assert!(
         out.stderr.is_empty(),
         "{cmd:?} wrote to stderr:\n{}",

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
-use common::{fuse_tests_enabled, DaemonMount, Scratch};
+use common::{fuse_tests_enabled, run_ok, DaemonMount, Scratch};
 
 /// Tests that change the system's installed files run one at a time.
 static SYSTEM: Mutex<()> = Mutex::new(());
@@ -31,17 +31,11 @@ fn repo() -> PathBuf {
 }
 
 fn install_script(args: &[&str]) -> Output {
-    let out = Command::new("bash")
-        .arg(repo().join("mount-scripts/install.sh"))
-        .args(args)
-        .output()
-        .expect("bash");
-    assert!(
-        out.status.success(),
-        "install.sh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    run_ok(
+        Command::new("bash")
+            .arg(repo().join("mount-scripts/install.sh"))
+            .args(args),
+    )
 }
 
 /// A file install.sh replaces, with its content and mode from before (None: absent).
@@ -98,22 +92,12 @@ fn s(path: &Path) -> &str {
 
 /// Mounts with mount(8) and asserts success; the returned guard unmounts.
 fn mount_ok(pool: &Path, mnt: &Path, args: &[&str]) -> DaemonMount {
-    let out = mount(args);
-    assert!(
-        out.status.success(),
-        "mount {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("mount").args(args));
     DaemonMount::watch(pool, mnt)
 }
 
 fn umount_ok(m: DaemonMount) {
-    let out = Command::new("umount").arg(&m.mountpoint).output().unwrap();
-    assert!(
-        out.status.success(),
-        "umount: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("umount").arg(&m.mountpoint));
     common::wait_pool_released(&m.pool);
 }
 

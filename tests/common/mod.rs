@@ -89,6 +89,25 @@ pub fn warabifs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_warabifs"))
 }
 
+/// Runs `cmd` to completion and asserts that it succeeded. A failure names the command,
+/// its exit status and what it printed.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = spawn(cmd)
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} exited with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs warabifs to completion with the given arguments.
 pub fn run_warabifs(args: &[&str]) -> Output {
     let mut cmd = warabifs();
