@@ -308,13 +308,14 @@ fn appending_grows_the_region_and_changes_its_region_id() {
             ids.push(id);
         }
     }
-    // 1 byte -> 6 MiB with capacity doubling: several moves, each to a new region.
+    // 1 byte -> 6 MiB with capacity doubling (a small pool): several moves, each to a
+    // new region.
     assert!(ids.len() >= 5, "region ids seen while growing: {ids:?}");
     assert!(fs.getattr(ino).unwrap().blocks * 512 >= expected.len() as u64);
     assert_eq!(read_all(&fs, ino), expected);
     fs.release(fh).unwrap();
 
-    // The last close gives back the growth reserve past a chunk: the region moves once more.
+    // The last close gives back the growth reserve: the region moves once more.
     let last_id = region_id(&fs, ino).unwrap();
     assert_ne!(
         Some(&last_id),
@@ -323,6 +324,72 @@ fn appending_grows_the_region_and_changes_its_region_id() {
     );
     let fs = remount(fs, &path);
     assert_eq!(region_id(&fs, ino).unwrap(), last_id);
+    assert_eq!(read_all(&fs, ino), expected);
+}
+
+/// Large writes, growth copies and large reads go through the pool file, small ones
+/// through the mapping; both must show the same bytes, to warabifs and to Warabi.
+#[test]
+fn bytes_written_through_the_pool_file_and_the_mapping_agree() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 64 * MIB);
+    let (attr, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
+    let ino = attr.ino;
+    let big = pattern(3 * MIB as usize, 30);
+    for (i, piece) in big.chunks(MIB as usize).enumerate() {
+        fs.write(ino, i as u64 * MIB, piece, false).unwrap();
+    }
+    // Small overwrites go through the mapping, into bytes the file wrote.
+    let mut expected = big.clone();
+    for off in (0..expected.len()).step_by(300_000) {
+        let small = pattern(1000, off as u8);
+        fs.write(ino, off as u64, &small, false).unwrap();
+        expected[off..off + 1000].copy_from_slice(&small);
+    }
+    assert_eq!(read_all(&fs, ino), expected, "1 MiB reads");
+    assert_eq!(
+        read_range(&fs, ino, 299_500, 1000),
+        expected[299_500..300_500]
+    );
+    fs.fsync(ino).unwrap();
+    fs.release(fh).unwrap();
+    let region = region_oid(&fs, ino);
+    drop(fs);
+
+    let pool = Pool::open(&path).unwrap();
+    assert_eq!(
+        pool.bytes(region, 0, expected.len()),
+        &expected[..],
+        "Warabi's view"
+    );
+}
+
+#[test]
+fn a_trimmed_file_keeps_headroom_for_appends_after_reopening() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 64 * MIB);
+    let (attr, fh) = fs.create(ROOT_INO, b"log", 0o644, caller()).unwrap();
+    let ino = attr.ino;
+    let mut expected = Vec::new();
+    let mut append = |fs: &WarabiFs, len: usize| {
+        let piece = pattern(len, expected.len() as u8);
+        fs.write(ino, expected.len() as u64, &piece, false).unwrap();
+        expected.extend_from_slice(&piece);
+    };
+    for _ in 0..64 {
+        append(&fs, 64 * KIB as usize);
+    }
+    fs.release(fh).unwrap();
+    let trimmed = region_id(&fs, ino).unwrap();
+
+    // A log reopened for a few more lines fits in the headroom the trim left: neither
+    // the appends nor the next close move (copy) the file again.
+    for _ in 0..3 {
+        let fh = fs.open(ino, true).unwrap();
+        append(&fs, 100 * KIB as usize);
+        fs.release(fh).unwrap();
+        assert_eq!(region_id(&fs, ino).unwrap(), trimmed);
+    }
     assert_eq!(read_all(&fs, ino), expected);
 }
 

@@ -9,7 +9,7 @@ use super::Attr;
 use super::{Errno, FileKind, FsResult, Handle, WarabiFs};
 use crate::pmem::{Oid, MAX_ALLOC_SIZE};
 use crate::store::records::Timestamp;
-use crate::store::{StoreError, StoreTx, REGION_CHUNK};
+use crate::store::{StoreError, StoreTx};
 
 /// A time to set with setattr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +114,7 @@ impl WarabiFs {
             return Ok(reply(&[]));
         }
         let n = (size - off).min(u64::from(len)) as usize;
-        Ok(reply(self.store.read(state.region(), off, n)))
+        Ok(self.store.read_with(state.region(), off, n, reply))
     }
 
     /// Writes `data` at `off`, growing the region when needed. Visible at once, durable
@@ -219,15 +219,13 @@ impl WarabiFs {
     }
 
     /// Moves the file to a region of at least `needed` bytes, in one transaction that
-    /// also records the new RegionID. Capacity doubles so that appends copy each byte
-    /// a bounded number of times; on a nearly full pool an exact fit is tried too.
+    /// also records the new RegionID. The region grows geometrically (see
+    /// [`crate::store::growth_size`]); on a nearly full pool an exact fit is tried too.
     fn grow(&self, state: &mut InodeState, needed: u64) -> FsResult<()> {
-        let doubled = self
-            .store
-            .region_size_for(needed.max(state.capacity.saturating_mul(2)));
+        let generous = self.store.growth_size(needed, state.capacity);
         let exact = self.store.region_size_for(needed);
-        match self.move_region(state, doubled) {
-            Err(e) if e.errno() == libc::ENOSPC && doubled > exact => {
+        match self.move_region(state, generous) {
+            Err(e) if e.errno() == libc::ENOSPC && generous > exact => {
                 self.move_region(state, exact)
             }
             other => other,
@@ -235,18 +233,17 @@ impl WarabiFs {
         .map_err(Errno::from)
     }
 
-    /// At the last close, gives back what growth reserved beyond the file's end when
-    /// that is a chunk or more. Failing (a full pool) only leaves the reserve in place.
+    /// At the last close, gives back most of what growth reserved beyond the file's end
+    /// (see [`crate::store::trim_size`]). Failing (a full pool) only leaves the reserve
+    /// in place.
     fn trim(&self, state: &mut InodeState) {
-        let fitted = self.store.region_size_for(state.meta.size);
-        if state.reserved
-            || state.record.is_none()
-            || state.meta.size == 0
-            || state.capacity < fitted + REGION_CHUNK
-        {
+        if state.reserved || state.record.is_none() || state.meta.size == 0 {
             return;
         }
-        if let Err(e) = self.move_region(state, fitted) {
+        let Some(trimmed) = self.store.trim_size(state.meta.size, state.capacity) else {
+            return;
+        };
+        if let Err(e) = self.move_region(state, trimmed) {
             tracing::debug!("region of inode {} not trimmed: {e}", state.meta.ino);
         }
     }

@@ -21,6 +21,9 @@ pub use tx::{Tx, TxAlloc};
 pub const MAX_ALLOC_SIZE: u64 = 0x3_FFDF_FFC0;
 /// The smallest pool libpmemobj (and Warabi) accepts.
 pub const MIN_POOL_SIZE: u64 = 8 * 1024 * 1024;
+/// Copies of at least this many bytes into or out of the pool go through the pool file
+/// when they can (from here on one system call beats the page faults it saves).
+const FILE_IO_MIN: usize = 64 << 10;
 
 /// A libpmemobj failure: which call failed, its errno and libpmemobj's own message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -65,6 +68,11 @@ pub struct Pool {
     pop: NonNull<PMEMobjpool>,
     uuid_lo: u64,
     path: PathBuf,
+    /// The pool file, when the mapping is a shared mapping of it from offset 0: bulk
+    /// copies then go through the file (see [`Pool::write`], [`Pool::read_with`]).
+    file: Option<std::fs::File>,
+    /// Whether `file` is open for writing (a read-only pool file is only read through).
+    file_writable: bool,
 }
 
 // SAFETY: libpmemobj pools are thread-safe: allocation, free, persist and transactions may
@@ -104,11 +112,105 @@ impl Pool {
         // pmemobj_oid gives the pool's uuid_lo with offset 0.
         let uuid_lo =
             unsafe { sys::pmemobj_oid(pop.as_ptr() as *const libc::c_void) }.pool_uuid_lo();
-        Ok(Pool {
+        let mut pool = Pool {
             pop,
             uuid_lo,
             path: path.to_path_buf(),
-        })
+            file: None,
+            file_writable: false,
+        };
+        (pool.file, pool.file_writable) = match pool.open_mapped_file(true) {
+            Some(file) => (Some(file), true),
+            None => (pool.open_mapped_file(false), false),
+        };
+        Ok(pool)
+    }
+
+    /// Opens the pool file for positioned writes when that is the same memory the
+    /// mapping shows: a shared mapping (not copy-on-write) of a regular file that is a
+    /// single pool (its first bytes are the pool's own header, not a pool set).
+    fn open_mapped_file(&self, write: bool) -> Option<std::fs::File> {
+        use std::os::unix::fs::FileExt;
+        if self.copy_on_write() {
+            return None;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&self.path)
+            .ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut signature = [0u8; 8];
+        file.read_exact_at(&mut signature, 0).ok()?;
+        (signature == self.bytes_at(0, 8)).then_some(file)
+    }
+
+    /// `len` bytes of the mapping from pool offset `off` (within the pool header).
+    fn bytes_at(&self, off: usize, len: usize) -> &[u8] {
+        // SAFETY: the pool header (4 KiB) starts the mapping, so the first bytes are
+        // always mapped; callers ask for at most 8 bytes of it.
+        unsafe { std::slice::from_raw_parts((self.raw() as *const u8).add(off), len) }
+    }
+
+    /// The pool-file offset of a pointer into the mapping.
+    fn file_offset(&self, ptr: *const u8) -> u64 {
+        (ptr as usize - self.raw() as usize) as u64
+    }
+
+    /// Copies `len` bytes between two disjoint ranges of the pool file inside the kernel
+    /// (copy_file_range), so neither range needs mapping in. False when the pool has no
+    /// such file or the kernel declines; the caller then copies through the mapping.
+    fn copy_within_file(&self, src: *const u8, dst: *const u8, len: usize) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(file) = self.file.as_ref().filter(|_| self.file_writable) else {
+            return false;
+        };
+        let fd = file.as_raw_fd();
+        let (mut from, mut to) = (self.file_offset(src) as i64, self.file_offset(dst) as i64);
+        let mut left = len;
+        while left > 0 {
+            // SAFETY: fd is our open pool file; from and to are valid offset pointers that
+            // the kernel advances; the ranges are disjoint and inside the file.
+            let n = unsafe { libc::copy_file_range(fd, &mut from, fd, &mut to, left, 0) };
+            if n <= 0 {
+                if left < len {
+                    // Part was copied: finish through the mapping from where it stopped.
+                    let done = len - left;
+                    // SAFETY: both ranges lie in the mapping (checked by the caller).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(src.add(done), dst.add(done) as *mut u8, left)
+                    };
+                    return true;
+                }
+                tracing::debug!(
+                    "copy_file_range in the pool: {}",
+                    std::io::Error::last_os_error()
+                );
+                return false;
+            }
+            left -= n as usize;
+        }
+        true
+    }
+
+    /// Writes `data` to the pool file at the offset `ptr` maps. Writing through the file
+    /// fills pages the mapping has not touched yet without a page fault per 4 KiB page,
+    /// which makes filling fresh regions (new data, growth copies) about three times
+    /// faster on page-cache backed pools. False when the pool has no such file.
+    fn write_through_file(&self, ptr: *const u8, data: &[u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Some(file) = self.file.as_ref().filter(|_| self.file_writable) else {
+            return false;
+        };
+        match file.write_all_at(data, self.file_offset(ptr)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("pool write through the file: {e}; using the mapping");
+                false
+            }
+        }
     }
 
     /// Runs libpmemobj's consistency check on a pool that is not open.
@@ -241,12 +343,37 @@ impl Pool {
         unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 
+    /// Hands `with` `len` bytes of an object from `off`: large ranges read from the pool
+    /// file into a per-thread buffer, since bringing pages into the mapping costs a
+    /// page-table update per 4 KiB page the first time, more than copying them.
+    pub fn read_with<R>(&self, oid: Oid, off: u64, len: usize, with: impl FnOnce(&[u8]) -> R) -> R {
+        use std::os::unix::fs::FileExt;
+        thread_local! {
+            static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mapped = self.bytes(oid, off, len);
+        let Some(file) = self.file.as_ref().filter(|_| len >= FILE_IO_MIN) else {
+            return with(mapped);
+        };
+        let at = self.file_offset(mapped.as_ptr());
+        READ_BUFFER.with_borrow_mut(|buf| {
+            buf.resize(len, 0);
+            match file.read_exact_at(buf, at) {
+                Ok(()) => with(buf),
+                Err(_) => with(mapped),
+            }
+        })
+    }
+
     /// Copies `data` into an object at `off` without persisting it.
     pub fn write(&self, oid: Oid, off: u64, data: &[u8]) {
         if data.is_empty() {
             return;
         }
         let ptr = self.address(oid, off, data.len());
+        if data.len() >= FILE_IO_MIN && self.write_through_file(ptr, data) {
+            return;
+        }
         // SAFETY: the destination range lies inside the object (checked by address()); the
         // source is a distinct Rust slice, so the ranges do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len()) };
@@ -259,6 +386,10 @@ impl Pool {
         }
         let src = self.address(from, from_off, len);
         let dst = self.address(to, to_off, len);
+        let disjoint = (src as usize + len <= dst as usize) || (dst as usize + len <= src as usize);
+        if disjoint && len >= FILE_IO_MIN && self.copy_within_file(src, dst, len) {
+            return;
+        }
         // SAFETY: both ranges lie inside objects of this pool (checked by address());
         // ptr::copy allows overlap.
         unsafe { std::ptr::copy(src, dst, len) };

@@ -146,6 +146,48 @@ pub fn region_size_for(bytes: u64, pool_bytes: u64) -> u64 {
     (chunks * REGION_CHUNK - OBJECT_OVERHEAD).min(pmem::MAX_ALLOC_SIZE)
 }
 
+/// A region that a write outgrows asks for this many times its capacity. Growth costs
+/// the copy of the file, while a reserve nobody has written yet costs no memory, so a
+/// large factor keeps the bytes an append copies to about a seventh of the final size.
+const GROWTH_FACTOR: u64 = 8;
+/// The factor in pools smaller than DENSE_POOL_MIN, where a big reserve would more
+/// often leave no contiguous room for the next region of another file (or of the
+/// same one, after a fallback to the exact size).
+const SMALL_POOL_GROWTH_FACTOR: u64 = 2;
+/// Growth reserves beyond what the write needs at most this fraction (1/N) of the
+/// pool's free space, so that one writer leaves room to the others.
+const GROWTH_FREE_SHARE: u64 = 4;
+/// A closed file is moved to a smaller region when its capacity exceeds its fitted size
+/// by this fraction (1/N) of its size, and at least a chunk...
+const TRIM_WASTE_SHARE: u64 = 8;
+/// ...and keeps this fraction (1/N) of its size as headroom, so that a file reopened
+/// for appending does not move back and forth at each close.
+const TRIM_HEADROOM_SHARE: u64 = 16;
+
+/// The region size a file outgrowing `capacity` moves to when it needs `needed` bytes:
+/// GROWTH_FACTOR times the capacity, within GROWTH_FREE_SHARE of the free space.
+pub fn growth_size(needed: u64, capacity: u64, free_bytes: u64, pool_bytes: u64) -> u64 {
+    let factor = match pool_bytes >= DENSE_POOL_MIN {
+        true => GROWTH_FACTOR,
+        false => SMALL_POOL_GROWTH_FACTOR,
+    };
+    let wanted = needed.max(capacity.saturating_mul(factor));
+    let affordable = needed.saturating_add(free_bytes / GROWTH_FREE_SHARE);
+    region_size_for(wanted.min(affordable), pool_bytes)
+}
+
+/// The region size a closed file of `size` bytes moves to when its region of `capacity`
+/// bytes holds much more than the file (see TRIM_WASTE_SHARE); None to leave it.
+pub fn trim_size(size: u64, capacity: u64, pool_bytes: u64) -> Option<u64> {
+    let fitted = region_size_for(size, pool_bytes);
+    let waste = capacity.saturating_sub(fitted);
+    if waste < REGION_CHUNK.max(size / TRIM_WASTE_SHARE) {
+        return None;
+    }
+    let trimmed = region_size_for(size + size / TRIM_HEADROOM_SHARE, pool_bytes);
+    (trimmed < capacity).then_some(trimmed)
+}
+
 fn pmem_err(path: &Path) -> impl Fn(PmemError) -> StoreError + '_ {
     move |source| StoreError::Pmem {
         path: path.to_path_buf(),
@@ -286,6 +328,16 @@ impl Store {
         region_size_for(bytes, self.file_size)
     }
 
+    /// The region size for a file outgrowing `capacity` (see [`growth_size`]).
+    pub fn growth_size(&self, needed: u64, capacity: u64) -> u64 {
+        growth_size(needed, capacity, self.free_bytes(), self.file_size)
+    }
+
+    /// The region size to trim a closed file to, if any (see [`trim_size`]).
+    pub fn trim_size(&self, size: u64, capacity: u64) -> Option<u64> {
+        trim_size(size, capacity, self.file_size)
+    }
+
     /// Bytes of a region that may hold file data.
     pub fn capacity(&self, region: Oid) -> u64 {
         self.pool.usable_size(region)
@@ -293,6 +345,16 @@ impl Store {
 
     pub fn read(&self, region: Oid, off: u64, len: usize) -> &[u8] {
         self.pool.bytes(region, off, len)
+    }
+
+    pub fn read_with<R>(
+        &self,
+        region: Oid,
+        off: u64,
+        len: usize,
+        with: impl FnOnce(&[u8]) -> R,
+    ) -> R {
+        self.pool.read_with(region, off, len, with)
     }
 
     pub fn write(&self, region: Oid, off: u64, data: &[u8]) {
@@ -595,6 +657,51 @@ mod tests {
             region_size_for(pmem::MAX_ALLOC_SIZE, small_pool),
             pmem::MAX_ALLOC_SIZE
         );
+    }
+
+    #[test]
+    fn growth_multiplies_the_capacity_within_a_share_of_the_free_space() {
+        let pool = 2 << 30;
+        let (mib, free) = (1u64 << 20, 1u64 << 30);
+        let from_10_mib = growth_size(10 * mib + 1, 10 * mib - 16, free, pool);
+        assert_eq!(from_10_mib, region_size_for(80 * mib - 128, pool));
+        // Past a quarter of the free space, growth asks only for that quarter more.
+        let from_100_mib = growth_size(100 * mib + 1, 100 * mib - 16, free, pool);
+        assert_eq!(
+            from_100_mib,
+            region_size_for(100 * mib + 1 + free / 4, pool)
+        );
+        // A full pool still gets asked for what the write needs (then fails as ENOSPC).
+        assert_eq!(
+            growth_size(3 * mib, mib, 0, pool),
+            region_size_for(3 * mib, pool)
+        );
+        assert_eq!(growth_size(100, 0, free, pool), MIN_REGION);
+        // Small pools double.
+        let small_pool = 64 * mib;
+        let doubled = growth_size(mib + 1, mib - 16, 32 * mib, small_pool);
+        assert_eq!(doubled, region_size_for(2 * mib - 32, small_pool));
+    }
+
+    #[test]
+    fn trimming_gives_back_big_reserves_and_keeps_some_headroom() {
+        let pool = 2 << 30;
+        let mib = 1u64 << 20;
+        // Less than a chunk, or less than an eighth of the size, beyond the fit: kept.
+        assert_eq!(
+            trim_size(mib, region_size_for(mib, pool) + REGION_CHUNK - 1, pool),
+            None
+        );
+        assert_eq!(trim_size(512 * mib, 560 * mib, pool), None);
+        assert_eq!(
+            trim_size(512 * mib, 640 * mib, pool),
+            Some(region_size_for(544 * mib, pool))
+        );
+        assert_eq!(
+            trim_size(mib, 80 * mib, pool),
+            Some(region_size_for(mib + mib / 16, pool))
+        );
+        assert_eq!(trim_size(0, 80 * mib, pool), Some(MIN_REGION));
     }
 
     #[test]
