@@ -3,6 +3,7 @@
 //! Every `unsafe` block of the crate lives in this module. The rest of the crate sees
 //! pools, [`Oid`]s and byte slices, never raw pointers.
 
+mod buffer;
 mod ffi;
 mod oid;
 mod tx;
@@ -12,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
+use buffer::HugeBuffer;
 use pmdk_sys::obj::{self as sys, PMEMobjpool};
 
 pub use oid::Oid;
@@ -345,19 +347,26 @@ impl Pool {
 
     /// Hands `with` `len` bytes of an object from `off`: large ranges read from the pool
     /// file into a per-thread buffer, since bringing pages into the mapping costs a
-    /// page-table update per 4 KiB page the first time, more than copying them.
+    /// page-table update per 4 KiB page the first time, more than copying them. The
+    /// mapping serves small reads, and any read the file cannot.
     pub fn read_with<R>(&self, oid: Oid, off: u64, len: usize, with: impl FnOnce(&[u8]) -> R) -> R {
         use std::os::unix::fs::FileExt;
         thread_local! {
-            static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+            static READ_BUFFER: std::cell::RefCell<Option<HugeBuffer>> = const { std::cell::RefCell::new(None) };
         }
         let mapped = self.bytes(oid, off, len);
         let Some(file) = self.file.as_ref().filter(|_| len >= FILE_IO_MIN) else {
             return with(mapped);
         };
         let at = self.file_offset(mapped.as_ptr());
-        READ_BUFFER.with_borrow_mut(|buf| {
-            buf.resize(len, 0);
+        READ_BUFFER.with_borrow_mut(|buffer| {
+            if buffer.as_ref().is_none_or(|b| b.len() < len) {
+                *buffer = HugeBuffer::new(len);
+            }
+            let Some(buffer) = buffer else {
+                return with(mapped);
+            };
+            let buf = buffer.slice_mut(len);
             match file.read_exact_at(buf, at) {
                 Ok(()) => with(buf),
                 Err(_) => with(mapped),
