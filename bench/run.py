@@ -41,6 +41,11 @@ DEFAULT_BINARY = REPO / "target" / "release" / "warabifs"
 DEFAULT_JSON = REPO / "bench" / "results.json"
 MIB = 1 << 20
 POOL_SIZE = "2G"  # every warabifs pool: 512 MiB + 2 x 256 MiB + growth copies fit
+# The pool of 100,000 empty files (about 33 MiB in use). Kept small because it lives for
+# the whole run: a pool is allocated in full when created, and memory this VM has not
+# backed yet costs a host page fault on first touch, which slowed every later warabifs
+# write several times while a 2 GiB files pool held the warm pages.
+FILES_POOL_SIZE = "256M"
 TMPFS_SIZE = "4G"
 RELEASE_TIMEOUT = 20.0  # seconds a daemon may take to let go of its pool after umount
 MOUNT_TIMEOUT = 60.0  # seconds a foreground daemon may take to mount
@@ -324,15 +329,15 @@ class Warabifs:
         return ["-o", joined] if joined else []
 
     @contextlib.contextmanager
-    def mounted(self, pool: Path | None = None) -> Iterator[Path]:
+    def mounted(self, pool: Path | None = None, size: str = POOL_SIZE) -> Iterator[Path]:
         """Mounts POOL (default: a fresh pool, deleted afterwards) with the daemonizing
-        `warabifs POOL MNT -o create_if_missing_with_size=...`."""
+        `warabifs POOL MNT -o create_if_missing_with_size=SIZE`."""
         fresh = pool is None
         pool = pool or self.ws.new_pool("data")
         with self.ws.mountpoint("warabifs") as mnt:
             ok = released = False
             try:
-                cmd = [self.binary, pool, mnt, *self._o(f"create_if_missing_with_size={POOL_SIZE}")]
+                cmd = [self.binary, pool, mnt, *self._o(f"create_if_missing_with_size={size}")]
                 run(cmd, env=self.env)
                 yield mnt
                 ok = True
@@ -402,7 +407,7 @@ class Bench:
             log(f"building a pool of {s.pool_files} files for the mount test")
             per_dir = s.pool_files // s.pool_dirs
             names = [f"f{i:06d}" for i in range(per_dir)]
-            with self.warabifs.mounted(pool) as mnt:
+            with self.warabifs.mounted(pool, FILES_POOL_SIZE) as mnt:
                 seconds = timed(lambda: [make_files(mnt / f"d{d}", names, s.batch) for d in range(s.pool_dirs)])
                 st = os.statvfs(mnt)
             used = (st.f_blocks - st.f_bfree) * st.f_frsize // MIB
@@ -792,6 +797,7 @@ def main(argv: list[str] | None = None) -> int:
             "warabifs_options": args.warabifs_options,
             "pool_dir": str(args.pool_dir),
             "pool_size": POOL_SIZE,
+            "files_pool_size": FILES_POOL_SIZE,
             "tmpfs_size": TMPFS_SIZE,
             "sizes": dataclasses.asdict(sizes),
         },
