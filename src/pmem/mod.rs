@@ -163,10 +163,11 @@ impl Pool {
 
     /// Copies `len` bytes between two disjoint ranges of the pool file inside the kernel
     /// (copy_file_range), so neither range needs mapping in. False when the pool has no
-    /// such file or the kernel declines; the caller then copies through the mapping.
+    /// such file or the kernel declines, even part way: the caller then copies the whole
+    /// range through the mapping, which rewrites any copied part with the same bytes.
     fn copy_within_file(&self, src: *const u8, dst: *const u8, len: usize) -> bool {
         use std::os::fd::AsRawFd;
-        let Some(file) = self.file.as_ref().filter(|_| self.file_writable) else {
+        let Some(file) = self.writable_file() else {
             return false;
         };
         let fd = file.as_raw_fd();
@@ -177,15 +178,6 @@ impl Pool {
             // the kernel advances; the ranges are disjoint and inside the file.
             let n = unsafe { libc::copy_file_range(fd, &mut from, fd, &mut to, left, 0) };
             if n <= 0 {
-                if left < len {
-                    // Part was copied: finish through the mapping from where it stopped.
-                    let done = len - left;
-                    // SAFETY: both ranges lie in the mapping (checked by the caller).
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(src.add(done), dst.add(done) as *mut u8, left)
-                    };
-                    return true;
-                }
                 tracing::debug!(
                     "copy_file_range in the pool: {}",
                     std::io::Error::last_os_error()
@@ -197,13 +189,18 @@ impl Pool {
         true
     }
 
+    /// The pool file, if it is open for writing.
+    fn writable_file(&self) -> Option<&std::fs::File> {
+        self.file.as_ref().filter(|_| self.file_writable)
+    }
+
     /// Writes `data` to the pool file at the offset `ptr` maps. Writing through the file
     /// fills pages the mapping has not touched yet without a page fault per 4 KiB page,
     /// which makes filling fresh regions (new data, growth copies) about three times
     /// faster on page-cache backed pools. False when the pool has no such file.
     fn write_through_file(&self, ptr: *const u8, data: &[u8]) -> bool {
         use std::os::unix::fs::FileExt;
-        let Some(file) = self.file.as_ref().filter(|_| self.file_writable) else {
+        let Some(file) = self.writable_file() else {
             return false;
         };
         match file.write_all_at(data, self.file_offset(ptr)) {

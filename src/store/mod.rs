@@ -343,10 +343,6 @@ impl Store {
         self.pool.usable_size(region)
     }
 
-    pub fn read(&self, region: Oid, off: u64, len: usize) -> &[u8] {
-        self.pool.bytes(region, off, len)
-    }
-
     pub fn read_with<R>(
         &self,
         region: Oid,
