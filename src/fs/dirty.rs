@@ -7,10 +7,13 @@ use std::collections::BTreeMap;
 /// bytes costs less than tracking an unbounded set.
 const MAX_RANGES: usize = 4096;
 
+/// Every inode has one and most are clean, so an empty set is a single null pointer
+/// (an empty BTreeMap would take three words in each of 100,000s of inodes).
 #[derive(Debug, Default)]
 pub struct DirtyRanges {
-    /// start -> end (exclusive), non-overlapping and non-adjacent.
-    ranges: BTreeMap<u64, u64>,
+    /// start -> end (exclusive), non-overlapping and non-adjacent; `None` when empty.
+    #[expect(clippy::box_collection, reason = "one word when empty, in every inode")]
+    ranges: Option<Box<BTreeMap<u64, u64>>>,
 }
 
 impl DirtyRanges {
@@ -19,43 +22,54 @@ impl DirtyRanges {
         if start >= end {
             return;
         }
+        let ranges = self.ranges.get_or_insert_with(Box::default);
         let (mut start, mut end) = (start, end);
-        if let Some((&s, &e)) = self.ranges.range(..=start).next_back() {
+        if let Some((&s, &e)) = ranges.range(..=start).next_back() {
             if e >= start {
                 start = s;
                 end = end.max(e);
             }
         }
-        let touching: Vec<u64> = self.ranges.range(start..=end).map(|(&s, _)| s).collect();
+        let touching: Vec<u64> = ranges.range(start..=end).map(|(&s, _)| s).collect();
         for s in touching {
-            let e = self.ranges.remove(&s).expect("present");
+            let e = ranges.remove(&s).expect("present");
             end = end.max(e);
         }
-        self.ranges.insert(start, end);
-        if self.ranges.len() > MAX_RANGES {
-            self.collapse();
+        ranges.insert(start, end);
+        if ranges.len() > MAX_RANGES {
+            collapse(ranges);
         }
-    }
-
-    fn collapse(&mut self) {
-        let first = *self.ranges.keys().next().expect("non-empty");
-        let last = *self.ranges.values().next_back().expect("non-empty");
-        self.ranges.clear();
-        self.ranges.insert(first, last);
     }
 
     /// Forgets everything at or past `len` (the file was truncated).
     pub fn truncate(&mut self, len: u64) {
-        self.ranges.retain(|&s, _| s < len);
-        for end in self.ranges.values_mut() {
+        let Some(ranges) = self.ranges.as_mut() else {
+            return;
+        };
+        ranges.retain(|&s, _| s < len);
+        for end in ranges.values_mut() {
             *end = (*end).min(len);
+        }
+        if ranges.is_empty() {
+            self.ranges = None;
         }
     }
 
     /// Takes all ranges, leaving none.
     pub fn take(&mut self) -> Vec<(u64, u64)> {
-        std::mem::take(&mut self.ranges).into_iter().collect()
+        self.ranges
+            .take()
+            .map(|ranges| ranges.into_iter().collect())
+            .unwrap_or_default()
     }
+}
+
+/// Replaces the ranges by the one span that covers them all.
+fn collapse(ranges: &mut BTreeMap<u64, u64>) {
+    let first = *ranges.keys().next().expect("non-empty");
+    let last = *ranges.values().next_back().expect("non-empty");
+    ranges.clear();
+    ranges.insert(first, last);
 }
 
 #[cfg(test)]
@@ -81,6 +95,15 @@ mod tests {
         d.add(20, 30);
         d.truncate(25);
         assert_eq!(d.take(), vec![(0, 10), (20, 25)]);
+    }
+
+    #[test]
+    fn truncating_below_every_range_leaves_none() {
+        let mut d = DirtyRanges::default();
+        d.add(10, 20);
+        d.truncate(5);
+        assert!(d.ranges.is_none());
+        assert_eq!(d.take(), vec![]);
     }
 
     #[test]

@@ -172,11 +172,7 @@ impl WarabiFs {
             let name: Name = d.name.into();
             dir.children.insert(oid.off, Arc::clone(&name));
             drop(dir);
-            let entry = Entry {
-                ino: d.ino,
-                cookie: oid.off,
-                record: Some(oid),
-            };
+            let entry = Entry::recorded(d.ino, oid);
             self.names.insert((d.parent, name), entry);
             if child_is_dir {
                 if let Some(mut child) = self.dirs.get_mut(&d.ino) {
@@ -257,7 +253,7 @@ impl WarabiFs {
             let entry = Entry {
                 ino,
                 cookie,
-                record: None,
+                has_record: false,
             };
             self.insert_entry(ROOT_INO, &name, entry);
         }

@@ -85,15 +85,28 @@ pub struct FsStats {
     pub name_max: u32,
 }
 
-/// A directory entry in memory: the inode it names and its record, if any.
+/// A directory entry in memory: the inode it names and where its record is. One per
+/// name, so it is kept to three words.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     ino: u64,
     /// Position in the directory listing (the dentry record's offset): stable across
     /// mounts and unique, so readdir offsets survive concurrent changes.
     cookie: u64,
-    /// The dentry record; `None` for a Warabi region listed under its RegionID.
-    record: Option<Oid>,
+    /// Whether a dentry record sits at offset `cookie`; a Warabi region listed under its
+    /// RegionID has none (its cookie is the region's offset).
+    has_record: bool,
+}
+
+impl Entry {
+    /// The entry of a dentry record.
+    fn recorded(ino: u64, dentry: Oid) -> Entry {
+        Entry {
+            ino,
+            cookie: dentry.off,
+            has_record: true,
+        }
+    }
 }
 
 /// A directory's children in listing order, and its parent for "..".
@@ -142,6 +155,13 @@ impl WarabiFs {
             .get(&ino)
             .map(|i| Arc::clone(&i))
             .ok_or(Errno::ENOENT)
+    }
+
+    /// The dentry record behind `entry`, if it has one.
+    fn dentry_record(&self, entry: Entry) -> Option<Oid> {
+        entry
+            .has_record
+            .then(|| self.store.pool().oid_at(entry.cookie))
     }
 
     fn writable(&self) -> FsResult<()> {

@@ -150,7 +150,7 @@ impl WarabiFs {
         if state.kind() != FileKind::Symlink {
             return Err(Errno::EINVAL);
         }
-        Ok(state.meta.target.clone())
+        Ok(state.meta.target.to_vec())
     }
 
     /// Creates a regular file, device node, FIFO or socket.
@@ -165,7 +165,7 @@ impl WarabiFs {
         if FileKind::from_mode(mode).is_none() || mode & libc::S_IFMT == libc::S_IFDIR {
             return Err(Errno::EINVAL);
         }
-        self.make_node(parent, name, mode, rdev as u64, Vec::new(), caller)
+        self.make_node(parent, name, mode, rdev as u64, Box::default(), caller)
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> FsResult<Attr> {
@@ -174,7 +174,7 @@ impl WarabiFs {
             name,
             libc::S_IFDIR | (mode & 0o7777),
             0,
-            Vec::new(),
+            Box::default(),
             caller,
         )
     }
@@ -197,7 +197,7 @@ impl WarabiFs {
             name,
             libc::S_IFLNK | 0o777,
             0,
-            target.to_vec(),
+            target.into(),
             caller,
         )
     }
@@ -209,7 +209,7 @@ impl WarabiFs {
         name: &[u8],
         mode: u32,
         rdev: u64,
-        target: Vec<u8>,
+        target: Box<[u8]>,
         caller: Caller,
     ) -> FsResult<Attr> {
         self.writable()?;
@@ -257,15 +257,7 @@ impl WarabiFs {
                 },
             );
         }
-        self.insert_entry(
-            parent,
-            name,
-            Entry {
-                ino: attr.ino,
-                cookie: dentry.off,
-                record: Some(dentry),
-            },
-        );
+        self.insert_entry(parent, name, Entry::recorded(attr.ino, dentry));
         Ok(attr)
     }
 
@@ -337,15 +329,7 @@ impl WarabiFs {
         // The entry now lists at its record's offset: the region's offset it listed at
         // before may be reused once the file moves.
         self.remove_entry(ROOT_INO, &name);
-        self.insert_entry(
-            ROOT_INO,
-            &name,
-            Entry {
-                ino,
-                cookie: dentry.off,
-                record: Some(dentry),
-            },
-        );
+        self.insert_entry(ROOT_INO, &name, Entry::recorded(ino, dentry));
         Ok(())
     }
 
@@ -396,15 +380,7 @@ impl WarabiFs {
         tx.commit()?;
         apply_meta(&mut state, meta);
         apply_meta(&mut dir_state, dir_meta);
-        self.insert_entry(
-            newparent,
-            newname,
-            Entry {
-                ino,
-                cookie: dentry.off,
-                record: Some(dentry),
-            },
-        );
+        self.insert_entry(newparent, newname, Entry::recorded(ino, dentry));
         Ok(state.attr())
     }
 
@@ -456,7 +432,7 @@ impl WarabiFs {
         dir_meta.ctime = now;
         dir_meta.nlink -= u32::from(is_dir);
         let mut tx = self.store.begin()?;
-        if let Some(dentry) = entry.record {
+        if let Some(dentry) = self.dentry_record(entry) {
             tx.free(dentry)?;
         }
         let (freed, meta) = self.drop_link(&mut tx, &mut state, is_dir, now)?;
@@ -610,7 +586,7 @@ impl WarabiFs {
         // New metadata per inode, applied only once the transaction has committed.
         let mut staged: Vec<(u64, InodeRecord)> = Vec::new();
         if let Some(t) = target {
-            if let Some(dentry) = t.record {
+            if let Some(dentry) = self.dentry_record(t) {
                 tx.free(dentry)?;
             }
             let target_is_dir = self.dirs.contains_key(&t.ino);
@@ -623,7 +599,7 @@ impl WarabiFs {
             freed_target = freed;
             staged.push((t.ino, meta));
         }
-        if let Some(dentry) = source.record {
+        if let Some(dentry) = self.dentry_record(source) {
             tx.free(dentry)?;
         }
         let dentry = tx.create_dentry(&DentryRecord {
@@ -666,15 +642,7 @@ impl WarabiFs {
             self.forget_if_freed(t.ino, freed_target, self.dirs.contains_key(&t.ino));
         }
         self.remove_entry(parent, name);
-        self.insert_entry(
-            newparent,
-            newname,
-            Entry {
-                ino: source.ino,
-                cookie: dentry.off,
-                record: Some(dentry),
-            },
-        );
+        self.insert_entry(newparent, newname, Entry::recorded(source.ino, dentry));
         if let (true, Some(mut d)) = (source_is_dir, self.dirs.get_mut(&source.ino)) {
             d.parent = newparent;
         }
@@ -703,7 +671,7 @@ impl WarabiFs {
             .collect();
         let now = Timestamp::now();
         let mut tx = self.store.begin()?;
-        for dentry in [a.record, b.record].into_iter().flatten() {
+        for dentry in [a, b].into_iter().filter_map(|e| self.dentry_record(e)) {
             tx.free(dentry)?;
         }
         let new_a = tx.create_dentry(&DentryRecord {
@@ -738,24 +706,8 @@ impl WarabiFs {
         drop(guards);
         self.remove_entry(parent, name);
         self.remove_entry(newparent, newname);
-        self.insert_entry(
-            newparent,
-            newname,
-            Entry {
-                ino: a.ino,
-                cookie: new_a.off,
-                record: Some(new_a),
-            },
-        );
-        self.insert_entry(
-            parent,
-            name,
-            Entry {
-                ino: b.ino,
-                cookie: new_b.off,
-                record: Some(new_b),
-            },
-        );
+        self.insert_entry(newparent, newname, Entry::recorded(a.ino, new_a));
+        self.insert_entry(parent, name, Entry::recorded(b.ino, new_b));
         for (dir, is_dir, new_parent) in [(a.ino, a_dir, newparent), (b.ino, b_dir, parent)] {
             if let (true, Some(mut d)) = (is_dir, self.dirs.get_mut(&dir)) {
                 d.parent = new_parent;
@@ -789,7 +741,7 @@ fn new_inode_meta(
     ino: u64,
     mode: u32,
     rdev: u64,
-    target: Vec<u8>,
+    target: Box<[u8]>,
     caller: Caller,
     dir: &InodeRecord,
     now: Timestamp,

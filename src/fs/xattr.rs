@@ -36,7 +36,7 @@ impl WarabiFs {
                 false => Ok(state.region().to_string().into_bytes()),
             };
         }
-        let found = state.xattrs.iter().find(|x| *x.name == *name);
+        let found = state.xattrs.find(name);
         found.map(|x| x.value.to_vec()).ok_or(Errno::ENODATA)
     }
 
@@ -67,7 +67,7 @@ impl WarabiFs {
         self.adopt_if_raw(ino)?;
         let inode = self.inode(ino)?;
         let mut state = inode.state.write();
-        let existing = state.xattrs.iter().position(|x| *x.name == *name);
+        let existing = state.xattrs.find(name).map(|x| x.record);
         match (existing, flags & (XATTR_CREATE | XATTR_REPLACE)) {
             (Some(_), XATTR_CREATE) => return Err(Errno::EEXIST),
             (None, XATTR_REPLACE) => return Err(Errno::ENODATA),
@@ -76,8 +76,8 @@ impl WarabiFs {
         let mut meta = state.meta.clone();
         meta.ctime = Timestamp::now();
         let mut tx = self.store.begin()?;
-        if let Some(i) = existing {
-            tx.free(state.xattrs[i].record)?;
+        if let Some(old_record) = existing {
+            tx.free(old_record)?;
         }
         let record = tx.create_xattr(&XattrRecord {
             ino,
@@ -87,15 +87,11 @@ impl WarabiFs {
         self.write_meta(&mut tx, &mut state, &meta)?;
         tx.commit()?;
         apply_meta(&mut state, meta);
-        let xattr = Xattr {
+        state.xattrs.put(Xattr {
             name: name.into(),
             value: value.into(),
             record,
-        };
-        match existing {
-            Some(i) => state.xattrs[i] = xattr,
-            None => state.xattrs.push(xattr),
-        }
+        });
         Ok(())
     }
 
@@ -104,18 +100,18 @@ impl WarabiFs {
         self.writable()?;
         let inode = self.inode(ino)?;
         let mut state = inode.state.write();
-        let i = state
-            .xattrs
-            .iter()
-            .position(|x| *x.name == *name)
-            .ok_or(Errno::ENODATA)?;
+        let record = state.xattrs.find(name).ok_or(Errno::ENODATA)?.record;
         let mut meta = state.meta.clone();
         meta.ctime = Timestamp::now();
         let mut tx = self.store.begin()?;
-        tx.free(state.xattrs[i].record)?;
+        tx.free(record)?;
         self.write_meta(&mut tx, &mut state, &meta)?;
         tx.commit()?;
         apply_meta(&mut state, meta);
+        let i = state
+            .xattrs
+            .position(name)
+            .expect("found above, under the same lock");
         state.xattrs.remove(i);
         Ok(())
     }

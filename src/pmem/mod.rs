@@ -285,6 +285,14 @@ impl Pool {
         unsafe { sys::pmemobj_free(&mut raw) };
     }
 
+    /// The object of this pool at offset `off`.
+    pub fn oid_at(&self, off: u64) -> Oid {
+        Oid {
+            pool_uuid_lo: self.uuid_lo,
+            off,
+        }
+    }
+
     /// Whether `oid` carries this pool's uuid and is not null.
     pub fn owns(&self, oid: Oid) -> bool {
         !oid.is_null() && oid.pool_uuid_lo == self.uuid_lo
