@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -14,7 +14,8 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Caller, Errno, FileKind, RenameMode, SetAttr, SetTime, WarabiFs};
+use crate::fs::{Attr, Caller, Deferred, Errno, FileKind, RenameMode, SetAttr, SetTime, WarabiFs};
+use crate::push::ReadPush;
 
 /// How long the kernel may cache attributes and names: every change goes through this
 /// mount (libpmemobj locks the pool against Warabi), so the cache cannot go stale.
@@ -26,16 +27,33 @@ const MAX_BACKGROUND: u16 = 64;
 
 pub struct FuseAdapter {
     fs: Arc<WarabiFs>,
+    /// Set once the session exists (it needs the session's notifier); unset with
+    /// direct I/O, where the kernel keeps no page cache to push into.
+    push: Arc<OnceLock<ReadPush>>,
     /// The kernel agreed to FUSE_HANDLE_KILLPRIV_V2: warabifs clears set-user-ID and
     /// set-group-ID on write, truncate and chown itself.
     clears_suid_sgid: bool,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<WarabiFs>) -> FuseAdapter {
+    pub fn new(fs: Arc<WarabiFs>, push: Arc<OnceLock<ReadPush>>) -> FuseAdapter {
         FuseAdapter {
             fs,
+            push,
             clears_suid_sgid: false,
+        }
+    }
+
+    /// Runs `op`, which may change the data of `ino`, as a writer of the push gate: now,
+    /// or once the push of that file under way ends (then on the push thread).
+    fn as_writer(&self, ino: u64, op: impl FnOnce() + Send + 'static) {
+        let fs = Arc::clone(&self.fs);
+        let op: Deferred = Box::new(move || {
+            op();
+            fs.gate().leave(ino);
+        });
+        if let Some(op) = self.fs.gate().enter_or_defer(ino, op) {
+            op();
         }
     }
 
@@ -215,9 +233,14 @@ impl Filesystem for FuseAdapter {
             clear_suid_sgid: false,
         };
         change.clear_suid_sgid = self.setattr_clears_suid_sgid(req, &change);
-        match self.fs.setattr(ino.0, change) {
+        let fs = Arc::clone(&self.fs);
+        let set = move || match fs.setattr(ino.0, change) {
             Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
             Err(e) => reply.error(errno(e)),
+        };
+        match size {
+            Some(_) => self.as_writer(ino.0, set),
+            None => set(),
         }
     }
 
@@ -330,9 +353,15 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, wants_write(flags)) {
-            Ok(fh) => reply.opened(FileHandle(fh), self.open_flags()),
+        let write = wants_write(flags);
+        let (fs, open_flags) = (Arc::clone(&self.fs), self.open_flags());
+        let open = move || match fs.open(ino.0, write) {
+            Ok(fh) => reply.opened(FileHandle(fh), open_flags),
             Err(e) => reply.error(errno(e)),
+        };
+        match write {
+            true => self.as_writer(ino.0, open),
+            false => open(),
         }
     }
 
@@ -352,8 +381,14 @@ impl Filesystem for FuseAdapter {
         let result = self.fs.read(ino.0, offset, size, |bytes| {
             reply.take().expect("replied once").data(bytes);
         });
-        if let (Err(e), Some(reply)) = (result, reply) {
-            reply.error(errno(e));
+        match (result, reply) {
+            (Err(e), Some(reply)) => reply.error(errno(e)),
+            (Ok(()), _) => {
+                if let Some(push) = self.push.get() {
+                    push.after_read(ino.0, offset, size);
+                }
+            }
+            (Err(_), None) => unreachable!("fs.read replies only on success"),
         }
     }
 

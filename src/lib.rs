@@ -11,5 +11,6 @@ pub mod fuse;
 pub mod logging;
 pub mod mount;
 pub mod pmem;
+pub mod push;
 pub mod store;
 pub mod tools;

@@ -2,13 +2,14 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::config::MountConfig;
 use crate::fs::{FsOptions, WarabiFs};
 use crate::fuse::FuseAdapter;
+use crate::push::ReadPush;
 
 /// Opens the pool and mounts it; returns once the kernel has answered FUSE's INIT, that
 /// is once the file system is live. Errors are one line naming the problem.
@@ -25,9 +26,17 @@ pub fn mount(config: &MountConfig) -> Result<Session<FuseAdapter>, String> {
         gid: config.gid.unwrap_or(defaults.gid),
     };
     let fs = WarabiFs::open_pool(&config.pool, opts).map_err(|e| e.to_string())?;
-    let adapter = FuseAdapter::new(Arc::new(fs));
+    let fs = Arc::new(fs);
+    let push = Arc::new(OnceLock::new());
+    let adapter = FuseAdapter::new(Arc::clone(&fs), Arc::clone(&push));
     let session = Session::new(adapter, &config.mountpoint, &fuse_config(config))
         .map_err(|e| format!("cannot mount on {}: {e}", config.mountpoint.display()))?;
+    // With direct I/O the kernel keeps no page cache of file data to push into.
+    if !(config.direct_io || config.atomic_writes) {
+        let started = ReadPush::start(fs, session.notifier())
+            .map_err(|e| format!("cannot start the read-push thread: {e}"))?;
+        let _ = push.set(started);
+    }
     tune_page_cache(&mountpoint, config);
     Ok(session)
 }

@@ -59,7 +59,10 @@ impl WarabiFs {
         let fh = self
             .next_fh
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.handles.insert(fh, Handle { ino });
+        self.handles.insert(fh, Handle { ino, writes: write });
+        if write {
+            self.gate.enter(ino);
+        }
         Ok(fh)
     }
 
@@ -79,6 +82,10 @@ impl WarabiFs {
     /// Closes a handle; the last close of an unlinked file frees it.
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let (_, handle) = self.handles.remove(&fh).ok_or(Errno::EBADF)?;
+        if handle.writes {
+            // What follows (persist, trim) keeps the bytes as they are.
+            self.gate.leave(handle.ino);
+        }
         let inode = self.inode(handle.ino)?;
         let mut state = inode.state.write();
         state.open_handles = state.open_handles.saturating_sub(1);

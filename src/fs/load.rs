@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::inode::{Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
-use super::{key, Dir, Entry, FsOptions, Name, WarabiFs};
+use super::{key, Dir, Entry, FsOptions, Name, WarabiFs, WriteGate};
 use crate::pmem::Oid;
 use crate::store::records::{DentryRecord, InodeRecord, Timestamp, XattrRecord, INODE_ORPHAN};
 use crate::store::{Scan, Store, StoreError};
@@ -26,6 +26,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
         next_ino: AtomicU64::new(ROOT_INO + 1),
         handles: DashMap::new(),
         next_fh: AtomicU64::new(1),
+        gate: WriteGate::default(),
     };
     // The scan is consumed as it is loaded: records move into the namespace instead of
     // being copied, which keeps the mount's peak memory down on big pools.

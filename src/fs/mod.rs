@@ -9,6 +9,7 @@
 mod data;
 mod dirty;
 mod error;
+mod gate;
 mod inode;
 mod load;
 mod namespace;
@@ -24,6 +25,7 @@ use parking_lot::Mutex;
 
 pub use data::{SetAttr, SetTime};
 pub use error::{Errno, FsResult};
+pub use gate::{Deferred, WriteGate};
 use inode::Inode;
 pub use inode::{Attr, FileKind, RAW_REGION_INO_BIT, ROOT_INO};
 pub use namespace::{DirEntry, RenameMode};
@@ -120,6 +122,8 @@ struct Dir {
 #[derive(Clone, Copy, Debug)]
 struct Handle {
     ino: u64,
+    /// Opened for writing (or truncating): a writer of the gate until released.
+    writes: bool,
 }
 
 /// A name, stored once and shared by the name map's key and the directory's listing.
@@ -137,6 +141,7 @@ pub struct WarabiFs {
     next_ino: AtomicU64,
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
+    gate: WriteGate,
 }
 
 impl WarabiFs {
@@ -148,6 +153,11 @@ impl WarabiFs {
 
     pub fn options(&self) -> &FsOptions {
         &self.opts
+    }
+
+    /// Who may change which file, against pushes into the kernel's page cache.
+    pub fn gate(&self) -> &WriteGate {
+        &self.gate
     }
 
     fn inode(&self, ino: u64) -> FsResult<Arc<Inode>> {
