@@ -17,6 +17,8 @@ pub struct MountConfig {
     pub atomic_writes: bool,
     pub direct_io: bool,
     pub writeback_cache: bool,
+    /// Push the 1 MiB around a small read into the page cache (src/push.rs).
+    pub read_push: bool,
     pub allow_other: bool,
     pub allow_root: bool,
     pub uid: Option<u32>,
@@ -46,6 +48,7 @@ impl MountConfig {
             atomic_writes: false,
             direct_io: false,
             writeback_cache: false,
+            read_push: true,
             allow_other: false,
             allow_root: false,
             uid: None,
@@ -158,6 +161,7 @@ fn apply_option(config: &mut MountConfig, option: &str) -> Result<(), ConfigErro
         ("atomic_writes", None) => config.atomic_writes = true,
         ("direct_io", None) => config.direct_io = true,
         ("writeback_cache", None) => config.writeback_cache = true,
+        ("no_read_push", None) => config.read_push = false,
         ("allow_other", None) => config.allow_other = true,
         ("allow_root", None) => config.allow_root = true,
         // The kernel always checks permissions for warabifs; accepted for compatibility.
@@ -204,6 +208,7 @@ fn is_known_flag(name: &str) -> bool {
         "atomic_writes",
         "direct_io",
         "writeback_cache",
+        "no_read_push",
         "allow_other",
         "allow_root",
         "default_permissions",
@@ -330,13 +335,13 @@ mod tests {
     #[test]
     fn options_set_their_fields() {
         let mut c = config();
-        apply_options(&mut c, "create_if_missing_with_size=64M,override_if_exists,ro,sync,allow_other,uid=7,gid=8,threads=3,nodev,defaults,x-systemd.automount,nofail,comment=systemd.x,atomic_writes,direct_io,writeback_cache").unwrap();
+        apply_options(&mut c, "create_if_missing_with_size=64M,override_if_exists,ro,sync,allow_other,uid=7,gid=8,threads=3,nodev,defaults,x-systemd.automount,nofail,comment=systemd.x,atomic_writes,direct_io,writeback_cache,no_read_push").unwrap();
         assert_eq!(c.pool.create_if_missing_with_size, Some(64 << 20));
         assert!(
             c.pool.override_if_exists && c.read_only && c.sync && c.allow_other && c.atomic_writes
         );
         assert_eq!((c.uid, c.gid, c.threads), (Some(7), Some(8), 3));
-        assert!(c.direct_io && c.writeback_cache);
+        assert!(c.direct_io && c.writeback_cache && !c.read_push);
         assert_eq!(c.kernel_flags, vec!["nodev".to_string()]);
         assert_eq!((c.read_ahead, c.max_dirty_ratio), (1 << 20, 20));
         apply_options(&mut c, "read_ahead=4M,max_dirty_ratio=5").unwrap();

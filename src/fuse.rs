@@ -377,15 +377,16 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         // The reply is sent from the mapped region while the inode's read lock is held.
-        let mut reply = Some(reply);
+        let (mut reply, mut replied) = (Some(reply), 0);
         let result = self.fs.read(ino.0, offset, size, |bytes| {
+            replied = bytes.len();
             reply.take().expect("replied once").data(bytes);
         });
         match (result, reply) {
             (Err(e), Some(reply)) => reply.error(errno(e)),
             (Ok(()), _) => {
                 if let Some(push) = self.push.get() {
-                    push.after_read(ino.0, offset, size);
+                    push.after_read(ino.0, offset, size, replied);
                 }
             }
             (Err(_), None) => unreachable!("fs.read replies only on success"),

@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use fuser::{INodeNo, Notifier};
 use parking_lot::Mutex;
@@ -38,10 +39,12 @@ struct Window {
 }
 
 pub struct ReadPush {
-    jobs: SyncSender<Window>,
+    /// `None` once dropping: the thread then ends.
+    jobs: Option<SyncSender<Window>>,
     /// Windows queued or being pushed, so that a burst of misses in one window pushes
     /// it once.
     pending: Arc<Mutex<HashSet<Window>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl ReadPush {
@@ -50,26 +53,48 @@ impl ReadPush {
         let (jobs, windows) = sync_channel(QUEUE);
         let pending = Arc::new(Mutex::new(HashSet::new()));
         let thread_pending = Arc::clone(&pending);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("read-push".into())
             .spawn(move || push_windows(&fs, &notifier, &windows, &thread_pending))?;
-        Ok(ReadPush { jobs, pending })
+        Ok(ReadPush {
+            jobs: Some(jobs),
+            pending,
+            thread: Some(thread),
+        })
     }
 
-    /// Called once a read of `size` bytes at `offset` was answered.
-    pub fn after_read(&self, ino: u64, offset: u64, size: u32) {
-        if size > SMALL_READ {
+    /// Called once a read of `size` bytes at `offset` was answered with `replied` bytes.
+    pub fn after_read(&self, ino: u64, offset: u64, size: u32, replied: usize) {
+        let start = offset - offset % WINDOW;
+        // A short read from the window's start returned all the file has there: the
+        // whole of a small file, say, which the kernel now caches anyway.
+        let window_read_whole = start == offset && replied < size as usize;
+        if size > SMALL_READ || replied == 0 || window_read_whole {
             return;
         }
-        let window = Window {
-            ino,
-            start: offset - offset % WINDOW,
-        };
+        let window = Window { ino, start };
         if !self.pending.lock().insert(window) {
             return;
         }
-        if self.jobs.try_send(window).is_err() {
+        let queued = self
+            .jobs
+            .as_ref()
+            .is_some_and(|j| j.try_send(window).is_ok());
+        if !queued {
             self.pending.lock().remove(&window);
+        }
+    }
+}
+
+impl Drop for ReadPush {
+    /// Waits for the thread: it holds the file system, whose last owner closes the pool
+    /// cleanly, and that must happen before the daemon exits.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the read-push thread panicked");
+            }
         }
     }
 }
