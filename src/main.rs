@@ -207,8 +207,8 @@ fn run(config: &MountConfig) -> ExitCode {
     if let Err(e) = watch_signals(Arc::clone(&unmounter)) {
         return report_failure(&format!("cannot install signal handlers: {e}"));
     }
-    let mut session = match warabifs::mount::mount(config) {
-        Ok(session) => session,
+    let (mut session, fs) = match warabifs::mount::mount(config) {
+        Ok(mounted) => mounted,
         Err(reason) => return report_failure(&reason),
     };
     *unmounter.lock().expect("not poisoned") = Some(session.unmount_callable());
@@ -218,7 +218,7 @@ fn run(config: &MountConfig) -> ExitCode {
         config.mountpoint.display()
     );
     report_ready();
-    match session.run() {
+    let status = match session.run() {
         Ok(()) => {
             tracing::info!("unmounted {}", config.mountpoint.display());
             ExitCode::SUCCESS
@@ -227,7 +227,11 @@ fn run(config: &MountConfig) -> ExitCode {
             tracing::error!("session ended with an error: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // run() has let go of the file system; closing the pool comes last, so that whoever
+    // waits for the pool to be released finds the log complete.
+    drop(fs);
+    status
 }
 
 fn init_logging(config: &MountConfig) -> std::io::Result<()> {

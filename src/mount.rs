@@ -12,8 +12,10 @@ use crate::fuse::FuseAdapter;
 use crate::push::ReadPush;
 
 /// Opens the pool and mounts it; returns once the kernel has answered FUSE's INIT, that
-/// is once the file system is live. Errors are one line naming the problem.
-pub fn mount(config: &MountConfig) -> Result<Session<FuseAdapter>, String> {
+/// is once the file system is live. Errors are one line naming the problem. The file
+/// system comes back too: the pool closes when its last owner lets go, which the caller
+/// can so make the last thing it does.
+pub fn mount(config: &MountConfig) -> Result<(Session<FuseAdapter>, Arc<WarabiFs>), String> {
     let mountpoint = resolve_mountpoint(config)?;
     let defaults = FsOptions::default();
     let opts = FsOptions {
@@ -33,12 +35,12 @@ pub fn mount(config: &MountConfig) -> Result<Session<FuseAdapter>, String> {
         .map_err(|e| format!("cannot mount on {}: {e}", config.mountpoint.display()))?;
     // With direct I/O the kernel keeps no page cache of file data to push into.
     if config.read_push && !(config.direct_io || config.atomic_writes) {
-        let started = ReadPush::start(fs, session.notifier())
+        let started = ReadPush::start(Arc::clone(&fs), session.notifier())
             .map_err(|e| format!("cannot start the read-push thread: {e}"))?;
         let _ = push.set(started);
     }
     tune_page_cache(&mountpoint, config);
-    Ok(session)
+    Ok((session, fs))
 }
 
 /// Sets the mount's readahead and dirty-page share on its backing device, the knobs an
