@@ -98,7 +98,7 @@ impl Xattrs {
     }
 
     /// Where the attribute called `name` is.
-    pub fn position(&self, name: &[u8]) -> Option<usize> {
+    fn position(&self, name: &[u8]) -> Option<usize> {
         self.iter().position(|x| *x.name == *name)
     }
 
@@ -120,13 +120,15 @@ impl Xattrs {
         self.0.get_or_insert_with(Box::default).push(xattr);
     }
 
-    pub fn remove(&mut self, i: usize) -> Xattr {
-        let list = self.0.as_mut().expect("index from position()");
-        let removed = list.remove(i);
+    /// Removes the attribute called `name`, if there is one.
+    pub fn remove(&mut self, name: &[u8]) {
+        let (Some(i), Some(list)) = (self.position(name), self.0.as_mut()) else {
+            return;
+        };
+        list.remove(i);
         if list.is_empty() {
             self.0 = None;
         }
-        removed
     }
 }
 

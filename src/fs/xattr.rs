@@ -108,11 +108,7 @@ impl WarabiFs {
         self.write_meta(&mut tx, &mut state, &meta)?;
         tx.commit()?;
         apply_meta(&mut state, meta);
-        let i = state
-            .xattrs
-            .position(name)
-            .expect("found above, under the same lock");
-        state.xattrs.remove(i);
+        state.xattrs.remove(name);
         Ok(())
     }
 }
