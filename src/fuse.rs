@@ -68,17 +68,37 @@ impl FuseAdapter {
         self.clears_suid_sgid && (chown || unprivileged_truncate)
     }
 
-    /// How files are opened. Normally through the page cache, kept across opens (only
-    /// this mount changes the pool). With direct_io, or atomic_writes, direct I/O: the
-    /// kernel then sends each read and write(2) of up to MAX_WRITE bytes as one
-    /// request (which atomic_writes applies in one transaction; through the page cache
-    /// a write could be split).
-    fn open_flags(&self) -> FopenFlags {
+    /// How a file is opened, by the access it asks for.
+    ///
+    /// - With direct_io or atomic_writes: direct I/O. The kernel then sends each read
+    ///   and write(2) of up to MAX_WRITE bytes as one request (which atomic_writes
+    ///   applies in one transaction; through the page cache a write could be split).
+    /// - With writeback_cache: through the page cache, which holds the writes.
+    /// - Otherwise write-only opens (`dd of=`, `cp`, shell redirections) write directly:
+    ///   a page cache in front of them would only be filled to be sent on, costing a
+    ///   copy per byte. The kernel drops the cached pages a direct write overlaps (and
+    ///   writes back dirty mmap pages first), so cached readers stay coherent. Opens
+    ///   that may read go through the page cache.
+    ///
+    /// The cache is kept across opens (only this mount changes the pool). Read-only
+    /// opens ask for no flush at close: they have nothing to persist.
+    fn open_flags(&self, flags: OpenFlags) -> FopenFlags {
         let opts = self.fs.options();
-        match opts.atomic_writes || opts.direct_io {
+        let access = flags.acc_mode();
+        let direct = opts.atomic_writes
+            || opts.direct_io
+            || (access == OpenAccMode::O_WRONLY && !opts.writeback_cache);
+        let mut open_flags = match direct {
             true => FopenFlags::FOPEN_DIRECT_IO,
-            false => FopenFlags::FOPEN_KEEP_CACHE,
+            false => FopenFlags::empty(),
+        };
+        if !(opts.atomic_writes || opts.direct_io) {
+            open_flags |= FopenFlags::FOPEN_KEEP_CACHE;
         }
+        if access == OpenAccMode::O_RDONLY {
+            open_flags |= FopenFlags::FOPEN_NOFLUSH;
+        }
+        open_flags
     }
 }
 
@@ -354,7 +374,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = wants_write(flags);
-        let (fs, open_flags) = (Arc::clone(&self.fs), self.open_flags());
+        let (fs, open_flags) = (Arc::clone(&self.fs), self.open_flags(flags));
         let open = move || match fs.open(ino.0, write) {
             Ok(fh) => reply.opened(FileHandle(fh), open_flags),
             Err(e) => reply.error(errno(e)),
@@ -582,7 +602,7 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let mode = mode & !(umask & 0o777);
@@ -592,7 +612,7 @@ impl Filesystem for FuseAdapter {
                 &file_attr(&attr),
                 Generation(0),
                 FileHandle(fh),
-                self.open_flags(),
+                self.open_flags(OpenFlags(flags)),
             ),
             Err(e) => reply.error(errno(e)),
         }

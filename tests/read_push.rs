@@ -4,39 +4,16 @@
 mod common;
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{fuse_tests_enabled, pattern, ForegroundMount, Scratch};
-use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+use common::{cached_pages, drop_cache, fuse_tests_enabled, pattern, ForegroundMount, Scratch};
 use warabifs::push::WINDOW;
 
 const KIB: usize = 1 << 10;
 /// How long a push may take before the test gives up on it (it takes about a
 /// millisecond; this only bounds a hang).
 const PUSH_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Pages of `path` in the page cache, as fincore(1) counts them.
-fn cached_pages(path: &Path) -> u64 {
-    let out = Command::new("fincore")
-        .args(["--noheadings", "--raw", "--output", "PAGES"])
-        .arg(path)
-        .output()
-        .expect("fincore (util-linux-extra) runs");
-    assert!(out.status.success(), "fincore: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("fincore said {text:?}"))
-}
-
-fn drop_cache(file: &File) {
-    posix_fadvise(file.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
-        .expect("fadvise DONTNEED");
-}
 
 fn read_at(file: &File, offset: usize, len: usize) -> Vec<u8> {
     let mut buf = vec![0; len];

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{posix_fadvise, Flock, FlockArg, PosixFadviseAdvice};
+use std::os::fd::AsFd;
 
 /// Set to 1 to skip the tests that mount (CI never sets it).
 pub const SKIP_FUSE_ENV: &str = "WARABIFS_SKIP_FUSE_TESTS";
@@ -408,4 +409,24 @@ pub fn assert_warabifs_check_clean(pool: &Path, context: &str) {
 pub fn assert_pool_consistent(pool: &Path, context: &str) {
     assert_pmempool_consistent(pool, context);
     assert_warabifs_check_clean(pool, context);
+}
+
+/// Pages of `path` in the page cache, as fincore(1) counts them.
+pub fn cached_pages(path: &Path) -> u64 {
+    let out = Command::new("fincore")
+        .args(["--noheadings", "--raw", "--output", "PAGES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux-extra) runs");
+    assert!(out.status.success(), "fincore: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("fincore said {text:?}"))
+}
+
+/// Drops the file's pages from the page cache.
+pub fn drop_cache(file: &File) {
+    posix_fadvise(file.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+        .expect("fadvise DONTNEED");
 }
