@@ -14,7 +14,9 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Caller, Deferred, Errno, FileKind, RenameMode, SetAttr, SetTime, WarabiFs};
+use crate::fs::{
+    Attr, Caller, Deferred, Errno, FileKind, FsOptions, RenameMode, SetAttr, SetTime, WarabiFs,
+};
 use crate::push::ReadPush;
 
 /// How long the kernel may cache attributes and names: every change goes through this
@@ -67,39 +69,35 @@ impl FuseAdapter {
         let unprivileged_truncate = change.size.is_some() && req.uid() != 0;
         self.clears_suid_sgid && (chown || unprivileged_truncate)
     }
+}
 
-    /// How a file is opened, by the access it asks for.
-    ///
-    /// - With direct_io or atomic_writes: direct I/O. The kernel then sends each read
-    ///   and write(2) of up to MAX_WRITE bytes as one request (which atomic_writes
-    ///   applies in one transaction; through the page cache a write could be split).
-    /// - With writeback_cache: through the page cache, which holds the writes.
-    /// - Otherwise write-only opens (`dd of=`, `cp`, shell redirections) write directly:
-    ///   a page cache in front of them would only be filled to be sent on, costing a
-    ///   copy per byte. The kernel drops the cached pages a direct write overlaps (and
-    ///   writes back dirty mmap pages first), so cached readers stay coherent. Opens
-    ///   that may read go through the page cache.
-    ///
-    /// The cache is kept across opens (only this mount changes the pool). Read-only
-    /// opens ask for no flush at close: they have nothing to persist.
-    fn open_flags(&self, flags: OpenFlags) -> FopenFlags {
-        let opts = self.fs.options();
-        let access = flags.acc_mode();
-        let direct = opts.atomic_writes
-            || opts.direct_io
-            || (access == OpenAccMode::O_WRONLY && !opts.writeback_cache);
-        let mut open_flags = match direct {
-            true => FopenFlags::FOPEN_DIRECT_IO,
-            false => FopenFlags::empty(),
-        };
-        if !(opts.atomic_writes || opts.direct_io) {
-            open_flags |= FopenFlags::FOPEN_KEEP_CACHE;
-        }
-        if access == OpenAccMode::O_RDONLY {
-            open_flags |= FopenFlags::FOPEN_NOFLUSH;
-        }
-        open_flags
+/// How a file is opened, by the access it asks for.
+///
+/// - With direct_io or atomic_writes: direct I/O. The kernel then sends each read
+///   and write(2) of up to MAX_WRITE bytes as one request (which atomic_writes
+///   applies in one transaction; through the page cache a write could be split).
+/// - With writeback_cache: through the page cache, which holds the writes.
+/// - Otherwise write-only opens (`dd of=`, `cp`, shell redirections) write directly:
+///   a page cache in front of them would only be filled to be sent on, costing a
+///   copy per byte. The kernel drops the cached pages a direct write overlaps (and
+///   writes back dirty mmap pages first), so cached readers stay coherent. Opens
+///   that may read go through the page cache.
+///
+/// The cache is kept across opens (only this mount changes the pool). Read-only
+/// opens ask for no flush at close: they have nothing to persist.
+fn open_flags(opts: &FsOptions, flags: OpenFlags) -> FopenFlags {
+    let access = flags.acc_mode();
+    let mut open_flags = if opts.atomic_writes || opts.direct_io {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else if access == OpenAccMode::O_WRONLY && !opts.writeback_cache {
+        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::FOPEN_KEEP_CACHE
+    };
+    if access == OpenAccMode::O_RDONLY {
+        open_flags |= FopenFlags::FOPEN_NOFLUSH;
     }
+    open_flags
 }
 
 fn errno(e: Errno) -> FuseErrno {
@@ -374,7 +372,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = wants_write(flags);
-        let (fs, open_flags) = (Arc::clone(&self.fs), self.open_flags(flags));
+        let (fs, open_flags) = (Arc::clone(&self.fs), open_flags(self.fs.options(), flags));
         let open = move || match fs.open(ino.0, write) {
             Ok(fh) => reply.opened(FileHandle(fh), open_flags),
             Err(e) => reply.error(errno(e)),
@@ -612,7 +610,7 @@ impl Filesystem for FuseAdapter {
                 &file_attr(&attr),
                 Generation(0),
                 FileHandle(fh),
-                self.open_flags(OpenFlags(flags)),
+                open_flags(self.fs.options(), OpenFlags(flags)),
             ),
             Err(e) => reply.error(errno(e)),
         }
@@ -673,6 +671,63 @@ impl Filesystem for FuseAdapter {
         {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags_for(opts: &FsOptions, access: i32) -> FopenFlags {
+        open_flags(opts, OpenFlags(access))
+    }
+
+    #[test]
+    fn by_default_only_write_only_opens_bypass_the_page_cache() {
+        let opts = FsOptions::default();
+        let keep = FopenFlags::FOPEN_KEEP_CACHE;
+        assert_eq!(
+            flags_for(&opts, libc::O_RDONLY),
+            keep | FopenFlags::FOPEN_NOFLUSH
+        );
+        assert_eq!(flags_for(&opts, libc::O_RDWR), keep);
+        assert_eq!(
+            flags_for(&opts, libc::O_WRONLY | libc::O_APPEND),
+            keep | FopenFlags::FOPEN_DIRECT_IO
+        );
+    }
+
+    #[test]
+    fn writeback_cache_keeps_every_open_in_the_page_cache() {
+        let opts = FsOptions {
+            writeback_cache: true,
+            ..FsOptions::default()
+        };
+        assert_eq!(
+            flags_for(&opts, libc::O_WRONLY),
+            FopenFlags::FOPEN_KEEP_CACHE
+        );
+    }
+
+    #[test]
+    fn direct_io_and_atomic_writes_bypass_it_for_every_open() {
+        for opts in [
+            FsOptions {
+                direct_io: true,
+                ..FsOptions::default()
+            },
+            FsOptions {
+                atomic_writes: true,
+                writeback_cache: true,
+                ..FsOptions::default()
+            },
+        ] {
+            assert_eq!(flags_for(&opts, libc::O_RDWR), FopenFlags::FOPEN_DIRECT_IO);
+            assert_eq!(
+                flags_for(&opts, libc::O_RDONLY),
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
+            );
         }
     }
 }
