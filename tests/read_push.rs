@@ -95,8 +95,14 @@ fn writes_and_truncates_are_never_hidden_by_pushed_bytes() {
             model[at..at + 4 * KIB],
             "round {round}"
         );
-        // ...while a writer opens the file, changes it and closes it.
-        let writer = OpenOptions::new().write(true).open(&path).unwrap();
+        // ...while a writer opens the file, changes it and closes it. Write-only and
+        // read-write opens take turns: the first write around the page cache, the
+        // second through it.
+        let writer = OpenOptions::new()
+            .read(round % 2 == 1)
+            .write(true)
+            .open(&path)
+            .unwrap();
         if round % 50 == 49 {
             let len = WINDOW as usize + rng.below(7 * WINDOW as usize);
             writer.set_len(len as u64).unwrap();
