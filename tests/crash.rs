@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{fuse_tests_enabled, ForegroundMount, Scratch};
+use common::{fuse_tests_enabled, ForegroundMount, Rng, Scratch};
 use warabifs::fault::POINTS;
 
 const POOL_OPTIONS: &str = "create_if_missing_with_size=64M";
@@ -21,26 +21,6 @@ const POOL_OPTIONS: &str = "create_if_missing_with_size=64M";
 const MAX_LIVE_BYTES: usize = 16 << 20;
 const MAX_OPS_PER_ROUND: usize = 400;
 const DIRS: [&str; 3] = ["a", "b", "a/c"];
-
-/// A small deterministic generator (xorshift64*), so a failing round can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// What the file system holds: file contents by path, and directories.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

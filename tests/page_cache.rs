@@ -7,7 +7,9 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{cached_pages, drop_cache, fuse_tests_enabled, pattern, ForegroundMount, Scratch};
+use common::{
+    cached_pages, drop_cache, fuse_tests_enabled, pattern, read_at, ForegroundMount, Rng, Scratch,
+};
 
 const MIB: usize = 1 << 20;
 const PAGE: usize = 4096;
@@ -16,12 +18,6 @@ fn mount(scratch: &Scratch) -> ForegroundMount {
     let pool = scratch.path("p.pmem");
     let mnt = scratch.mountpoint("m");
     ForegroundMount::start(&pool, &mnt, &["create_if_missing_with_size=64M"])
-}
-
-fn read_at(file: &File, offset: usize, len: usize) -> Vec<u8> {
-    let mut buf = vec![0; len];
-    file.read_exact_at(&mut buf, offset as u64).expect("read");
-    buf
 }
 
 #[test]
@@ -53,18 +49,6 @@ fn a_write_only_open_writes_around_the_page_cache() {
     assert_eq!(cached_pages(&read_write), (MIB / PAGE) as u64);
 
     assert!(std::fs::read(&write_only).unwrap() == data);
-}
-
-/// xorshift, for reproducible offsets.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
 }
 
 #[test]

@@ -7,19 +7,15 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use common::{cached_pages, drop_cache, fuse_tests_enabled, pattern, ForegroundMount, Scratch};
+use common::{
+    cached_pages, drop_cache, fuse_tests_enabled, pattern, read_at, ForegroundMount, Rng, Scratch,
+};
 use warabifs::push::WINDOW;
 
 const KIB: usize = 1 << 10;
 /// How long a push may take before the test gives up on it (it takes about a
 /// millisecond; this only bounds a hang).
 const PUSH_DEADLINE: Duration = Duration::from_secs(10);
-
-fn read_at(file: &File, offset: usize, len: usize) -> Vec<u8> {
-    let mut buf = vec![0; len];
-    file.read_exact_at(&mut buf, offset as u64).expect("read");
-    buf
-}
 
 fn mount_with_file(scratch: &Scratch, data: &[u8]) -> ForegroundMount {
     let pool = scratch.path("p.pmem");
@@ -59,18 +55,6 @@ fn a_small_read_brings_its_whole_window_into_the_page_cache() {
     }
     // The pushed pages hold the file's bytes, at their places.
     assert_eq!(read_at(&file, window, window), data[window..2 * window]);
-}
-
-/// xorshift, for reproducible offsets.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
 }
 
 #[test]

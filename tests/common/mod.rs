@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -429,4 +430,31 @@ pub fn cached_pages(path: &Path) -> u64 {
 pub fn drop_cache(file: &File) {
     posix_fadvise(file.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
         .expect("fadvise DONTNEED");
+}
+
+/// A small deterministic generator (xorshift64*), so a failing round can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// `len` bytes of `file` at `offset`, which must all be there.
+pub fn read_at(file: &File, offset: usize, len: usize) -> Vec<u8> {
+    let mut buf = vec![0; len];
+    file.read_exact_at(&mut buf, offset as u64).expect("read");
+    buf
 }
