@@ -87,7 +87,7 @@ impl FuseAdapter {
 /// opens ask for no flush at close: they have nothing to persist.
 fn open_flags(opts: &FsOptions, flags: OpenFlags) -> FopenFlags {
     let access = flags.acc_mode();
-    let mut open_flags = if opts.atomic_writes || opts.direct_io {
+    let mut open_flags = if opts.every_open_direct() {
         FopenFlags::FOPEN_DIRECT_IO
     } else if access == OpenAccMode::O_WRONLY && !opts.writeback_cache {
         FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_KEEP_CACHE
@@ -194,7 +194,7 @@ impl Filesystem for FuseAdapter {
         wanted |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         // With writeback_cache, writes through the page cache are cached and sent
         // later, in large requests.
-        if opts.writeback_cache && !(opts.atomic_writes || opts.direct_io) {
+        if opts.writeback_cache && !opts.every_open_direct() {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
         // Ask only for what this kernel offers; the rest is an optimisation.

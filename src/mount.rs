@@ -33,8 +33,7 @@ pub fn mount(config: &MountConfig) -> Result<(Session<FuseAdapter>, Arc<WarabiFs
     let adapter = FuseAdapter::new(Arc::clone(&fs), Arc::clone(&push));
     let session = Session::new(adapter, &config.mountpoint, &fuse_config(config))
         .map_err(|e| format!("cannot mount on {}: {e}", config.mountpoint.display()))?;
-    // With direct I/O the kernel keeps no page cache of file data to push into.
-    if config.read_push && !(config.direct_io || config.atomic_writes) {
+    if config.read_push && !fs.options().every_open_direct() {
         let started = ReadPush::start(Arc::clone(&fs), session.notifier())
             .map_err(|e| format!("cannot start the read-push thread: {e}"))?;
         let _ = push.set(started);

@@ -56,6 +56,15 @@ pub struct FsOptions {
     pub gid: u32,
 }
 
+impl FsOptions {
+    /// Whether every open bypasses the kernel's page cache (`-o direct_io`, and
+    /// `-o atomic_writes`, whose writes must each reach warabifs whole). The kernel
+    /// then keeps no file data to push into, and writeback_cache does not apply.
+    pub fn every_open_direct(&self) -> bool {
+        self.direct_io || self.atomic_writes
+    }
+}
+
 impl Default for FsOptions {
     fn default() -> Self {
         FsOptions {
