@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::inode::{Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
-use super::{key, Dir, Entry, FsOptions, Name, WarabiFs, WriteGate};
+use super::{key, Dir, Entry, FsOptions, WarabiFs, WriteGate};
 use crate::pmem::Oid;
 use crate::store::records::{DentryRecord, InodeRecord, Timestamp, XattrRecord, INODE_ORPHAN};
 use crate::store::{Scan, Store, StoreError};
@@ -159,26 +159,16 @@ impl WarabiFs {
     /// missing cannot come from a committed transaction; it is reported and skipped.
     fn load_dentries(&self, dentries: Vec<(Oid, DentryRecord)>) {
         for (oid, d) in dentries {
-            let child_is_dir = self.dirs.contains_key(&d.ino);
-            let (Some(mut dir), true) = (
-                self.dirs.get_mut(&d.parent),
-                self.inodes.contains_key(&d.ino),
-            ) else {
+            if !self.dirs.contains_key(&d.parent) || !self.inodes.contains_key(&d.ino) {
                 tracing::warn!(
                     "directory entry {oid} ({:?}) points nowhere; ignored",
                     String::from_utf8_lossy(&d.name)
                 );
                 continue;
-            };
-            let name: Name = d.name.into();
-            dir.children.insert(oid.off, Arc::clone(&name));
-            drop(dir);
-            let entry = Entry::recorded(d.ino, oid);
-            self.names.insert((d.parent, name), entry);
-            if child_is_dir {
-                if let Some(mut child) = self.dirs.get_mut(&d.ino) {
-                    child.parent = d.parent;
-                }
+            }
+            self.insert_entry(d.parent, &d.name, Entry::recorded(d.ino, oid));
+            if let Some(mut child) = self.dirs.get_mut(&d.ino) {
+                child.parent = d.parent;
             }
         }
     }
