@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -12,7 +13,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{posix_fadvise, Flock, FlockArg, PosixFadviseAdvice};
-use std::os::fd::AsFd;
 
 /// Set to 1 to skip the tests that mount (CI never sets it).
 pub const SKIP_FUSE_ENV: &str = "WARABIFS_SKIP_FUSE_TESTS";
@@ -91,15 +91,20 @@ pub fn warabifs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_warabifs"))
 }
 
-/// Runs `cmd` to completion and asserts that it succeeded. A failure names the command,
-/// its exit status and what it printed.
-pub fn run_ok(cmd: &mut Command) -> Output {
+/// Runs `cmd` to completion (no input, output captured), started through [`spawn`].
+pub fn output(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let out = spawn(cmd)
+    spawn(cmd)
         .wait_with_output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+/// Runs `cmd` to completion and asserts that it succeeded. A failure names the command,
+/// its exit status and what it printed.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = output(cmd);
     assert!(
         out.status.success(),
         "{cmd:?} exited with {}\nstdout:\n{}\nstderr:\n{}",
@@ -112,12 +117,7 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// Runs warabifs to completion with the given arguments.
 pub fn run_warabifs(args: &[&str]) -> Output {
-    let mut cmd = warabifs();
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    spawn(&mut cmd).wait_with_output().expect("run warabifs")
+    output(warabifs().args(args))
 }
 
 pub fn is_mounted(mountpoint: &Path) -> bool {
@@ -392,12 +392,7 @@ pub fn assert_pmempool_consistent(pool: &Path, context: &str) {
 
 /// `warabifs check` of a closed pool must find nothing wrong with the metadata.
 pub fn assert_warabifs_check_clean(pool: &Path, context: &str) {
-    let mut cmd = warabifs();
-    cmd.arg("check")
-        .arg(pool)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = spawn(&mut cmd).wait_with_output().expect("warabifs check");
+    let out = output(warabifs().arg("check").arg(pool));
     assert!(
         out.status.success(),
         "{context}: warabifs check: {}{}",
