@@ -5,6 +5,7 @@ mod common;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{
@@ -18,6 +19,16 @@ fn mount(scratch: &Scratch) -> ForegroundMount {
     let pool = scratch.path("p.pmem");
     let mnt = scratch.mountpoint("m");
     ForegroundMount::start(&pool, &mnt, &["create_if_missing_with_size=64M"])
+}
+
+/// A file `f` holding `data`, opened once read-only (through the page cache) and once
+/// write-only (around it).
+fn reader_and_writer(m: &ForegroundMount, data: &[u8]) -> (PathBuf, File, File) {
+    let path = m.path("f");
+    std::fs::write(&path, data).unwrap();
+    let reader = File::open(&path).unwrap();
+    let writer = File::options().write(true).open(&path).unwrap();
+    (path, reader, writer)
 }
 
 #[test]
@@ -58,11 +69,8 @@ fn a_caching_reader_sees_each_write_of_a_write_only_open() {
     }
     let scratch = Scratch::new();
     let m = mount(&scratch);
-    let path = m.path("f");
     let mut model = pattern(4 * MIB, 7);
-    std::fs::write(&path, &model).unwrap();
-    let reader = File::open(&path).unwrap();
-    let writer = File::options().write(true).open(&path).unwrap();
+    let (path, reader, writer) = reader_and_writer(&m, &model);
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     for round in 0..300 {
         if round % 50 == 0 {
@@ -73,13 +81,13 @@ fn a_caching_reader_sees_each_write_of_a_write_only_open() {
         let at = rng.below(model.len() - 64 * 1024);
         let len = 1 + rng.below(64 * 1024);
         let around = at.saturating_sub(PAGE);
-        let _ = read_at(&reader, around, (len + 2 * PAGE).min(model.len() - around));
+        let span = (len + 2 * PAGE).min(model.len() - around);
+        let _ = read_at(&reader, around, span);
         let bytes = pattern(len, round + 1000);
         writer.write_all_at(&bytes, at as u64).unwrap();
         model[at..at + len].copy_from_slice(&bytes);
         assert!(
-            read_at(&reader, around, (len + 2 * PAGE).min(model.len() - around))
-                == model[around..(around + len + 2 * PAGE).min(model.len())],
+            read_at(&reader, around, span) == model[around..around + span],
             "round {round}: the reader's cache hid a write of {len} bytes at {at}"
         );
     }
@@ -93,10 +101,7 @@ fn reads_racing_a_write_only_open_leave_no_stale_page() {
     }
     let scratch = Scratch::new();
     let m = mount(&scratch);
-    let path = m.path("f");
-    std::fs::write(&path, pattern(MIB, 9)).unwrap();
-    let reader = File::open(&path).unwrap();
-    let writer = File::options().write(true).open(&path).unwrap();
+    let (_, reader, writer) = reader_and_writer(&m, &pattern(MIB, 9));
     for round in 0..100u64 {
         // The reader keeps pulling the file into the cache while the writer writes,
         // so reads that fetched the old bytes can land during a write.
