@@ -39,6 +39,8 @@ from typing import Callable, Iterator, Protocol
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BINARY = REPO / "target" / "release" / "warabifs"
+# The FUSE floor (--floor): a FUSE file system that does no work (examples/fuse_floor.rs).
+FLOOR_BINARY = REPO / "target" / "release" / "examples" / "fuse_floor"
 DEFAULT_JSON = REPO / "bench" / "results.json"
 MIB = 1 << 20
 POOL_SIZE = "2G"  # every warabifs pool: 512 MiB + 2 x 256 MiB + growth copies fit
@@ -405,6 +407,41 @@ class Warabifs:
                 raise BenchError(f"warabifs did not release {pool} within {RELEASE_TIMEOUT:.0f} s")
 
 
+class Floor:
+    """The FUSE floor: `fuse_floor MNT`, which talks to the kernel as warabifs does but
+    keeps no data, so its figures are what the FUSE round trips alone allow."""
+
+    column = name = "floor"
+
+    def __init__(self, ws: Workspace, binary: Path):
+        self.ws = ws
+        self.binary = binary
+
+    @contextlib.contextmanager
+    def mounted(self) -> Iterator[Path]:
+        with self.ws.mountpoint("floor") as mnt:
+            proc = None
+            try:
+                proc = subprocess.Popen(
+                    [str(self.binary), str(mnt)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                start = time.monotonic()
+                while not is_mounted(mnt):
+                    if proc.poll() is not None:
+                        raise BenchError(f"fuse_floor exited {proc.returncode} before mounting")
+                    if time.monotonic() - start > MOUNT_TIMEOUT:
+                        raise BenchError(f"fuse_floor did not mount within {MOUNT_TIMEOUT:.0f} s")
+                    time.sleep(0.001)
+                yield mnt
+            finally:
+                unmount(mnt)
+                if proc is not None:
+                    stop_child(proc, RELEASE_TIMEOUT)
+
+
 # --------------------------------------------------------------------------- workloads
 
 
@@ -416,6 +453,7 @@ class Bench:
     tmpfs: Tmpfs
     warabifs: Warabifs
     warabifs_force: Warabifs
+    floor: Floor | None = None  # with --floor
     _files_pool: Path | None = None
 
     def files_pool(self) -> Path:
@@ -588,6 +626,8 @@ def variants(g: Group, b: Bench) -> list[tuple[Target, tuple[str, ...]]]:
     out.append((b.warabifs, ("",)))
     if g.force_variant:
         out.append((b.warabifs_force, ("_force",)))
+    if b.floor is not None and g.tmpfs:  # the floor has no pool to mount
+        out.append((b.floor, ("", "_force") if g.force_variant else ("",)))
     return out
 
 
@@ -615,23 +655,27 @@ def run_all(b: Bench, reps: int, results: dict, errors: list) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def ratio(m: Metric, tmpfs: float | None, warabifs: float | None) -> float | None:
-    if not m.has_tmpfs or tmpfs is None or warabifs is None or 0 in (tmpfs, warabifs):
+def ratio(m: Metric, tmpfs: float | None, other: float | None) -> float | None:
+    if not m.has_tmpfs or tmpfs is None or other is None or 0 in (tmpfs, other):
         return None
-    return warabifs / tmpfs if m.higher_is_better else tmpfs / warabifs
+    return other / tmpfs if m.higher_is_better else tmpfs / other
 
 
-def build_rows(metrics: list[Metric], results: dict) -> list[dict]:
+def build_rows(metrics: list[Metric], results: dict, floor: bool) -> list[dict]:
+    """One row per metric; with `floor`, also the floor's figures and ratio."""
+    columns = ("tmpfs", "warabifs", "floor") if floor else ("tmpfs", "warabifs")
     rows = []
     for m in metrics:
         better = "higher" if m.higher_is_better else "lower"
         row = {"key": m.key, "label": m.label, "unit": m.unit, "better": better}
         medians = {}
-        for column in ("tmpfs", "warabifs"):
+        for column in columns:
             runs = results[m.key][column]
             medians[column] = statistics.median(runs) if runs else None
-            row[column] = {"median": medians[column], "runs": runs} if m.has_tmpfs or column != "tmpfs" else None
+            row[column] = {"median": medians[column], "runs": runs} if m.has_tmpfs or column == "warabifs" else None
         row["ratio"] = ratio(m, medians["tmpfs"], medians["warabifs"])
+        if floor:
+            row["floor_ratio"] = ratio(m, medians["tmpfs"], medians["floor"])
         rows.append(row)
     return rows
 
@@ -642,7 +686,7 @@ def format_ratio(value: float | None) -> str:
     return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
 
 
-def render_table(rows: list[dict], metrics: list[Metric], reps: int) -> str:
+def render_table(rows: list[dict], metrics: list[Metric], reps: int, floor: bool) -> str:
     digits = {m.key: m.digits for m in metrics}
 
     def cell(row: dict, column: str) -> str:
@@ -654,10 +698,13 @@ def render_table(rows: list[dict], metrics: list[Metric], reps: int) -> str:
         partial = "" if len(row[column]["runs"]) == reps else f" ({len(row[column]['runs'])}/{reps})"
         return f"{value:.{digits[row['key']]}f}{partial}"
 
-    lines = [("workload", "unit", "tmpfs", "warabifs", "ratio")]
-    for r in rows:
-        lines.append((r["label"], r["unit"], cell(r, "tmpfs"), cell(r, "warabifs"), format_ratio(r["ratio"])))
-    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    def line(r: dict) -> tuple[str, ...]:
+        cells = (r["label"], r["unit"], cell(r, "tmpfs"), cell(r, "warabifs"), format_ratio(r["ratio"]))
+        return cells + (cell(r, "floor"), format_ratio(r["floor_ratio"])) if floor else cells
+
+    header = ("workload", "unit", "tmpfs", "warabifs", "ratio")
+    lines = [header + ("floor", "floor ratio") if floor else header, *(line(r) for r in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
 
     def join(cells) -> str:  # text columns left-aligned, figures right-aligned
         return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
@@ -667,6 +714,8 @@ def render_table(rows: list[dict], metrics: list[Metric], reps: int) -> str:
         f"medians of {reps}; ratio: warabifs/tmpfs for speeds, tmpfs/warabifs for times (higher is better); "
         "(k/N): only k of N repetitions succeeded"
     )
+    if floor:
+        text.append("floor: fuse_floor, a FUSE file system that does no work (examples/fuse_floor.rs); floor ratio: floor/tmpfs")
     return "\n".join(text)
 
 
@@ -735,6 +784,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warabifs-options", default="", help="extra -o options for every warabifs mount")
     p.add_argument("--pool-dir", type=Path, default=Path("/dev/shm"), help="where pools go (default /dev/shm)")
     p.add_argument("--no-warm", action="store_true", help="do not warm free memory before each timed step")
+    p.add_argument("--floor", action="store_true", help="also measure fuse_floor, a FUSE file system that does no work")
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error("--reps must be at least 1")
@@ -755,6 +805,13 @@ def ensure_binary(binary: Path, build: bool) -> None:
         raise SystemExit("run.py: cargo build --release failed")
 
 
+def build_floor() -> None:
+    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+    log("building the FUSE floor: cargo build --release --example fuse_floor")
+    if subprocess.run([cargo, "build", "--release", "--example", "fuse_floor"], cwd=REPO).returncode != 0:
+        raise SystemExit("run.py: cargo build --release --example fuse_floor failed")
+
+
 def preflight() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run.py: run as root (mount, umount, drop_caches)")
@@ -773,6 +830,8 @@ def main(argv: list[str] | None = None) -> int:
     preflight()
     binary = args.binary.resolve()
     ensure_binary(binary, args.build)
+    if args.floor:
+        build_floor()
     sizes = QUICK if args.quick else FULL
     metrics = metric_list(sizes)
     want = {k for n in (args.only.split(",") if args.only else SELECTABLE) if n for k in SELECTABLE[n]}
@@ -781,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(s, _on_signal)
 
     started = time.monotonic()
-    results: dict = defaultdict(lambda: {"tmpfs": [], "warabifs": []})
+    results: dict = defaultdict(lambda: {"tmpfs": [], "warabifs": [], "floor": []})
     errors: list = []
     try:
         ws = Workspace(args.pool_dir)
@@ -789,6 +848,10 @@ def main(argv: list[str] | None = None) -> int:
             # A private copy, so that a rebuild during the run cannot mix two binaries.
             snapshot = ws.root / "warabifs"
             shutil.copy2(binary, snapshot)
+            floor = None
+            if args.floor:
+                shutil.copy2(FLOOR_BINARY, ws.root / "fuse_floor")
+                floor = Floor(ws, ws.root / "fuse_floor")
             env = environment(binary, snapshot)
             sha = env["warabifs_binary_sha256"][:12]
             log(f"warabifs {env['warabifs_commit']} (binary sha256 {sha}), {env['cpu_count']} CPUs")
@@ -801,6 +864,7 @@ def main(argv: list[str] | None = None) -> int:
                 tmpfs=Tmpfs(ws),
                 warabifs=Warabifs(ws, snapshot, args.warabifs_options),
                 warabifs_force=Warabifs(ws, snapshot, args.warabifs_options, force_pmem=True),
+                floor=floor,
             )
             run_all(b, args.reps, results, errors)
         finally:
@@ -812,8 +876,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.monotonic() - started
     env["loadavg_end"] = os.getloadavg()
     env["busy_processes_end"] = busy_processes()
-    rows = build_rows(metrics, results)
-    print(render_table(rows, metrics, args.reps))
+    rows = build_rows(metrics, results, args.floor)
+    print(render_table(rows, metrics, args.reps, args.floor))
     report = {
         "environment": env,
         "settings": {
@@ -821,6 +885,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "only": sorted(n for n in SELECTABLE if set(SELECTABLE[n]) <= want),
             "warabifs_options": args.warabifs_options,
+            "floor": args.floor,
             "pool_dir": str(args.pool_dir),
             "pool_size": POOL_SIZE,
             "warm_mib": WARM_MIB,

@@ -71,7 +71,8 @@ pub const DEFAULT_READ_AHEAD: u64 = 1 << 20;
 /// trusted with more.
 pub const DEFAULT_MAX_DIRTY_RATIO: u32 = 20;
 
-fn default_threads() -> usize {
+/// FUSE session threads unless `threads=` says otherwise: one per CPU, 2 to 8.
+pub fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)

@@ -21,7 +21,7 @@ use crate::push::ReadPush;
 
 /// How long the kernel may cache attributes and names: every change goes through this
 /// mount (libpmemobj locks the pool against Warabi), so the cache cannot go stale.
-const TTL: Duration = Duration::from_secs(1);
+pub const TTL: Duration = Duration::from_secs(1);
 /// Largest write the kernel sends in one request.
 const MAX_WRITE: u32 = 1 << 20;
 /// Asynchronous requests (writeback, readahead) the kernel keeps in flight.
@@ -85,7 +85,7 @@ impl FuseAdapter {
 ///
 /// The cache is kept across opens (only this mount changes the pool). Read-only
 /// opens ask for no flush at close: they have nothing to persist.
-fn open_flags(opts: &FsOptions, flags: OpenFlags) -> FopenFlags {
+pub fn open_flags(opts: &FsOptions, flags: OpenFlags) -> FopenFlags {
     let access = flags.acc_mode();
     let mut open_flags = if opts.every_open_direct() {
         FopenFlags::FOPEN_DIRECT_IO
@@ -98,6 +98,35 @@ fn open_flags(opts: &FsOptions, flags: OpenFlags) -> FopenFlags {
         open_flags |= FopenFlags::FOPEN_NOFLUSH;
     }
     open_flags
+}
+
+/// The kernel settings warabifs asks for at INIT; returns the capabilities granted.
+/// Public so that the FUSE-floor benchmark (examples/fuse_floor.rs) talks to the
+/// kernel exactly as warabifs does.
+pub fn negotiate(config: &mut KernelConfig, opts: &FsOptions) -> InitFlags {
+    let _ = config.set_max_write(MAX_WRITE);
+    // mmap of direct-I/O files (atomic_writes) needs the kernel's permission.
+    // Readdirplus always (not READDIRPLUS_AUTO): `ls -l` of a large directory then
+    // needs no LOOKUP per name, whichever getdents call listed it.
+    let mut wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
+        | InitFlags::FUSE_PARALLEL_DIROPS
+        | InitFlags::FUSE_DO_READDIRPLUS;
+    // KILLPRIV_V2 moves the clearing of set-user-ID and set-group-ID on write into
+    // warabifs. Without it the kernel asks for security.capability before every
+    // write, which costs a round trip each.
+    wanted |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+    // With writeback_cache, writes through the page cache are cached and sent
+    // later, in large requests.
+    if opts.writeback_cache && !opts.every_open_direct() {
+        wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
+    }
+    // Ask only for what this kernel offers; the rest is an optimisation.
+    let granted = wanted & config.capabilities();
+    let _ = config.add_capabilities(granted);
+    // Writeback and readahead requests are asynchronous: let more be in flight.
+    let _ = config.set_max_background(MAX_BACKGROUND);
+    let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
+    granted
 }
 
 fn errno(e: Errno) -> FuseErrno {
@@ -180,30 +209,8 @@ fn wants_write(flags: OpenFlags) -> bool {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config.set_max_write(MAX_WRITE);
-        let opts = self.fs.options();
-        // mmap of direct-I/O files (atomic_writes) needs the kernel's permission.
-        // Readdirplus always (not READDIRPLUS_AUTO): `ls -l` of a large directory then
-        // needs no LOOKUP per name, whichever getdents call listed it.
-        let mut wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
-            | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_DO_READDIRPLUS;
-        // KILLPRIV_V2 moves the clearing of set-user-ID and set-group-ID on write into
-        // warabifs. Without it the kernel asks for security.capability before every
-        // write, which costs a round trip each.
-        wanted |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
-        // With writeback_cache, writes through the page cache are cached and sent
-        // later, in large requests.
-        if opts.writeback_cache && !opts.every_open_direct() {
-            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
-        }
-        // Ask only for what this kernel offers; the rest is an optimisation.
-        let granted = wanted & config.capabilities();
-        let _ = config.add_capabilities(granted);
+        let granted = negotiate(config, self.fs.options());
         self.clears_suid_sgid = granted.contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
-        // Writeback and readahead requests are asynchronous: let more be in flight.
-        let _ = config.set_max_background(MAX_BACKGROUND);
-        let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         Ok(())
     }
 
