@@ -413,9 +413,11 @@ class Floor:
 
     column = name = "floor"
 
-    def __init__(self, ws: Workspace, binary: Path):
+    def __init__(self, ws: Workspace, binary: Path, writeback_cache: bool):
         self.ws = ws
         self.binary = binary
+        # Like for like: the floor asks for the writeback cache when warabifs does.
+        self.flags = ["--writeback-cache"] if writeback_cache else []
 
     @contextlib.contextmanager
     def mounted(self) -> Iterator[Path]:
@@ -423,7 +425,7 @@ class Floor:
             proc = None
             try:
                 proc = subprocess.Popen(
-                    [str(self.binary), str(mnt)],
+                    [str(self.binary), str(mnt), *self.flags],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -851,7 +853,8 @@ def main(argv: list[str] | None = None) -> int:
             floor = None
             if args.floor:
                 shutil.copy2(FLOOR_BINARY, ws.root / "fuse_floor")
-                floor = Floor(ws, ws.root / "fuse_floor")
+                writeback_cache = "writeback_cache" in args.warabifs_options.split(",")
+                floor = Floor(ws, ws.root / "fuse_floor", writeback_cache)
             env = environment(binary, snapshot)
             sha = env["warabifs_binary_sha256"][:12]
             log(f"warabifs {env['warabifs_commit']} (binary sha256 {sha}), {env['cpu_count']} CPUs")

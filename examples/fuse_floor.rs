@@ -25,8 +25,10 @@ use fuser::{
     Request, Session, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
+use warabifs::config::MountConfig;
 use warabifs::fs::FsOptions;
 use warabifs::fuse::{negotiate, open_flags, TTL};
+use warabifs::mount::tune_page_cache;
 
 #[derive(Parser)]
 #[command(about = "A FUSE file system that does no work: the transport floor")]
@@ -36,6 +38,9 @@ struct Args {
     /// FUSE session threads (default: as warabifs).
     #[arg(long, default_value_t = warabifs::config::default_threads())]
     threads: usize,
+    /// Ask for the kernel's writeback cache, as warabifs' `-o writeback_cache` does.
+    #[arg(long)]
+    writeback_cache: bool,
 }
 
 struct Node {
@@ -79,7 +84,7 @@ fn time_of(t: TimeOrNow) -> SystemTime {
 }
 
 impl Floor {
-    fn new() -> Floor {
+    fn new(options: FsOptions) -> Floor {
         let root = Node {
             attr: FileAttr {
                 ino: INodeNo(1),
@@ -103,7 +108,7 @@ impl Floor {
         Floor {
             nodes: Mutex::new(HashMap::from([(1, root)])),
             next_ino: AtomicU64::new(2),
-            options: FsOptions::default(),
+            options,
         }
     }
 
@@ -460,5 +465,13 @@ fn main() -> std::io::Result<()> {
     ];
     config.n_threads = Some(args.threads);
     config.clone_fd = args.threads > 1;
-    Session::new(Floor::new(), &args.mountpoint, &config)?.run()
+    let options = FsOptions {
+        writeback_cache: args.writeback_cache,
+        ..FsOptions::default()
+    };
+    let session = Session::new(Floor::new(options), &args.mountpoint, &config)?;
+    // The same readahead and dirty-page share as a warabifs mount with default options.
+    let defaults = MountConfig::new(PathBuf::new(), args.mountpoint.canonicalize()?);
+    tune_page_cache(&defaults.mountpoint, "fuse.fuse_floor", &defaults);
+    session.run()
 }

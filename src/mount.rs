@@ -38,15 +38,16 @@ pub fn mount(config: &MountConfig) -> Result<(Session<FuseAdapter>, Arc<WarabiFs
             .map_err(|e| format!("cannot start the read-push thread: {e}"))?;
         let _ = push.set(started);
     }
-    tune_page_cache(&mountpoint, config);
+    tune_page_cache(&mountpoint, "fuse.warabifs", config);
     Ok((session, fs))
 }
 
 /// Sets the mount's readahead and dirty-page share on its backing device, the knobs an
 /// administrator would otherwise set in /sys/class/bdi. They need root; without it the
 /// kernel's defaults stay (readahead 128 KiB, 1 % of dirty pages) and a note is logged.
-fn tune_page_cache(mountpoint: &Path, config: &MountConfig) {
-    let Some(device) = mounted_device(mountpoint) else {
+/// `fstype` names the mount as mountinfo lists it; public for the FUSE-floor benchmark.
+pub fn tune_page_cache(mountpoint: &Path, fstype: &str, config: &MountConfig) {
+    let Some(device) = mounted_device(mountpoint, fstype) else {
         tracing::info!(
             "{} not found in mountinfo; page cache not tuned",
             mountpoint.display()
@@ -66,16 +67,16 @@ fn tune_page_cache(mountpoint: &Path, config: &MountConfig) {
     }
 }
 
-/// The device ("major:minor") of the topmost (last listed) warabifs mount on
+/// The device ("major:minor") of the topmost (last listed) mount of type `fstype` on
 /// `mountpoint`.
-fn mounted_device(mountpoint: &Path) -> Option<String> {
+fn mounted_device(mountpoint: &Path, fstype: &str) -> Option<String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let wanted = mountpoint.as_os_str().as_bytes();
     mountinfo.lines().rev().find_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
-        let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
+        let listed_type = line.split(" - ").nth(1)?.split(' ').next()?;
         let mounted_on = unescape_mountinfo(fields.get(4)?);
-        (fstype == "fuse.warabifs" && mounted_on == wanted).then(|| fields[2].to_string())
+        (listed_type == fstype && mounted_on == wanted).then(|| fields[2].to_string())
     })
 }
 
