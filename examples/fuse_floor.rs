@@ -8,6 +8,7 @@
 //!
 //!     cargo build --release --example fuse_floor
 //!     target/release/examples/fuse_floor MOUNTPOINT     # runs until unmounted
+//!     RUST_LOG=fuser=debug target/release/examples/fuse_floor MOUNTPOINT 2>requests.log
 //!
 //! Not a file system to keep data in: nothing written can be read back.
 
@@ -457,6 +458,12 @@ fn reply_empty_dir(reply: ReplyDirectory, result: Result<(), Errno>) {
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    // RUST_LOG=fuser=debug lists every request, to compare with warabifs' own
+    // `-o log_level=fuser=debug` log.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("fuse_floor".to_string()),
