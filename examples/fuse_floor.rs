@@ -389,7 +389,10 @@ impl Filesystem for Floor {
         let result = self.list(ino, offset, |attr, next, name| {
             reply.add(attr.ino, next, attr.kind, name)
         });
-        reply_empty_dir(reply, result);
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn readdirplus(
@@ -446,13 +449,6 @@ impl Filesystem for Floor {
     ) {
         let result = self.update(ino, |a| a.size = a.size.max(offset + length));
         reply_empty(reply, result.map(|_| ()));
-    }
-}
-
-fn reply_empty_dir(reply: ReplyDirectory, result: Result<(), Errno>) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(e),
     }
 }
 
