@@ -412,3 +412,35 @@ fn check_set_id_bits_clearing(cache: &str) {
     assert_eq!(std::fs::read(m.path("f")).unwrap(), b"d");
     m.unmount();
 }
+
+#[test]
+fn ioctls_are_refused_without_a_log_line_each() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let m = ForegroundMount::start(&pool, &mnt, &["create_if_missing_with_size=16M"]);
+    let file = m.path("f");
+    std::fs::write(&file, b"data").unwrap();
+    for _ in 0..50 {
+        // File-attribute flag ioctls, which the kernel passes on to warabifs.
+        for cmd in [
+            Command::new("lsattr").arg(&file),
+            Command::new("chattr").arg("+A").arg(&file),
+        ] {
+            let out = common::output(cmd);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{cmd:?} succeeded");
+            assert!(
+                stderr.contains("Operation not supported"),
+                "{cmd:?}: {stderr}"
+            );
+        }
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"data");
+    let log = m.log();
+    assert!(!log.contains("ioctl"), "the daemon logged ioctls:\n{log}");
+    m.unmount();
+}

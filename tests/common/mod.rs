@@ -226,8 +226,10 @@ impl ForegroundMount {
         while !is_mounted(&self.mountpoint) {
             let child = self.child.as_mut().expect("running");
             if let Some(status) = child.try_wait().expect("try_wait") {
-                let err = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-                panic!("warabifs exited with {status} before mounting: {err}");
+                panic!(
+                    "warabifs exited with {status} before mounting: {}",
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -239,6 +241,11 @@ impl ForegroundMount {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// What the daemon has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).expect("daemon log")
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
