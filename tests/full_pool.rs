@@ -326,3 +326,37 @@ fn past_the_largest_allocation_is_efbig_and_below_it_enospc() {
     mnt.unmount();
     common::assert_warabifs_check_clean(&pool, "after the EFBIG and ENOSPC writes");
 }
+
+#[test]
+fn a_writer_retrying_on_a_full_pool_gets_enospc_each_time_and_few_log_lines() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool = scratch.path("full.pmem");
+    let mnt_path = scratch.mountpoint("m");
+    let mnt = ForegroundMount::start(&pool, &mnt_path, &["create_if_missing_with_size=16M"]);
+    let mut file = File::create(mnt.path("big")).unwrap();
+    let chunk = pattern(1 << 20, 7);
+    let (_, err) = write_until_error(&mut file, &vec![0; 64 << 20]);
+    assert_enospc(&err.expect("a 16 MiB pool holds no 64 MiB file"), "filling");
+    const RETRIES: usize = 200;
+    for i in 0..RETRIES {
+        let err = file.write(&chunk).expect_err("a write to a full pool");
+        assert_enospc(&err, &format!("retry {i}"));
+    }
+    drop(file);
+    let full_lines = mnt
+        .log()
+        .lines()
+        .filter(|l| l.contains("out of memory"))
+        .count();
+    // One line per failure would be 200 or more; warabifs logs one per 10 seconds, so
+    // fewer than 10 unless this test took over 80 s.
+    assert!(
+        (1..10).contains(&full_lines),
+        "{full_lines} log lines for {RETRIES} ENOSPC:\n{}",
+        mnt.log()
+    );
+    mnt.unmount();
+}

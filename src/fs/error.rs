@@ -1,6 +1,10 @@
 //! The file system's error: a precise errno. Store failures are logged once, where they
 //! are turned into an errno.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
 use crate::store::StoreError;
 
 /// A POSIX errno to hand back to the caller.
@@ -44,7 +48,7 @@ impl From<StoreError> for Errno {
     fn from(e: StoreError) -> Errno {
         let errno = Errno(e.errno());
         if errno == Errno::ENOSPC || errno == Errno::EFBIG {
-            tracing::warn!("{e}");
+            log_full(&e);
         } else {
             tracing::error!("{e}");
         }
@@ -53,3 +57,77 @@ impl From<StoreError> for Errno {
 }
 
 pub type FsResult<T> = Result<T, Errno>;
+
+/// How often a full pool (ENOSPC) or a file at its largest size (EFBIG) is logged.
+const FULL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Logs a full-pool failure at warning level, at most once per FULL_LOG_INTERVAL. A
+/// full pool is a state, not an accident: a writer retrying in a loop would otherwise
+/// log a line per request (a stress run logged 72,394). Each line says how many were
+/// left out since the last one.
+fn log_full(e: &StoreError) {
+    static THROTTLE: Throttle = Throttle::new(FULL_LOG_INTERVAL);
+    static START: OnceLock<Instant> = OnceLock::new();
+    let now = START.get_or_init(Instant::now).elapsed();
+    match THROTTLE.admit(now) {
+        Some(0) => tracing::warn!("{e}"),
+        Some(left_out) => tracing::warn!("{e} ({left_out} more like it not logged)"),
+        None => {}
+    }
+}
+
+/// Lets one event through per interval and counts those it holds back.
+struct Throttle {
+    interval_ms: u64,
+    /// When the last event went through, in ms since the clock's start, plus one (0:
+    /// none yet).
+    last_ms: AtomicU64,
+    held_back: AtomicU64,
+}
+
+impl Throttle {
+    const fn new(interval: Duration) -> Throttle {
+        Throttle {
+            interval_ms: interval.as_millis() as u64,
+            last_ms: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// At time `now`: Some(events held back since the last one through) if this one
+    /// goes through, None if it is held back.
+    fn admit(&self, now: Duration) -> Option<u64> {
+        let now_ms = now.as_millis() as u64 + 1;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now_ms >= last + self.interval_ms;
+        // Of threads racing past the deadline, only the one that moves it goes through.
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.held_back.swap(0, Ordering::Relaxed));
+        }
+        self.held_back.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_lets_one_through_per_interval_and_counts_the_rest() {
+        let t = Throttle::new(Duration::from_secs(10));
+        let at = Duration::from_millis;
+        assert_eq!(t.admit(at(0)), Some(0));
+        assert_eq!(t.admit(at(1)), None);
+        assert_eq!(t.admit(at(9_999)), None);
+        assert_eq!(t.admit(at(10_000)), Some(2));
+        assert_eq!(t.admit(at(10_001)), None);
+        assert_eq!(t.admit(at(25_000)), Some(1));
+        assert_eq!(t.admit(at(35_000)), Some(0));
+    }
+}
