@@ -654,10 +654,11 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    /// No ioctl is supported (`chattr`, `lsattr` and the like get `ENOTTY`). Answered
-    /// here rather than by fuser's default, which logs a warning for each one: the
-    /// kernel does not remember the refusal, and a program probing ioctls in a loop
-    /// filled the log with hundreds of thousands of lines.
+    /// No ioctl is supported: each gets `ENOTTY` (which the kernel turns into
+    /// `EOPNOTSUPP` for the flag ioctls of `chattr` and `lsattr`). Answered here rather
+    /// than by fuser's default, which logs a warning for each one: the kernel does not
+    /// remember the refusal, and a program probing ioctls in a loop filled the log with
+    /// hundreds of thousands of lines.
     fn ioctl(
         &self,
         _req: &Request,
