@@ -472,9 +472,11 @@ fn main() -> std::io::Result<()> {
         writeback_cache: args.writeback_cache,
         ..FsOptions::default()
     };
-    let session = Session::new(Floor::new(options), &args.mountpoint, &config)?;
-    // The same readahead and dirty-page share as a warabifs mount with default options.
+    // Resolved before mounting, as warabifs does: once mounted, resolving the path
+    // would ask the not yet running session about its own root.
     let defaults = MountConfig::new(PathBuf::new(), args.mountpoint.canonicalize()?);
+    let session = Session::new(Floor::new(options), &defaults.mountpoint, &config)?;
+    // The same readahead and dirty-page share as a warabifs mount with default options.
     tune_page_cache(&defaults.mountpoint, "fuse.fuse_floor", &defaults);
     session.run()
 }

@@ -104,6 +104,9 @@ fn unescape_mountinfo(field: &str) -> Vec<u8> {
     out
 }
 
+/// The mount point as an absolute path without symlinks, checked to be a directory.
+/// Resolved before mounting: once mounted, resolving the path would ask the not yet
+/// running session about its own root.
 fn resolve_mountpoint(config: &MountConfig) -> Result<PathBuf, String> {
     let path = &config.mountpoint;
     let unusable = |e: std::io::Error| format!("mount point {}: {e}", path.display());
