@@ -189,13 +189,32 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def wait_mounted(proc: subprocess.Popen, mnt: Path, what: str, started: float, output: Callable[[], str]) -> None:
+    """Polls until MNT shows in mountinfo. Raises if the daemon PROC (called WHAT) exits
+    first, with what OUTPUT() says it printed, or if MOUNT_TIMEOUT passes after STARTED
+    (a time.perf_counter() value)."""
+    while not is_mounted(mnt):
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited {proc.returncode} before mounting: {output()}")
+        if time.perf_counter() - started > MOUNT_TIMEOUT:
+            raise BenchError(f"{what} did not mount within {MOUNT_TIMEOUT:.0f} s")
+        time.sleep(0.0005)
+
+
+def tail(log_file, chars: int = 600) -> str:
+    """The last CHARS characters written to LOG_FILE (an open text file)."""
+    log_file.seek(0)
+    return log_file.read()[-chars:]
+
+
 def stop_child(proc: subprocess.Popen, timeout: float) -> None:
     """Waits for a child we started; signals it (by its PID only) if it does not exit."""
     try:
         proc.wait(timeout=timeout)
         return
     except subprocess.TimeoutExpired:
-        log(f"warning: warabifs (pid {proc.pid}) still running {timeout:.0f} s after umount; SIGTERM")
+        name = Path(proc.args[0]).name
+        log(f"warning: {name} (pid {proc.pid}) still running {timeout:.0f} s after umount; SIGTERM")
     proc.terminate()
     try:
         proc.wait(timeout=5)
@@ -388,13 +407,7 @@ class Warabifs:
                     stdout=subprocess.DEVNULL,
                     stderr=errlog,
                 )
-                while not is_mounted(mnt):
-                    if proc.poll() is not None:
-                        errlog.seek(0)
-                        raise BenchError(f"warabifs -f exited {proc.returncode}: {errlog.read()[-600:]}")
-                    if time.perf_counter() - start > MOUNT_TIMEOUT:
-                        raise BenchError(f"warabifs -f did not mount within {MOUNT_TIMEOUT:.0f} s")
-                    time.sleep(0.0005)
+                wait_mounted(proc, mnt, "warabifs -f", start, lambda: tail(errlog))
                 elapsed = time.perf_counter() - start
                 yield mnt, proc.pid, elapsed
                 ok = True
@@ -430,13 +443,7 @@ class Floor:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-                start = time.monotonic()
-                while not is_mounted(mnt):
-                    if proc.poll() is not None:
-                        raise BenchError(f"fuse_floor exited {proc.returncode} before mounting")
-                    if time.monotonic() - start > MOUNT_TIMEOUT:
-                        raise BenchError(f"fuse_floor did not mount within {MOUNT_TIMEOUT:.0f} s")
-                    time.sleep(0.001)
+                wait_mounted(proc, mnt, "fuse_floor", time.perf_counter(), lambda: "")
                 yield mnt
             finally:
                 unmount(mnt)
@@ -801,17 +808,16 @@ def ensure_binary(binary: Path, build: bool) -> None:
         return
     if binary != DEFAULT_BINARY:
         raise SystemExit(f"run.py: {binary} does not exist (--build builds only {DEFAULT_BINARY})")
-    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
-    log(f"building {binary}: cargo build --release")
-    if subprocess.run([cargo, "build", "--release", "--bin", "warabifs"], cwd=REPO).returncode != 0:
-        raise SystemExit("run.py: cargo build --release failed")
+    cargo_build_release("--bin", "warabifs")
 
 
-def build_floor() -> None:
+def cargo_build_release(*target: str) -> None:
+    """`cargo build --release TARGET` in the repository; exits the run if it fails."""
     cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
-    log("building the FUSE floor: cargo build --release --example fuse_floor")
-    if subprocess.run([cargo, "build", "--release", "--example", "fuse_floor"], cwd=REPO).returncode != 0:
-        raise SystemExit("run.py: cargo build --release --example fuse_floor failed")
+    command = " ".join(["cargo", "build", "--release", *target])
+    log(f"building: {command}")
+    if subprocess.run([cargo, "build", "--release", *target], cwd=REPO).returncode != 0:
+        raise SystemExit(f"run.py: {command} failed")
 
 
 def preflight() -> None:
@@ -833,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
     binary = args.binary.resolve()
     ensure_binary(binary, args.build)
     if args.floor:
-        build_floor()
+        cargo_build_release("--example", "fuse_floor")
     sizes = QUICK if args.quick else FULL
     metrics = metric_list(sizes)
     want = {k for n in (args.only.split(",") if args.only else SELECTABLE) if n for k in SELECTABLE[n]}
