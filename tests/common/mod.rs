@@ -416,12 +416,11 @@ pub fn assert_pool_consistent(pool: &Path, context: &str) {
 
 /// Pages of `path` in the page cache, as fincore(1) counts them.
 pub fn cached_pages(path: &Path) -> u64 {
-    let out = Command::new("fincore")
-        .args(["--noheadings", "--raw", "--output", "PAGES"])
-        .arg(path)
-        .output()
-        .expect("fincore (util-linux-extra) runs");
-    assert!(out.status.success(), "fincore: {out:?}");
+    let out = run_ok(
+        Command::new("fincore") // util-linux-extra
+            .args(["--noheadings", "--raw", "--output", "PAGES"])
+            .arg(path),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     text.trim()
         .parse()
