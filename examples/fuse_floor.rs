@@ -13,23 +13,23 @@
 //! Not a file system to keep data in: nothing written can be read back.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock};
 
 use clap::Parser;
-use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, Session, TimeOrNow, WriteFlags,
-};
+use fuser::{Config, MountOption, Session};
 use parking_lot::Mutex;
-use warabifs::config::MountConfig;
-use warabifs::fs::FsOptions;
-use warabifs::fuse::{negotiate, open_flags, TTL};
-use warabifs::mount::tune_page_cache;
+use warabifs::config::{IoUringMode, MountConfig};
+use warabifs::fs::{Attr, Errno, FileKind, FsOptions};
+use warabifs::fuse::adapter::FuserAdapter;
+use warabifs::fuse::open_flags;
+use warabifs::fuse::ops::{
+    Deferred, DirPlusSink, DirSink, Lookup, Opened, Operations, RequestInfo, SetAttrArgs, Statfs,
+    TimeArg, WriteArgs,
+};
+use warabifs::mount::{start_rings, tune_page_cache, wants_uring};
+use warabifs::store::records::Timestamp;
 
 #[derive(Parser)]
 #[command(about = "A FUSE file system that does no work: the transport floor")]
@@ -42,12 +42,22 @@ struct Args {
     /// Ask for the kernel's writeback cache, as warabifs' `-o writeback_cache` does.
     #[arg(long)]
     writeback_cache: bool,
+    /// FUSE-over-io_uring, as warabifs' `-o io_uring=`: auto, on or off.
+    #[arg(long, default_value = "auto", value_parser = parse_io_uring)]
+    io_uring: IoUringMode,
+}
+
+fn parse_io_uring(value: &str) -> Result<IoUringMode, String> {
+    let mut config = MountConfig::new(PathBuf::new(), PathBuf::new());
+    warabifs::config::apply_options(&mut config, &format!("io_uring={value}"))
+        .map_err(|e| e.to_string())?;
+    Ok(config.io_uring)
 }
 
 struct Node {
-    attr: FileAttr,
+    attr: Attr,
     /// Names in a directory, in the order readdir lists them.
-    children: BTreeMap<OsString, u64>,
+    children: BTreeMap<Vec<u8>, u64>,
 }
 
 struct Floor {
@@ -56,54 +66,35 @@ struct Floor {
     options: FsOptions,
 }
 
-fn new_attr(ino: u64, kind: FileType, perm: u16, req: &Request) -> FileAttr {
-    let now = SystemTime::now();
-    FileAttr {
-        ino: INodeNo(ino),
+fn new_attr(ino: u64, kind: FileKind, perm: u16, uid: u32, gid: u32) -> Attr {
+    let now = Timestamp::now();
+    Attr {
+        ino,
+        kind,
+        perm,
+        nlink: if kind == FileKind::Directory { 2 } else { 1 },
+        uid,
+        gid,
         size: 0,
         blocks: 0,
+        rdev: 0,
         atime: now,
         mtime: now,
         ctime: now,
-        crtime: now,
-        kind,
-        perm,
-        nlink: if kind == FileType::Directory { 2 } else { 1 },
-        uid: req.uid(),
-        gid: req.gid(),
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
     }
 }
 
-fn time_of(t: TimeOrNow) -> SystemTime {
+fn time_of(t: TimeArg) -> Timestamp {
     match t {
-        TimeOrNow::Now => SystemTime::now(),
-        TimeOrNow::SpecificTime(t) => t,
+        TimeArg::Now => Timestamp::now(),
+        TimeArg::At(t) => t.into(),
     }
 }
 
 impl Floor {
     fn new(options: FsOptions) -> Floor {
         let root = Node {
-            attr: FileAttr {
-                ino: INodeNo(1),
-                size: 0,
-                blocks: 0,
-                atime: SystemTime::now(),
-                mtime: SystemTime::now(),
-                ctime: SystemTime::now(),
-                crtime: SystemTime::now(),
-                kind: FileType::Directory,
-                perm: 0o755,
-                nlink: 2,
-                uid: 0,
-                gid: 0,
-                rdev: 0,
-                blksize: 4096,
-                flags: 0,
-            },
+            attr: new_attr(1, FileKind::Directory, 0o755, 0, 0),
             children: BTreeMap::new(),
         };
         Floor {
@@ -113,65 +104,65 @@ impl Floor {
         }
     }
 
-    fn attr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
+    fn attr(&self, ino: u64) -> Result<Attr, Errno> {
         let nodes = self.nodes.lock();
-        nodes.get(&ino.0).map(|n| n.attr).ok_or(Errno::ENOENT)
+        nodes.get(&ino).map(|n| n.attr).ok_or(Errno::ENOENT)
     }
 
     /// Links a new node named `name` into `parent`.
     fn make(
         &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        kind: FileType,
+        req: &RequestInfo,
+        parent: u64,
+        name: &[u8],
+        kind: FileKind,
         mode: u32,
-    ) -> Result<FileAttr, Errno> {
+    ) -> Result<Attr, Errno> {
         let mut nodes = self.nodes.lock();
-        let dir = nodes.get_mut(&parent.0).ok_or(Errno::ENOENT)?;
+        let dir = nodes.get_mut(&parent).ok_or(Errno::ENOENT)?;
         if dir.children.contains_key(name) {
             return Err(Errno::EEXIST);
         }
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
-        dir.children.insert(name.to_owned(), ino);
-        dir.attr.mtime = SystemTime::now();
+        dir.children.insert(name.to_vec(), ino);
+        dir.attr.mtime = Timestamp::now();
         dir.attr.ctime = dir.attr.mtime;
-        let attr = new_attr(ino, kind, (mode & 0o7777) as u16, req);
+        let attr = new_attr(ino, kind, (mode & 0o7777) as u16, req.uid, req.gid);
         let children = BTreeMap::new();
         nodes.insert(ino, Node { attr, children });
         Ok(attr)
     }
 
     /// Unlinks `name` from `parent`; the node stays for handles still open.
-    fn remove(&self, parent: INodeNo, name: &OsStr, want_dir: bool) -> Result<(), Errno> {
+    fn remove(&self, parent: u64, name: &[u8], want_dir: bool) -> Result<(), Errno> {
         let mut nodes = self.nodes.lock();
-        let dir = nodes.get(&parent.0).ok_or(Errno::ENOENT)?;
+        let dir = nodes.get(&parent).ok_or(Errno::ENOENT)?;
         let ino = *dir.children.get(name).ok_or(Errno::ENOENT)?;
         let node = &nodes[&ino];
-        match (want_dir, node.attr.kind == FileType::Directory) {
+        match (want_dir, node.attr.kind == FileKind::Directory) {
             (true, false) => return Err(Errno::ENOTDIR),
             (false, true) => return Err(Errno::EISDIR),
             (true, true) if !node.children.is_empty() => return Err(Errno::ENOTEMPTY),
             _ => {}
         }
         nodes.get_mut(&ino).expect("listed").attr.nlink = 0;
-        let dir = nodes.get_mut(&parent.0).expect("looked up");
+        let dir = nodes.get_mut(&parent).expect("looked up");
         dir.children.remove(name);
-        dir.attr.mtime = SystemTime::now();
+        dir.attr.mtime = Timestamp::now();
         dir.attr.ctime = dir.attr.mtime;
         Ok(())
     }
 
-    /// Calls `add` with (ino, next offset, kind, name) from `offset` on, until it says
-    /// the reply is full.
+    /// Calls `add` with (attributes, next offset, name) from `offset` on, until it
+    /// says the reply is full.
     fn list(
         &self,
-        ino: INodeNo,
+        ino: u64,
         offset: u64,
-        mut add: impl FnMut(&FileAttr, u64, &OsStr) -> bool,
+        mut add: impl FnMut(&Attr, u64, &[u8]) -> bool,
     ) -> Result<(), Errno> {
         let nodes = self.nodes.lock();
-        let dir = nodes.get(&ino.0).ok_or(Errno::ENOENT)?;
+        let dir = nodes.get(&ino).ok_or(Errno::ENOENT)?;
         let listed = dir.children.iter().enumerate().skip(offset as usize);
         for (i, (name, child)) in listed {
             if add(&nodes[child].attr, i as u64 + 1, name) {
@@ -181,281 +172,181 @@ impl Floor {
         Ok(())
     }
 
-    fn update(&self, ino: INodeNo, change: impl FnOnce(&mut FileAttr)) -> Result<FileAttr, Errno> {
+    fn update(&self, ino: u64, change: impl FnOnce(&mut Attr)) -> Result<Attr, Errno> {
         let mut nodes = self.nodes.lock();
-        let node = nodes.get_mut(&ino.0).ok_or(Errno::ENOENT)?;
+        let node = nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
         change(&mut node.attr);
         Ok(node.attr)
     }
 }
 
-fn reply_attr(reply: ReplyAttr, result: Result<FileAttr, Errno>) {
-    match result {
-        Ok(attr) => reply.attr(&TTL, &attr),
-        Err(e) => reply.error(e),
-    }
-}
-
-fn reply_entry(reply: ReplyEntry, result: Result<FileAttr, Errno>) {
-    match result {
-        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-        Err(e) => reply.error(e),
-    }
-}
-
-fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(e),
-    }
-}
-
-impl Filesystem for Floor {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        negotiate(config, &self.options);
-        Ok(())
+impl Operations for Floor {
+    fn options(&self) -> &FsOptions {
+        &self.options
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, _req: &RequestInfo, parent: u64, name: &[u8]) -> Result<Lookup, Errno> {
         let nodes = self.nodes.lock();
-        let child = nodes.get(&parent.0).and_then(|d| d.children.get(name));
-        match child {
-            Some(ino) => reply.entry(&TTL, &nodes[ino].attr, Generation(0)),
-            None => reply.error(Errno::ENOENT),
-        }
+        let child = nodes.get(&parent).and_then(|d| d.children.get(name));
+        // Missing names are cached by the kernel, as warabifs has them cached.
+        Ok(child.map_or(Lookup::Missing, |ino| Lookup::Found(nodes[ino].attr)))
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply_attr(reply, self.attr(ino));
+    fn getattr(&self, _req: &RequestInfo, ino: u64, _fh: Option<u64>) -> Result<Attr, Errno> {
+        self.attr(ino)
     }
 
-    fn setattr(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        let result = self.update(ino, |a| {
-            a.perm = mode.map_or(a.perm, |m| (m & 0o7777) as u16);
-            a.uid = uid.unwrap_or(a.uid);
-            a.gid = gid.unwrap_or(a.gid);
-            a.size = size.unwrap_or(a.size);
-            a.atime = atime.map_or(a.atime, time_of);
-            a.mtime = mtime.map_or(a.mtime, time_of);
-            a.ctime = SystemTime::now();
-        });
-        reply_attr(reply, result);
+    fn setattr(&self, _req: &RequestInfo, ino: u64, c: SetAttrArgs, reply: Deferred<Attr>) {
+        reply(self.update(ino, |a| {
+            a.perm = c.mode.map_or(a.perm, |m| (m & 0o7777) as u16);
+            a.uid = c.uid.unwrap_or(a.uid);
+            a.gid = c.gid.unwrap_or(a.gid);
+            a.size = c.size.unwrap_or(a.size);
+            a.atime = c.atime.map_or(a.atime, time_of);
+            a.mtime = c.mtime.map_or(a.mtime, time_of);
+            a.ctime = Timestamp::now();
+        }))
     }
 
     fn mkdir(
         &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
+        req: &RequestInfo,
+        parent: u64,
+        name: &[u8],
         mode: u32,
         umask: u32,
-        reply: ReplyEntry,
-    ) {
-        let mode = mode & !umask;
-        reply_entry(
-            reply,
-            self.make(req, parent, name, FileType::Directory, mode),
-        );
+    ) -> Result<Attr, Errno> {
+        self.make(req, parent, name, FileKind::Directory, mode & !umask)
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.remove(parent, name, false));
+    fn unlink(&self, _req: &RequestInfo, parent: u64, name: &[u8]) -> Result<(), Errno> {
+        self.remove(parent, name, false)
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.remove(parent, name, true));
+    fn rmdir(&self, _req: &RequestInfo, parent: u64, name: &[u8]) -> Result<(), Errno> {
+        self.remove(parent, name, true)
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.attr(ino) {
-            Ok(_) => reply.opened(FileHandle(0), open_flags(&self.options, flags)),
-            Err(e) => reply.error(e),
-        }
+    fn open(&self, _req: &RequestInfo, ino: u64, flags: i32, reply: Deferred<Opened>) {
+        let flags = open_flags(&self.options, flags);
+        reply(self.attr(ino).map(|_| Opened { fh: 0, flags }))
     }
 
     fn read(
         &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
+        _req: &RequestInfo,
+        ino: u64,
+        _fh: u64,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
-        match self.attr(ino) {
-            Ok(attr) => {
-                let len = attr.size.saturating_sub(offset).min(u64::from(size));
-                reply.data(&vec![0; len as usize]);
-            }
-            Err(e) => reply.error(e),
-        }
+        reply: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), Errno> {
+        let attr = self.attr(ino)?;
+        let len = attr.size.saturating_sub(offset).min(u64::from(size));
+        reply(&vec![0; len as usize]);
+        Ok(())
     }
 
     fn write(
         &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
+        _req: &RequestInfo,
+        ino: u64,
+        args: WriteArgs,
         data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        let end = offset + data.len() as u64;
-        let result = self.update(ino, |a| {
+    ) -> Result<u32, Errno> {
+        let end = args.offset + data.len() as u64;
+        self.update(ino, |a| {
             a.size = a.size.max(end);
-            a.mtime = SystemTime::now();
-        });
-        match result {
-            Ok(_) => reply.written(data.len() as u32),
-            Err(e) => reply.error(e),
-        }
+            a.mtime = Timestamp::now();
+        })?;
+        Ok(data.len() as u32)
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
+    fn flush(&self, _req: &RequestInfo, _ino: u64, _fh: u64) -> Result<(), Errno> {
+        Ok(())
     }
 
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
+    fn fsync(&self, _req: &RequestInfo, _ino: u64, _fh: u64, _datasync: bool) -> Result<(), Errno> {
+        Ok(())
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
-    }
-
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.attr(ino) {
-            Ok(a) if a.kind == FileType::Directory => {
-                reply.opened(FileHandle(0), FopenFlags::empty())
-            }
-            Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(e),
+    fn opendir(&self, _req: &RequestInfo, ino: u64, _flags: i32) -> Result<Opened, Errno> {
+        match self.attr(ino)?.kind {
+            FileKind::Directory => Ok(Opened { fh: 0, flags: 0 }),
+            _ => Err(Errno::ENOTDIR),
         }
     }
 
     fn readdir(
         &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
+        _req: &RequestInfo,
+        ino: u64,
+        _fh: u64,
         offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
-        let result = self.list(ino, offset, |attr, next, name| {
-            reply.add(attr.ino, next, attr.kind, name)
-        });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        sink: &mut dyn DirSink,
+    ) -> Result<(), Errno> {
+        self.list(ino, offset, |attr, next, name| {
+            sink.add(attr.ino, next, attr.kind, name)
+        })
     }
 
     fn readdirplus(
         &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
+        _req: &RequestInfo,
+        ino: u64,
+        _fh: u64,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
-        let result = self.list(ino, offset, |attr, next, name| {
-            reply.add(attr.ino, next, name, &TTL, attr, Generation(0))
-        });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        sink: &mut dyn DirPlusSink,
+    ) -> Result<(), Errno> {
+        self.list(ino, offset, |attr, next, name| sink.add(attr, next, name))
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &RequestInfo, _ino: u64) -> Result<Statfs, Errno> {
         let blocks = 1 << 20; // 4 GiB of 4 KiB blocks: room for every benchmark file
-        reply.statfs(blocks, blocks, blocks, 1 << 20, 1 << 20, 4096, 255, 4096);
+        Ok(Statfs {
+            blocks,
+            bfree: blocks,
+            bavail: blocks,
+            files: 1 << 20,
+            ffree: 1 << 20,
+            bsize: 4096,
+            namelen: 255,
+            frsize: 4096,
+        })
     }
 
     fn create(
         &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
+        req: &RequestInfo,
+        parent: u64,
+        name: &[u8],
         mode: u32,
         umask: u32,
         flags: i32,
-        reply: ReplyCreate,
-    ) {
-        let mode = mode & !umask;
-        match self.make(req, parent, name, FileType::RegularFile, mode) {
-            Ok(attr) => {
-                let opened = open_flags(&self.options, OpenFlags(flags));
-                reply.created(&TTL, &attr, Generation(0), FileHandle(0), opened)
-            }
-            Err(e) => reply.error(e),
-        }
+    ) -> Result<(Attr, Opened), Errno> {
+        let attr = self.make(req, parent, name, FileKind::Regular, mode & !umask)?;
+        let flags = open_flags(&self.options, flags);
+        Ok((attr, Opened { fh: 0, flags }))
     }
 
     fn fallocate(
         &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
+        _req: &RequestInfo,
+        ino: u64,
+        _fh: u64,
         offset: u64,
         length: u64,
         _mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        let result = self.update(ino, |a| a.size = a.size.max(offset + length));
-        reply_empty(reply, result.map(|_| ()));
+    ) -> Result<(), Errno> {
+        self.update(ino, |a| a.size = a.size.max(offset + length))
+            .map(|_| ())
     }
 }
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    // RUST_LOG=fuser=debug lists every request, to compare with warabifs' own
-    // `-o log_level=fuser=debug` log.
+    // RUST_LOG=fuser=debug lists every request fuser serves, to compare with warabifs'
+    // own `-o log_level=fuser=debug` log.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -472,11 +363,19 @@ fn main() -> std::io::Result<()> {
         writeback_cache: args.writeback_cache,
         ..FsOptions::default()
     };
+    let failed = |why: String| std::io::Error::other(why);
+    let wanted = wants_uring(args.io_uring).map_err(failed)?;
     // Resolved before mounting, as warabifs does: once mounted, resolving the path
     // would ask the not yet running session about its own root.
     let defaults = MountConfig::new(PathBuf::new(), args.mountpoint.canonicalize()?);
-    let session = Session::new(Floor::new(options), &defaults.mountpoint, &config)?;
+    let ops = Arc::new(Floor::new(options));
+    let granted = Arc::new(OnceLock::new());
+    let adapter = FuserAdapter::new(Arc::clone(&ops), wanted.is_ok(), Arc::clone(&granted));
+    let session = Session::new(adapter, &defaults.mountpoint, &config)?;
+    let rings = start_rings(args.io_uring, wanted, &granted, &session, ops).map_err(failed)?;
     // The same readahead and dirty-page share as a warabifs mount with default options.
     tune_page_cache(&defaults.mountpoint, "fuse.fuse_floor", &defaults);
-    session.run()
+    let result = session.run();
+    drop(rings);
+    result
 }

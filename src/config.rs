@@ -24,6 +24,8 @@ pub struct MountConfig {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub threads: usize,
+    /// `io_uring=`: whether requests are served over FUSE-over-io_uring.
+    pub io_uring: IoUringMode,
     /// Readahead of the mount, in bytes (the kernel's own cap for FUSE is 128 KiB).
     pub read_ahead: u64,
     /// Share of the system's dirty-page limit this mount may hold, in percent.
@@ -54,6 +56,7 @@ impl MountConfig {
             uid: None,
             gid: None,
             threads: default_threads(),
+            io_uring: IoUringMode::Auto,
             read_ahead: DEFAULT_READ_AHEAD,
             max_dirty_ratio: DEFAULT_MAX_DIRTY_RATIO,
             log_level: None,
@@ -70,6 +73,27 @@ pub const DEFAULT_READ_AHEAD: u64 = 1 << 20;
 /// flushing in 4 KiB requests all the time; warabifs writes to memory, so it can be
 /// trusted with more.
 pub const DEFAULT_MAX_DIRTY_RATIO: u32 = 20;
+
+/// `-o io_uring=`: whether the mount serves requests over FUSE-over-io_uring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IoUringMode {
+    /// Use the rings when the kernel offers them, else /dev/fuse.
+    #[default]
+    Auto,
+    /// Use the rings, or fail the mount saying why not.
+    On,
+    /// Serve every request over /dev/fuse.
+    Off,
+}
+
+fn parse_io_uring(value: &str) -> Result<IoUringMode, String> {
+    match value {
+        "auto" => Ok(IoUringMode::Auto),
+        "on" => Ok(IoUringMode::On),
+        "off" => Ok(IoUringMode::Off),
+        _ => Err(format!("\"{value}\" is not auto, on or off")),
+    }
+}
 
 /// FUSE session threads unless `threads=` says otherwise: one per CPU, 2 to 8.
 pub fn default_threads() -> usize {
@@ -170,6 +194,7 @@ fn apply_option(config: &mut MountConfig, option: &str) -> Result<(), ConfigErro
         ("uid", Some(v)) => config.uid = Some(parse_number(name, v)?),
         ("gid", Some(v)) => config.gid = Some(parse_number(name, v)?),
         ("threads", Some(v)) => config.threads = parse_threads(v).map_err(bad)?,
+        ("io_uring", Some(v)) => config.io_uring = parse_io_uring(v).map_err(bad)?,
         ("read_ahead", Some(v)) => config.read_ahead = parse_size(v).map_err(bad)?,
         ("max_dirty_ratio", Some(v)) => config.max_dirty_ratio = parse_percent(v).map_err(bad)?,
         ("log_level", Some(v)) => config.log_level = Some(v.to_string()),
@@ -194,6 +219,7 @@ const VALUED_OPTIONS: &[&str] = &[
     "uid",
     "gid",
     "threads",
+    "io_uring",
     "read_ahead",
     "max_dirty_ratio",
     "log_level",
@@ -365,6 +391,26 @@ mod tests {
         let err = apply_options(&mut config(), "ro=1").unwrap_err();
         assert_eq!(err.to_string(), "mount option \"ro\": takes no value");
         assert!(apply_options(&mut config(), "threads=0").is_err());
+    }
+
+    #[test]
+    fn io_uring_takes_auto_on_or_off() {
+        let mut c = config();
+        assert_eq!(c.io_uring, IoUringMode::Auto);
+        for (value, mode) in [
+            ("on", IoUringMode::On),
+            ("off", IoUringMode::Off),
+            ("auto", IoUringMode::Auto),
+        ] {
+            apply_options(&mut c, &format!("io_uring={value}")).unwrap();
+            assert_eq!(c.io_uring, mode);
+        }
+        let err = apply_options(&mut c, "io_uring=maybe").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mount option \"io_uring\": \"maybe\" is not auto, on or off"
+        );
+        assert!(apply_options(&mut c, "io_uring").is_err());
     }
 
     fn write_json(text: &str) -> tempfile::NamedTempFile {

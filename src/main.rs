@@ -207,18 +207,19 @@ fn run(config: &MountConfig) -> ExitCode {
     if let Err(e) = watch_signals(Arc::clone(&unmounter)) {
         return report_failure(&format!("cannot install signal handlers: {e}"));
     }
-    let (mut session, fs) = match warabifs::mount::mount(config) {
+    let mut mounted = match warabifs::mount::mount(config) {
         Ok(mounted) => mounted,
         Err(reason) => return report_failure(&reason),
     };
-    *unmounter.lock().expect("not poisoned") = Some(session.unmount_callable());
+    *unmounter.lock().expect("not poisoned") = Some(mounted.session.unmount_callable());
     tracing::info!(
         "mounted {} on {}",
         config.pool.path.display(),
         config.mountpoint.display()
     );
     report_ready();
-    let status = match session.run() {
+    // Serving ends with the pool closed, the last thing the daemon does.
+    match mounted.serve() {
         Ok(()) => {
             tracing::info!("unmounted {}", config.mountpoint.display());
             ExitCode::SUCCESS
@@ -227,11 +228,7 @@ fn run(config: &MountConfig) -> ExitCode {
             tracing::error!("session ended with an error: {e}");
             ExitCode::FAILURE
         }
-    };
-    // run() has let go of the file system; closing the pool comes last, so that whoever
-    // waits for the pool to be released finds the log complete.
-    drop(fs);
-    status
+    }
 }
 
 fn init_logging(config: &MountConfig) -> std::io::Result<()> {

@@ -1,22 +1,65 @@
 //! Turns a [`MountConfig`] into a live FUSE session over an open pool.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config, InitFlags, MountOption, Session, SessionACL};
 
-use crate::config::MountConfig;
+use crate::config::{IoUringMode, MountConfig};
 use crate::fs::{FsOptions, WarabiFs};
-use crate::fuse::FuseAdapter;
+use crate::fuse::adapter::FuserAdapter;
+use crate::fuse::dispatch::WarabiOps;
+use crate::fuse::ops::Operations;
+use crate::fuse::uring::{self, Rings};
 use crate::push::ReadPush;
 
+/// A live mount: the /dev/fuse session, the rings when they serve it, and the file
+/// system, whose pool closes when the last of them lets go.
+pub struct Mounted {
+    pub session: Session<FuserAdapter<WarabiOps>>,
+    rings: Option<Rings>,
+    fs: Arc<WarabiFs>,
+}
+
+impl Mounted {
+    /// Serves until the file system is unmounted (or the connection aborted), then
+    /// stops the rings; closing the pool comes last, so that whoever waits for the pool
+    /// to be released finds the log complete.
+    pub fn serve(self) -> std::io::Result<()> {
+        let Mounted { session, rings, fs } = self;
+        let result = session.run();
+        drop(rings);
+        drop(fs);
+        result
+    }
+}
+
 /// Opens the pool and mounts it; returns once the kernel has answered FUSE's INIT, that
-/// is once the file system is live. Errors are one line naming the problem. The file
-/// system comes back too: the pool closes when its last owner lets go, which the caller
-/// can so make the last thing it does.
-pub fn mount(config: &MountConfig) -> Result<(Session<FuseAdapter>, Arc<WarabiFs>), String> {
+/// is once the file system is live, and the rings (when used) are registered. Errors
+/// are one line naming the problem.
+pub fn mount(config: &MountConfig) -> Result<Mounted, String> {
     let mountpoint = resolve_mountpoint(config)?;
+    let want_uring = wants_uring(config.io_uring)?;
+    let fs = Arc::new(open_fs(config)?);
+    let push = Arc::new(OnceLock::new());
+    let ops = Arc::new(WarabiOps::new(Arc::clone(&fs), Arc::clone(&push)));
+    let granted = Arc::new(OnceLock::new());
+    let adapter = FuserAdapter::new(Arc::clone(&ops), want_uring.is_ok(), Arc::clone(&granted));
+    let session = Session::new(adapter, &config.mountpoint, &fuse_config(config))
+        .map_err(|e| format!("cannot mount on {}: {e}", config.mountpoint.display()))?;
+    let rings = start_rings(config.io_uring, want_uring, &granted, &session, ops)?;
+    if config.read_push && !fs.options().every_open_direct() {
+        let started = ReadPush::start(Arc::clone(&fs), session.notifier())
+            .map_err(|e| format!("cannot start the read-push thread: {e}"))?;
+        let _ = push.set(started);
+    }
+    tune_page_cache(&mountpoint, "fuse.warabifs", config);
+    Ok(Mounted { session, rings, fs })
+}
+
+fn open_fs(config: &MountConfig) -> Result<WarabiFs, String> {
     let defaults = FsOptions::default();
     let opts = FsOptions {
         read_only: config.read_only,
@@ -27,19 +70,63 @@ pub fn mount(config: &MountConfig) -> Result<(Session<FuseAdapter>, Arc<WarabiFs
         uid: config.uid.unwrap_or(defaults.uid),
         gid: config.gid.unwrap_or(defaults.gid),
     };
-    let fs = WarabiFs::open_pool(&config.pool, opts).map_err(|e| e.to_string())?;
-    let fs = Arc::new(fs);
-    let push = Arc::new(OnceLock::new());
-    let adapter = FuseAdapter::new(Arc::clone(&fs), Arc::clone(&push));
-    let session = Session::new(adapter, &config.mountpoint, &fuse_config(config))
-        .map_err(|e| format!("cannot mount on {}: {e}", config.mountpoint.display()))?;
-    if config.read_push && !fs.options().every_open_direct() {
-        let started = ReadPush::start(Arc::clone(&fs), session.notifier())
-            .map_err(|e| format!("cannot start the read-push thread: {e}"))?;
-        let _ = push.set(started);
+    WarabiFs::open_pool(&config.pool, opts).map_err(|e| e.to_string())
+}
+
+/// Whether to ask for the rings at INIT: `Ok` to ask, `Err(why not)` otherwise, which
+/// fails the mount before anything is opened when the rings were demanded.
+pub fn wants_uring(mode: IoUringMode) -> Result<Result<(), String>, String> {
+    match mode {
+        IoUringMode::Off => Ok(Err("io_uring=off".to_string())),
+        IoUringMode::Auto => Ok(uring::kernel_allows()),
+        IoUringMode::On => match uring::kernel_allows() {
+            Ok(()) => Ok(Ok(())),
+            Err(why) => Err(format!("io_uring=on: {why}")),
+        },
     }
-    tune_page_cache(&mountpoint, "fuse.warabifs", config);
-    Ok((session, fs))
+}
+
+/// Starts the rings when INIT settled on them, and says once which transport serves
+/// the mount and why.
+/// Public, with [`wants_uring`], so that the FUSE-floor benchmark picks its transport
+/// exactly as warabifs does.
+pub fn start_rings<O: Operations>(
+    mode: IoUringMode,
+    wanted: Result<(), String>,
+    granted: &OnceLock<InitFlags>,
+    session: &Session<FuserAdapter<O>>,
+    ops: Arc<O>,
+) -> Result<Option<Rings>, String> {
+    let offered = granted
+        .get()
+        .is_some_and(|g| g.contains(InitFlags::FUSE_OVER_IO_URING));
+    let not_offered = "the kernel did not offer FUSE_OVER_IO_URING at INIT";
+    match (wanted, offered) {
+        (Ok(()), true) => {
+            // A descriptor of the rings' own: the session's closes when it ends, while a
+            // ring thread may still submit a last command on it.
+            let fd: OwnedFd = session
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("cannot duplicate /dev/fuse for the rings: {e}"))?;
+            let rings = Rings::start(fd, ops)
+                .map_err(|e| format!("cannot start FUSE-over-io_uring: {e}"))?;
+            tracing::info!(
+                "transport: FUSE-over-io_uring, {} queues (one per possible CPU, each on a thread pinned to it)",
+                rings.queues()
+            );
+            Ok(Some(rings))
+        }
+        (Ok(()), false) if mode == IoUringMode::On => Err(format!("io_uring=on: {not_offered}")),
+        (Ok(()), false) => {
+            tracing::info!("transport: /dev/fuse ({not_offered})");
+            Ok(None)
+        }
+        (Err(why), _) => {
+            tracing::info!("transport: /dev/fuse ({why})");
+            Ok(None)
+        }
+    }
 }
 
 /// Sets the mount's readahead and dirty-page share on its backing device, the knobs an

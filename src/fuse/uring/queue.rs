@@ -1,0 +1,353 @@
+//! One queue of FUSE-over-io_uring: its ring entries (buffers the kernel writes
+//! requests into and reads replies from), its io_uring, and the loop of the thread that
+//! serves it.
+//!
+//! The life of an entry: REGISTER hands the kernel its two buffers; the completion of
+//! that command (or of a COMMIT_AND_FETCH) says a request is in them; the thread serves
+//! it, writes the reply into the same buffers and submits COMMIT_AND_FETCH, which sends
+//! the reply and waits for the next request. Between submission and completion the
+//! kernel owns the buffers, so the thread touches an entry's memory only in between.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::os::fd::{AsRawFd, RawFd};
+
+use nix::sys::eventfd::EventFd;
+use std::sync::Arc;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::abi::{encode_out_header, serve, InHeader, Request, IN_HEADER_LEN};
+use crate::fs::Errno;
+use crate::fuse::ops::Operations;
+
+/// FUSE_IO_URING_CMD_REGISTER and FUSE_IO_URING_CMD_COMMIT_AND_FETCH.
+const CMD_REGISTER: u32 = 1;
+const CMD_COMMIT_AND_FETCH: u32 = 2;
+
+/// `struct fuse_uring_req_header`: the in/out header area, the operation header area,
+/// and `struct fuse_uring_ent_in_out`.
+const IN_OUT_AREA: usize = 128;
+const OP_AREA: usize = 128;
+const HEADER_LEN: usize = IN_OUT_AREA + OP_AREA + 32;
+/// Offsets in `fuse_uring_ent_in_out`: commit_id, then payload_sz.
+const COMMIT_ID_AT: usize = IN_OUT_AREA + OP_AREA + 8;
+const PAYLOAD_SZ_AT: usize = COMMIT_ID_AT + 8;
+
+/// The completion of the stop eventfd's poll, not of an entry.
+const STOP_TOKEN: u64 = u64::MAX;
+
+/// A buffer the kernel reads and writes while it owns it: plain heap memory, page
+/// aligned, that no Rust reference covers while the kernel may touch it.
+struct SharedBuf {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl SharedBuf {
+    fn new(len: usize) -> SharedBuf {
+        let layout = Layout::from_size_align(len, 4096).expect("valid buffer layout");
+        // SAFETY: the layout has a non-zero size (HEADER_LEN or max_write).
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        SharedBuf { ptr, layout }
+    }
+
+    fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// The buffer, while the kernel does not own it.
+    ///
+    /// # Safety
+    /// The entry must not be registered with the kernel (between the completion of its
+    /// last command and the submission of its next), and no other slice of it may live.
+    unsafe fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: ptr points to len() initialised bytes owned by this buffer; the
+        // caller guarantees the kernel is not writing them and nothing else aliases.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len()) }
+    }
+}
+
+impl Drop for SharedBuf {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from alloc_zeroed with this layout; the queue frees its
+        // entries only after its io_uring is gone, so the kernel holds no pointer.
+        unsafe { dealloc(self.ptr, self.layout) }
+    }
+}
+
+/// One ring entry: the header and payload buffers and the iovecs that name them.
+struct Entry {
+    header: SharedBuf,
+    payload: SharedBuf,
+    /// Read by the kernel at REGISTER; kept at a stable address until then.
+    iov: Box<[libc::iovec; 2]>,
+    /// The request being served, for its COMMIT_AND_FETCH.
+    commit_id: u64,
+    /// Whether the kernel still has a command of this entry (so it is alive).
+    live: bool,
+}
+
+impl Entry {
+    fn new(payload_len: usize) -> Entry {
+        let header = SharedBuf::new(HEADER_LEN);
+        let payload = SharedBuf::new(payload_len);
+        let iov = Box::new([
+            libc::iovec {
+                iov_base: header.ptr.cast(),
+                iov_len: header.len(),
+            },
+            libc::iovec {
+                iov_base: payload.ptr.cast(),
+                iov_len: payload.len(),
+            },
+        ]);
+        Entry {
+            header,
+            payload,
+            iov,
+            commit_id: 0,
+            live: false,
+        }
+    }
+}
+
+// SAFETY: an Entry's buffers are plain heap memory owned by it alone; it is moved to
+// its queue's thread once, before any command of it is submitted.
+unsafe impl Send for Entry {}
+
+/// A queue: its io_uring, its entries, and what serves their requests.
+pub struct Queue<O: Operations> {
+    qid: u16,
+    ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    entries: Vec<Entry>,
+    fuse_fd: RawFd,
+    stop: Arc<EventFd>,
+    ops: Arc<O>,
+}
+
+/// The 80 bytes of `struct fuse_uring_cmd_req` in the big SQE.
+fn cmd_req(qid: u16, commit_id: u64) -> [u8; 80] {
+    let mut cmd = [0u8; 80];
+    cmd[8..16].copy_from_slice(&commit_id.to_le_bytes());
+    cmd[16..18].copy_from_slice(&qid.to_le_bytes());
+    cmd
+}
+
+/// A REGISTER command: `addr` names the entry's two iovecs and `len` must say 2. The
+/// io-uring crate's UringCmd80 has no `len`, so it is set in the built SQE.
+fn register_sqe(fd: RawFd, qid: u16, iov: *const libc::iovec, token: u64) -> squeue::Entry128 {
+    let sqe = opcode::UringCmd80::new(types::Fd(fd), CMD_REGISTER)
+        .cmd(cmd_req(qid, 0))
+        .addr(Some(iov as u64))
+        .build()
+        .user_data(token);
+    // SAFETY: Entry128 is #[repr(C)] over the kernel's 128-byte io_uring_sqe (a 64-byte
+    // sqe and 64 bytes of command), and every bit pattern is a valid [u8; 128] and back.
+    let mut raw: [u8; 128] = unsafe { std::mem::transmute(sqe) };
+    // io_uring_sqe.len is the u32 at byte 24.
+    raw[24..28].copy_from_slice(&2u32.to_le_bytes());
+    // SAFETY: as above; only the len field changed.
+    unsafe { std::mem::transmute::<[u8; 128], squeue::Entry128>(raw) }
+}
+
+fn commit_sqe(fd: RawFd, qid: u16, commit_id: u64, token: u64) -> squeue::Entry128 {
+    opcode::UringCmd80::new(types::Fd(fd), CMD_COMMIT_AND_FETCH)
+        .cmd(cmd_req(qid, commit_id))
+        .build()
+        .user_data(token)
+}
+
+impl<O: Operations> Queue<O> {
+    /// Sets up queue `qid` with `depth` entries of `payload_len` bytes of payload.
+    pub fn new(
+        qid: u16,
+        depth: usize,
+        payload_len: usize,
+        fuse_fd: RawFd,
+        stop: Arc<EventFd>,
+        ops: Arc<O>,
+    ) -> std::io::Result<Queue<O>> {
+        // One SQE per entry and one for the stop poll; completions never outnumber them.
+        let sq = (depth + 1).next_power_of_two() as u32;
+        let ring = IoUring::builder().setup_cqsize(sq * 2).build(sq)?;
+        let entries = (0..depth).map(|_| Entry::new(payload_len)).collect();
+        Ok(Queue {
+            qid,
+            ring,
+            entries,
+            fuse_fd,
+            stop,
+            ops,
+        })
+    }
+
+    /// Registers every entry and serves requests until the connection ends or the stop
+    /// eventfd is written. Returns why it stopped, for the log.
+    pub fn serve(mut self) -> String {
+        let stop_poll = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(STOP_TOKEN)
+            .into();
+        if let Err(e) = self.push(stop_poll) {
+            return format!("cannot watch for the stop signal: {e}");
+        }
+        for token in 0..self.entries.len() {
+            self.register(token);
+        }
+        loop {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return format!("io_uring_enter failed: {e}"),
+            }
+            let completions: Vec<(u64, i32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            for (token, result) in completions {
+                if token == STOP_TOKEN {
+                    return "stopped".to_string();
+                }
+                self.complete(token as usize, result);
+            }
+            if self.entries.iter().all(|e| !e.live) {
+                return "the kernel ended the connection".to_string();
+            }
+        }
+    }
+
+    fn push(&mut self, sqe: squeue::Entry128) -> Result<(), String> {
+        // SAFETY: every buffer an SQE of this queue names (an entry's iovecs and the
+        // buffers they point to) lives in `self.entries` until the ring is dropped.
+        unsafe { self.ring.submission().push(&sqe) }
+            .map_err(|_| "the submission queue is full".to_string())
+    }
+
+    fn register(&mut self, token: usize) {
+        let entry = &mut self.entries[token];
+        let sqe = register_sqe(self.fuse_fd, self.qid, entry.iov.as_ptr(), token as u64);
+        entry.live = true;
+        if let Err(e) = self.push(sqe) {
+            tracing::error!("queue {}: cannot register an entry: {e}", self.qid);
+            self.entries[token].live = false;
+        }
+    }
+
+    /// One command of entry `token` completed with `result`.
+    fn complete(&mut self, token: usize, result: i32) {
+        if token >= self.entries.len() {
+            tracing::error!("queue {}: completion of unknown entry {token}", self.qid);
+            return;
+        }
+        match -result {
+            0 => self.answer(token),
+            // The kernel was not ready (INIT not processed yet) or was interrupted.
+            libc::EAGAIN | libc::EINTR => {
+                let entry = &self.entries[token];
+                let sqe = match entry.commit_id {
+                    0 => register_sqe(self.fuse_fd, self.qid, entry.iov.as_ptr(), token as u64),
+                    id => commit_sqe(self.fuse_fd, self.qid, id, token as u64),
+                };
+                if self.push(sqe).is_err() {
+                    self.entries[token].live = false;
+                }
+            }
+            errno => {
+                // ENOTCONN and ECONNABORTED: unmounted or aborted; the entry is gone.
+                if !matches!(errno, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED) {
+                    tracing::warn!(
+                        "queue {}: ring command failed: {}",
+                        self.qid,
+                        std::io::Error::from_raw_os_error(errno)
+                    );
+                }
+                self.entries[token].live = false;
+            }
+        }
+    }
+
+    /// Serves the request now in entry `token` and commits its reply.
+    fn answer(&mut self, token: usize) {
+        let entry = &mut self.entries[token];
+        // SAFETY: the command of this entry just completed, so the kernel does not own
+        // its buffers until the commit below is submitted; these are the only slices.
+        let (header, payload) = unsafe { (entry.header.bytes(), entry.payload.bytes()) };
+        let commit_id = read_u64(header, COMMIT_ID_AT);
+        let in_len = read_u32(header, PAYLOAD_SZ_AT) as usize;
+        let (unique, result) = match InHeader::parse(&header[..IN_HEADER_LEN]) {
+            Ok(in_header) => {
+                let request = Request {
+                    header: in_header,
+                    op: &header[IN_OUT_AREA..IN_OUT_AREA + OP_AREA],
+                };
+                let result = serve(&*self.ops, &request, payload, in_len);
+                (in_header.unique, result)
+            }
+            Err(e) => (commit_id, Err(e)),
+        };
+        let replied = *result.as_ref().unwrap_or(&0);
+        encode_out_header(
+            &mut header[..IN_OUT_AREA],
+            unique,
+            result.map_err(log_unusual),
+        );
+        header[PAYLOAD_SZ_AT..PAYLOAD_SZ_AT + 4].copy_from_slice(&(replied as u32).to_le_bytes());
+        entry.commit_id = commit_id;
+        let sqe = commit_sqe(self.fuse_fd, self.qid, commit_id, token as u64);
+        if let Err(e) = self.push(sqe) {
+            tracing::error!("queue {}: cannot commit a reply: {e}", self.qid);
+            self.entries[token].live = false;
+        }
+    }
+}
+
+/// Errors of requests the ring could not parse are worth a line; the request layer
+/// logs its own.
+fn log_unusual(e: Errno) -> Errno {
+    if e == Errno::EINVAL {
+        tracing::debug!("ring request answered with EINVAL");
+    }
+    e
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_register_sqe_names_two_iovecs_and_its_queue() {
+        let iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 2];
+        let sqe = register_sqe(7, 3, iov.as_ptr(), 5);
+        // SAFETY: as in register_sqe: a repr(C) 128-byte entry viewed as bytes.
+        let raw: [u8; 128] = unsafe { std::mem::transmute(sqe) };
+        assert_eq!(raw[0], io_uring::opcode::UringCmd80::CODE);
+        assert_eq!(i32::from_le_bytes(raw[4..8].try_into().unwrap()), 7);
+        assert_eq!(
+            u64::from_le_bytes(raw[16..24].try_into().unwrap()),
+            iov.as_ptr() as u64
+        );
+        assert_eq!(u32::from_le_bytes(raw[24..28].try_into().unwrap()), 2);
+        assert_eq!(u64::from_le_bytes(raw[32..40].try_into().unwrap()), 5);
+        // The command starts at byte 48: flags, commit_id, qid.
+        assert_eq!(u16::from_le_bytes(raw[64..66].try_into().unwrap()), 3);
+    }
+}
