@@ -69,7 +69,9 @@ WARABIFS_PID=""
 WARABIFS_MNT=""
 start_warabifs() {
     local bin=$1 pool=$2 mnt=$3 log=$4 options=$5
-    "$bin" "$pool" "$mnt" -f -o "$options" </dev/null >"$log" 2>&1 &
+    # Warnings, and the one line that says which transport serves the mount.
+    WARABIFS_LOG=${WARABIFS_LOG:-warn,warabifs::mount=info} \
+        "$bin" "$pool" "$mnt" -f -o "$options" </dev/null >"$log" 2>&1 &
     WARABIFS_PID=$!
     WARABIFS_MNT=$mnt
     local waited=0
@@ -84,6 +86,12 @@ start_warabifs() {
         sleep 0.05
         waited=$((waited + 1))
     done
+    # Logged just after the mount goes live.
+    while ! grep -q 'transport: ' "$log" && ((waited < 400)); do
+        sleep 0.05
+        waited=$((waited + 1))
+    done
+    echo "${SCRIPT_NAME:-$0}: $(grep -o -m 1 'transport: .*' "$log" || echo 'transport: not logged')" >&2
 }
 
 # Unmounts the mount start_warabifs made (if still mounted) and waits for its daemon to
