@@ -109,8 +109,16 @@ pub fn start_rings<O: Operations>(
                 .as_fd()
                 .try_clone_to_owned()
                 .map_err(|e| format!("cannot duplicate /dev/fuse for the rings: {e}"))?;
-            let rings = Rings::start(fd, ops)
-                .map_err(|e| format!("cannot start FUSE-over-io_uring: {e}"))?;
+            let rings = match Rings::start(fd, ops) {
+                Ok(rings) => rings,
+                // The kernel switches to the rings only once every queue has an entry;
+                // until then it keeps using /dev/fuse, so auto can fall back to it.
+                Err(e) if mode == IoUringMode::Auto => {
+                    tracing::warn!("transport: /dev/fuse (cannot start FUSE-over-io_uring: {e})");
+                    return Ok(None);
+                }
+                Err(e) => return Err(format!("io_uring=on: cannot start FUSE-over-io_uring: {e}")),
+            };
             tracing::info!(
                 "transport: FUSE-over-io_uring, {} queues (one per possible CPU, each on a thread pinned to it)",
                 rings.queues()

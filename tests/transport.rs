@@ -226,7 +226,10 @@ fn a_kernel_abort_ends_the_daemon_and_the_mount_unmounts() {
     );
     // The daemon unmounts on its way out; where it could not, umount must work.
     common::unmount(&mnt);
-    assert!(!common::is_mounted(&mnt), "the aborted mount is still listed");
+    assert!(
+        !common::is_mounted(&mnt),
+        "the aborted mount is still listed"
+    );
     common::wait_pool_released(&pool);
     let m = ForegroundMount::start(&pool, &mnt, &[]);
     assert_eq!(std::fs::read(m.path("f")).unwrap(), b"before the abort");

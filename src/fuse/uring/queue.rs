@@ -126,6 +126,8 @@ pub struct Queue<O: Operations> {
     fuse_fd: RawFd,
     stop: Arc<EventFd>,
     ops: Arc<O>,
+    /// Completions taken off the ring, kept to spare an allocation per wakeup.
+    completed: Vec<(u64, i32)>,
 }
 
 /// The 80 bytes of `struct fuse_uring_cmd_req` in the big SQE.
@@ -181,6 +183,7 @@ impl<O: Operations> Queue<O> {
             fuse_fd,
             stop,
             ops,
+            completed: Vec::with_capacity(depth + 1),
         })
     }
 
@@ -203,17 +206,16 @@ impl<O: Operations> Queue<O> {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => return format!("io_uring_enter failed: {e}"),
             }
-            let completions: Vec<(u64, i32)> = self
-                .ring
-                .completion()
-                .map(|c| (c.user_data(), c.result()))
-                .collect();
-            for (token, result) in completions {
+            let mut completed = std::mem::take(&mut self.completed);
+            completed.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+            for &(token, result) in &completed {
                 if token == STOP_TOKEN {
                     return "stopped".to_string();
                 }
                 self.complete(token as usize, result);
             }
+            completed.clear();
+            self.completed = completed;
             if self.entries.iter().all(|e| !e.live) {
                 return "the kernel ended the connection".to_string();
             }
