@@ -12,7 +12,6 @@
 //! checked, and a request that cannot be parsed is answered with an errno (EINVAL for a
 //! malformed one, ENOSYS for an unknown operation), never a panic.
 
-use std::sync::mpsc::sync_channel;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::fs::{Attr, Errno, FileKind};
@@ -394,21 +393,68 @@ impl Request<'_> {
     }
 }
 
-/// Waits for a reply the request layer may send from another thread.
-fn wait_for<T: Send + 'static>(
-    start: impl FnOnce(crate::fuse::ops::Deferred<T>),
-) -> Result<T, Errno> {
-    let (send, receive) = sync_channel(1);
-    start(Box::new(move |result| {
-        let _ = send.send(result);
-    }));
-    receive.recv().unwrap_or(Err(Errno::EIO))
+/// A reply the request layer sends later, maybe from another thread: operations that
+/// change a file's data wait for a read push of that file to end. The ring's thread
+/// must not wait for it (the push may itself wait for a read queued behind it), so the
+/// reply is committed whenever it comes.
+pub enum Late {
+    Attr(Result<Attr, Errno>),
+    Opened(Result<Opened, Errno>),
+}
+
+impl Late {
+    /// Encodes the reply's arguments into `payload`; returns their length.
+    pub fn encode(self, payload: &mut [u8]) -> Result<usize, Errno> {
+        match self {
+            Late::Attr(result) => attr_reply(payload, &result?),
+            Late::Opened(result) => open_reply(payload, &result?),
+        }
+    }
+}
+
+/// Where a reply that comes later goes.
+pub type LateSender = Box<dyn FnOnce(Late) + Send>;
+
+/// What serving a request gave: the length of the reply arguments written into the
+/// payload, or a reply that comes through the [`LateSender`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Served {
+    Now(usize),
+    Later,
 }
 
 /// Serves one request: decodes it from `req` and the first `in_len` bytes of
-/// `payload`, calls `ops`, and writes the reply arguments into `payload`. Returns their
-/// length, or the errno to answer with.
+/// `payload`, calls `ops`, and writes the reply arguments into `payload`, or hands the
+/// reply to a sender made by `later`. Returns the errno to answer with on failure.
 pub fn serve<O: Operations>(
+    ops: &O,
+    req: &Request,
+    payload: &mut [u8],
+    in_len: usize,
+    later: &mut dyn FnMut() -> LateSender,
+) -> Result<Served, Errno> {
+    let info = req.info();
+    let ino = req.header.nodeid;
+    match req.header.opcode {
+        opcode::SETATTR => {
+            let change = parse_setattr(req.op)?;
+            let send = later();
+            ops.setattr(&info, ino, change, Box::new(move |r| send(Late::Attr(r))));
+            Ok(Served::Later)
+        }
+        opcode::OPEN => {
+            let flags = Reader::new(req.op).i32()?;
+            let send = later();
+            ops.open(&info, ino, flags, Box::new(move |r| send(Late::Opened(r))));
+            Ok(Served::Later)
+        }
+        _ => serve_now(ops, req, payload, in_len).map(Served::Now),
+    }
+}
+
+/// Serves a request whose reply is ready when the call into `ops` returns: writes the
+/// reply arguments into `payload` and returns their length.
+fn serve_now<O: Operations>(
     ops: &O,
     req: &Request,
     payload: &mut [u8],
@@ -434,11 +480,6 @@ pub fn serve<O: Operations>(
             let (flags, _, fh) = (op.u32()?, op.u32()?, op.u64()?);
             let fh = (flags & GETATTR_FH != 0).then_some(fh);
             let attr = ops.getattr(&info, ino, fh)?;
-            attr_reply(payload, &attr)
-        }
-        opcode::SETATTR => {
-            let change = parse_setattr(req.op)?;
-            let attr = wait_for(|reply| ops.setattr(&info, ino, change, reply))?;
             attr_reply(payload, &attr)
         }
         opcode::READLINK => {
@@ -489,11 +530,6 @@ pub fn serve<O: Operations>(
             let name = Reader::new(&payload[..in_len]).name()?;
             let attr = ops.link(&info, oldnodeid, ino, name)?;
             entry_reply(payload, &attr)
-        }
-        opcode::OPEN => {
-            let flags = op.i32()?;
-            let opened = wait_for(|reply| ops.open(&info, ino, flags, reply))?;
-            open_reply(payload, &opened)
         }
         opcode::OPENDIR => {
             let flags = op.i32()?;
@@ -781,7 +817,7 @@ mod tests {
             header: header(opcode),
             op: &op_area,
         };
-        let result = serve(&echo(), &req, &mut payload, payload_in.len());
+        let result = serve_now(&echo(), &req, &mut payload, payload_in.len());
         (result, payload)
     }
 
@@ -819,13 +855,19 @@ mod tests {
             header: header(opcode::LOOKUP),
             op: &[],
         };
-        assert_eq!(serve(&echo(), &req, &mut payload, 9), Err(Errno::EINVAL));
+        assert_eq!(
+            serve_now(&echo(), &req, &mut payload, 9),
+            Err(Errno::EINVAL)
+        );
         // A getattr whose header area is short.
         let req = Request {
             header: header(opcode::GETATTR),
             op: &[0; 4],
         };
-        assert_eq!(serve(&echo(), &req, &mut payload, 0), Err(Errno::EINVAL));
+        assert_eq!(
+            serve_now(&echo(), &req, &mut payload, 0),
+            Err(Errno::EINVAL)
+        );
     }
 
     #[test]
@@ -835,12 +877,24 @@ mod tests {
         let (n, out) = serve_with(opcode::WRITE, &write_in, &[1; 10]);
         assert_eq!(n, Ok(8));
         assert_eq!(u32::from_le_bytes(out[..4].try_into().unwrap()), 10);
-        let mut setattr_in = vec![0u8; 88];
+        let mut setattr_in = [0u8; 128];
         setattr_in[..4].copy_from_slice(&fattr::SIZE.to_le_bytes());
         setattr_in[16..24].copy_from_slice(&77u64.to_le_bytes());
-        let (n, out) = serve_with(opcode::SETATTR, &setattr_in, &[]);
-        assert_eq!(n, Ok(16 + ATTR_LEN));
-        assert_eq!(u64::from_le_bytes(out[24..32].try_into().unwrap()), 77);
+        let req = Request {
+            header: header(opcode::SETATTR),
+            op: &setattr_in,
+        };
+        let (send, receive) = std::sync::mpsc::channel();
+        let mut later = || -> LateSender {
+            let send = send.clone();
+            Box::new(move |late| send.send(late).unwrap())
+        };
+        let mut payload = vec![0; 4096];
+        let served = serve(&echo(), &req, &mut payload, 0, &mut later);
+        assert_eq!(served, Ok(Served::Later));
+        let late = receive.recv().unwrap();
+        assert_eq!(late.encode(&mut payload), Ok(16 + ATTR_LEN));
+        assert_eq!(u64::from_le_bytes(payload[24..32].try_into().unwrap()), 77);
     }
 
     #[test]

@@ -11,12 +11,18 @@
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::os::fd::{AsRawFd, RawFd};
 
-use nix::sys::eventfd::EventFd;
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::abi::{encode_out_header, serve, InHeader, Request, IN_HEADER_LEN};
+use std::sync::mpsc::{channel, Receiver, Sender};
+
+use parking_lot::Mutex;
+
+use super::abi::{
+    encode_out_header, serve, InHeader, Late, LateSender, Request, Served, IN_HEADER_LEN,
+};
 use crate::fs::Errno;
 use crate::fuse::ops::Operations;
 
@@ -35,6 +41,8 @@ const PAYLOAD_SZ_AT: usize = COMMIT_ID_AT + 8;
 
 /// The completion of the stop eventfd's poll, not of an entry.
 const STOP_TOKEN: u64 = u64::MAX;
+/// The completion of the poll of the eventfd that says late replies have come.
+const WAKE_TOKEN: u64 = u64::MAX - 1;
 
 /// A buffer the kernel reads and writes while it owns it: plain heap memory, page
 /// aligned, that no Rust reference covers while the kernel may touch it.
@@ -128,6 +136,9 @@ pub struct Queue<O: Operations> {
     ops: Arc<O>,
     /// Completions taken off the ring, kept to spare an allocation per wakeup.
     completed: Vec<(u64, i32)>,
+    /// Replies that came after their request was served, and the eventfd that says so.
+    late: (Sender<LateReply>, Receiver<LateReply>),
+    wake: Arc<EventFd>,
 }
 
 /// The 80 bytes of `struct fuse_uring_cmd_req` in the big SQE.
@@ -172,8 +183,8 @@ impl<O: Operations> Queue<O> {
         stop: Arc<EventFd>,
         ops: Arc<O>,
     ) -> std::io::Result<Queue<O>> {
-        // One SQE per entry and one for the stop poll; completions never outnumber them.
-        let sq = (depth + 1).next_power_of_two() as u32;
+        // One SQE per entry and one per poll; completions never outnumber them.
+        let sq = (depth + 2).next_power_of_two() as u32;
         let ring = IoUring::builder().setup_cqsize(sq * 2).build(sq)?;
         let entries = (0..depth).map(|_| Entry::new(payload_len)).collect();
         Ok(Queue {
@@ -183,7 +194,11 @@ impl<O: Operations> Queue<O> {
             fuse_fd,
             stop,
             ops,
-            completed: Vec::with_capacity(depth + 1),
+            completed: Vec::with_capacity(depth + 2),
+            late: channel(),
+            wake: Arc::new(EventFd::from_flags(
+                EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+            )?),
         })
     }
 
@@ -194,7 +209,10 @@ impl<O: Operations> Queue<O> {
             .build()
             .user_data(STOP_TOKEN)
             .into();
-        if let Err(e) = self.push(stop_poll) {
+        if let Err(e) = self
+            .push(stop_poll)
+            .and_then(|()| self.watch_late_replies())
+        {
             return format!("cannot watch for the stop signal: {e}");
         }
         for token in 0..self.entries.len() {
@@ -209,10 +227,16 @@ impl<O: Operations> Queue<O> {
             let mut completed = std::mem::take(&mut self.completed);
             completed.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
             for &(token, result) in &completed {
-                if token == STOP_TOKEN {
-                    return "stopped".to_string();
+                match token {
+                    STOP_TOKEN => return "stopped".to_string(),
+                    WAKE_TOKEN => {
+                        self.commit_late_replies();
+                        if let Err(e) = self.watch_late_replies() {
+                            return format!("cannot watch for late replies: {e}");
+                        }
+                    }
+                    _ => self.complete(token as usize, result),
                 }
-                self.complete(token as usize, result);
             }
             completed.clear();
             self.completed = completed;
@@ -220,6 +244,15 @@ impl<O: Operations> Queue<O> {
                 return "the kernel ended the connection".to_string();
             }
         }
+    }
+
+    /// Polls the eventfd that says late replies have come (once: re-armed after each).
+    fn watch_late_replies(&mut self) -> Result<(), String> {
+        let poll = opcode::PollAdd::new(types::Fd(self.wake.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(WAKE_TOKEN)
+            .into();
+        self.push(poll)
     }
 
     fn push(&mut self, sqe: squeue::Entry128) -> Result<(), String> {
@@ -272,39 +305,106 @@ impl<O: Operations> Queue<O> {
         }
     }
 
-    /// Serves the request now in entry `token` and commits its reply.
+    /// Serves the request now in entry `token` and commits its reply, or leaves the
+    /// entry waiting for a reply that comes later.
     fn answer(&mut self, token: usize) {
+        let slot = Arc::new(Mutex::new(LateSlot::Serving));
+        let (replies, wake) = (self.late.0.clone(), Arc::clone(&self.wake));
+        let mut later = || late_sender(token, &slot, &replies, &wake);
         let entry = &mut self.entries[token];
         // SAFETY: the command of this entry just completed, so the kernel does not own
-        // its buffers until the commit below is submitted; these are the only slices.
+        // its buffers until the commit of its reply is submitted; these are the only
+        // slices of them.
         let (header, payload) = unsafe { (entry.header.bytes(), entry.payload.bytes()) };
-        let commit_id = read_u64(header, COMMIT_ID_AT);
+        entry.commit_id = read_u64(header, COMMIT_ID_AT);
         let in_len = read_u32(header, PAYLOAD_SZ_AT) as usize;
-        let (unique, result) = match InHeader::parse(&header[..IN_HEADER_LEN]) {
-            Ok(in_header) => {
-                let request = Request {
-                    header: in_header,
-                    op: &header[IN_OUT_AREA..IN_OUT_AREA + OP_AREA],
-                };
-                let result = serve(&*self.ops, &request, payload, in_len);
-                (in_header.unique, result)
+        let served = InHeader::parse(&header[..IN_HEADER_LEN]).and_then(|in_header| {
+            let request = Request {
+                header: in_header,
+                op: &header[IN_OUT_AREA..IN_OUT_AREA + OP_AREA],
+            };
+            serve(&*self.ops, &request, payload, in_len, &mut later)
+        });
+        match served {
+            Ok(Served::Now(len)) => self.commit(token, Ok(len)),
+            Err(e) => self.commit(token, Err(log_unusual(e))),
+            Ok(Served::Later) => {
+                let ready = std::mem::replace(&mut *slot.lock(), LateSlot::Waiting);
+                // Most replies are ready before serve returns: commit at once.
+                if let LateSlot::Ready(late) = ready {
+                    self.commit_late(token, late);
+                }
             }
-            Err(e) => (commit_id, Err(e)),
-        };
+        }
+    }
+
+    /// Commits the late replies that have come in.
+    fn commit_late_replies(&mut self) {
+        let _ = self.wake.read();
+        while let Ok((token, late)) = self.late.1.try_recv() {
+            self.commit_late(token, late);
+        }
+    }
+
+    fn commit_late(&mut self, token: usize, late: Late) {
+        let entry = &mut self.entries[token];
+        // SAFETY: the entry holds a request whose reply has not been committed, so the
+        // kernel does not own its buffers; this is the only slice of the payload.
+        let payload = unsafe { entry.payload.bytes() };
+        let result = late.encode(payload);
+        self.commit(token, result);
+    }
+
+    /// Writes the reply header of entry `token` and submits its COMMIT_AND_FETCH.
+    fn commit(&mut self, token: usize, result: Result<usize, Errno>) {
+        let entry = &mut self.entries[token];
+        // SAFETY: as in commit_late: the kernel gets the buffers back with the commit.
+        let header = unsafe { entry.header.bytes() };
         let replied = *result.as_ref().unwrap_or(&0);
-        encode_out_header(
-            &mut header[..IN_OUT_AREA],
-            unique,
-            result.map_err(log_unusual),
-        );
+        // The request's unique is its commit id.
+        encode_out_header(&mut header[..IN_OUT_AREA], entry.commit_id, result);
         header[PAYLOAD_SZ_AT..PAYLOAD_SZ_AT + 4].copy_from_slice(&(replied as u32).to_le_bytes());
-        entry.commit_id = commit_id;
-        let sqe = commit_sqe(self.fuse_fd, self.qid, commit_id, token as u64);
+        let sqe = commit_sqe(self.fuse_fd, self.qid, entry.commit_id, token as u64);
         if let Err(e) = self.push(sqe) {
             tracing::error!("queue {}: cannot commit a reply: {e}", self.qid);
             self.entries[token].live = false;
         }
     }
+}
+
+/// Where a reply that may come later goes: into `slot` while the request is being
+/// served, else to this queue's thread, woken through its eventfd.
+fn late_sender(
+    token: usize,
+    slot: &Arc<Mutex<LateSlot>>,
+    replies: &Sender<LateReply>,
+    wake: &Arc<EventFd>,
+) -> LateSender {
+    let (slot, replies, wake) = (Arc::clone(slot), replies.clone(), Arc::clone(wake));
+    Box::new(move |late| {
+        let mut state = slot.lock();
+        match *state {
+            LateSlot::Serving => *state = LateSlot::Ready(late),
+            _ => {
+                drop(state);
+                if replies.send((token, late)).is_ok() {
+                    let _ = wake.write(1);
+                }
+            }
+        }
+    })
+}
+
+/// A late reply and the entry it answers.
+type LateReply = (usize, Late);
+
+/// Where a reply that may come later is, for the entry waiting for it.
+enum LateSlot {
+    /// The request is being served: a reply now is committed when serve returns.
+    Serving,
+    Ready(Late),
+    /// serve returned without it: the reply goes to the queue's thread.
+    Waiting,
 }
 
 /// Errors of requests the ring could not parse are worth a line; the request layer
