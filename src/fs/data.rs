@@ -44,6 +44,14 @@ fn without_suid_sgid(mode: u32) -> u32 {
     mode
 }
 
+/// How many of `len` bytes at `off` a read of this inode returns (0 at or past the end).
+fn readable(state: &super::inode::InodeState, off: u64, len: u64) -> FsResult<usize> {
+    if state.kind() == FileKind::Directory {
+        return Err(Errno::EISDIR);
+    }
+    Ok(state.meta.size.saturating_sub(off).min(len) as usize)
+}
+
 impl WarabiFs {
     /// Opens a file; `write` says whether the handle may write.
     pub fn open(&self, ino: u64, write: bool) -> FsResult<u64> {
@@ -113,15 +121,21 @@ impl WarabiFs {
     ) -> FsResult<R> {
         let inode = self.inode(ino)?;
         let state = inode.state.read();
-        if state.kind() == FileKind::Directory {
-            return Err(Errno::EISDIR);
+        match readable(&state, off, u64::from(len))? {
+            0 => Ok(reply(&[])),
+            n => Ok(self.store.read_with(state.region(), off, n, reply)),
         }
-        let size = state.meta.size;
-        if off >= size {
-            return Ok(reply(&[]));
+    }
+
+    /// Reads up to `buf.len()` bytes at `off` into `buf`; returns how many.
+    pub fn read_into(&self, ino: u64, off: u64, buf: &mut [u8]) -> FsResult<usize> {
+        let inode = self.inode(ino)?;
+        let state = inode.state.read();
+        let n = readable(&state, off, buf.len() as u64)?;
+        if n > 0 {
+            self.store.read_into(state.region(), off, &mut buf[..n]);
         }
-        let n = (size - off).min(u64::from(len)) as usize;
-        Ok(self.store.read_with(state.region(), off, n, reply))
+        Ok(n)
     }
 
     /// Writes `data` at `off`, growing the region when needed. Visible at once, durable

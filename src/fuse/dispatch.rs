@@ -48,6 +48,14 @@ impl WarabiOps {
         }
     }
 
+    /// A read of `size` bytes at `offset` was answered with `replied`: maybe push the
+    /// window around it into the page cache.
+    fn after_read(&self, ino: u64, offset: u64, size: u32, replied: usize) {
+        if let Some(push) = self.push.get() {
+            push.after_read(ino, offset, size, replied);
+        }
+    }
+
     fn clears_suid_sgid(&self) -> bool {
         self.clears_suid_sgid.load(Ordering::Relaxed)
     }
@@ -251,10 +259,21 @@ impl Operations for WarabiOps {
             reply(bytes);
             bytes.len()
         })?;
-        if let Some(push) = self.push.get() {
-            push.after_read(ino, offset, size, replied);
-        }
+        self.after_read(ino, offset, size, replied);
         Ok(())
+    }
+
+    fn read_into(
+        &self,
+        _req: &RequestInfo,
+        ino: u64,
+        _fh: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Errno> {
+        let replied = self.fs.read_into(ino, offset, buf)?;
+        self.after_read(ino, offset, buf.len() as u32, replied);
+        Ok(replied)
     }
 
     fn write(

@@ -233,6 +233,25 @@ pub trait Operations: Send + Sync + 'static {
     ) -> Result<(), Errno> {
         Err(Errno::ENOSYS)
     }
+    /// Reads up to `buf.len()` bytes at `offset` into `buf`; returns how many. For a
+    /// transport that has a buffer to fill (the ring's payload); by default a copy of
+    /// what [`Operations::read`] replies.
+    fn read_into(
+        &self,
+        req: &RequestInfo,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Errno> {
+        let mut replied = 0;
+        self.read(req, ino, fh, offset, buf.len() as u32, &mut |bytes| {
+            let n = bytes.len().min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            replied = n;
+        })?;
+        Ok(replied)
+    }
     fn write(
         &self,
         req: &RequestInfo,

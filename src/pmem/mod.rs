@@ -379,6 +379,23 @@ impl Pool {
         })
     }
 
+    /// Copies `buf.len()` bytes of an object at `off` into `buf`: from the pool file for
+    /// large reads (as [`Pool::read_with`] does), else from the mapping. For callers that
+    /// have a buffer of their own to fill, which spares read_with's second copy.
+    pub fn read_into(&self, oid: Oid, off: u64, buf: &mut [u8]) {
+        use std::os::unix::fs::FileExt;
+        let mapped = self.bytes(oid, off, buf.len());
+        if let Some(file) = self.file.as_ref().filter(|_| buf.len() >= FILE_IO_MIN) {
+            if file
+                .read_exact_at(buf, self.file_offset(mapped.as_ptr()))
+                .is_ok()
+            {
+                return;
+            }
+        }
+        buf.copy_from_slice(mapped);
+    }
+
     /// Copies `data` into an object at `off` without persisting it.
     pub fn write(&self, oid: Oid, off: u64, data: &[u8]) {
         if data.is_empty() {

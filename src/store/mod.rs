@@ -353,6 +353,10 @@ impl Store {
         self.pool.read_with(region, off, len, with)
     }
 
+    pub fn read_into(&self, region: Oid, off: u64, buf: &mut [u8]) {
+        self.pool.read_into(region, off, buf)
+    }
+
     pub fn write(&self, region: Oid, off: u64, data: &[u8]) {
         self.pool.write(region, off, data);
     }
