@@ -281,7 +281,11 @@ def write_enable_uring(value: str) -> None:
 def uring_enabled(needed: bool) -> Iterator[str | None]:
     """When NEEDED, enable_uring reads Y inside the block, and afterwards what it read
     before, on every way out: the end, an error, a failed write, Interrupted. Yields the
-    value found (None when not NEEDED: then enable_uring is not touched)."""
+    value found (None when not NEEDED: then enable_uring is not touched).
+
+    When it already reads Y, the bench writes nothing, at the start or at the end: the
+    switch is global, and whoever set it (a test script in another shell) may change it
+    during the run and will put it back itself."""
     if not needed:
         yield None
         return
@@ -289,13 +293,17 @@ def uring_enabled(needed: bool) -> Iterator[str | None]:
         found = read_enable_uring()
     except OSError as e:
         raise SystemExit(f"run.py: this kernel has no FUSE-over-io_uring ({ENABLE_URING}: {e})") from e
+    changed = found != "Y"
     try:
-        if found != "Y":
+        if changed:
             log(f"setting {ENABLE_URING} to Y for the run (it reads {found})")
             write_enable_uring("Y")
         yield found
     finally:
-        restore_enable_uring(found)
+        if changed:
+            restore_enable_uring(found)
+        elif read_enable_uring() != "Y":
+            log(f"warning: {ENABLE_URING} was set to N by someone else during the run; uring rows may show errors")
 
 
 def restore_enable_uring(found: str) -> None:
@@ -305,7 +313,7 @@ def restore_enable_uring(found: str) -> None:
     try:
         if read_enable_uring() != found:
             write_enable_uring(found)
-            log(f"{ENABLE_URING} restored to {found}")
+        log(f"{ENABLE_URING} restored to {found}")
     except OSError as e:
         raise SystemExit(f"run.py: cannot restore {ENABLE_URING} to {found} ({e}); write {found} to it by hand") from e
     finally:
@@ -1109,6 +1117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
     wall = time.monotonic() - started
+    env["enable_uring_end"] = read_enable_uring() if ENABLE_URING.exists() else None
     env["loadavg_end"] = os.getloadavg()
     env["busy_processes_end"] = busy_processes()
     rows = build_rows(metrics, results, columns, plan)
