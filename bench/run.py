@@ -926,10 +926,8 @@ def render_table(rows: list[dict], metrics: list[Metric], reps: int, columns: li
 
     text = [join(lines[0]), join("-" * w for w in widths), *(join(line) for line in lines[1:]), ""]
     spread = "; (-a/+b%): the lowest and highest repetition lie a% below and b% above it" if reps > 1 else ""
-    text.append(
-        f"medians of {reps}{spread}; ratio: to tmpfs, X/tmpfs for speeds, tmpfs/X for times (higher is better); "
-        "(k/N): only k of N repetitions succeeded"
-    )
+    text.append(f"medians of {reps}{spread}; (k/N): only k of N repetitions succeeded")
+    text.append("ratio: to tmpfs, X/tmpfs for speeds, tmpfs/X for times (higher is better)")
     text.append("dev: over /dev/fuse; uring: over FUSE-over-io_uring (warabifs -o io_uring=off|on)")
     if any(c.startswith("floor") for c in columns):
         text.append("floor: fuse_floor, a FUSE file system that does no work (examples/fuse_floor.rs)")
