@@ -1097,6 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with uring_enabled("uring" in transports) as enable_uring_found:
             ws = Workspace(args.pool_dir)
+            log(f"mount points under {ws.root}, pools under {ws.pools}")
             try:
                 b = make_bench(args, sizes, want, tree, ws, binary, transports)
                 env = environment(binary, ws.root / "warabifs")
