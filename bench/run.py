@@ -259,6 +259,17 @@ def stop_child(proc: subprocess.Popen, timeout: float) -> None:
         proc.wait()
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Holds SIGINT, SIGTERM and SIGHUP back until the block is done; one that came in
+    meanwhile then raises Interrupted. Children started inside inherit the mask."""
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
 def _on_signal(signum: int, _frame) -> None:
     # Ignore further signals so that the unwinding (unmounts) runs to its end.
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -309,15 +320,14 @@ def uring_enabled(needed: bool) -> Iterator[str | None]:
 def restore_enable_uring(found: str) -> None:
     """Writes FOUND back unless it is there already, so it can run twice. SIGINT, SIGTERM
     and SIGHUP wait until it is done: their Interrupted must not cut it short."""
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-    try:
-        if read_enable_uring() != found:
-            write_enable_uring(found)
-        log(f"{ENABLE_URING} restored to {found}")
-    except OSError as e:
-        raise SystemExit(f"run.py: cannot restore {ENABLE_URING} to {found} ({e}); write {found} to it by hand") from e
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    with signals_deferred():
+        try:
+            if read_enable_uring() != found:
+                write_enable_uring(found)
+            log(f"{ENABLE_URING} restored to {found}")
+        except OSError as e:
+            message = f"cannot restore {ENABLE_URING} to {found} ({e}); write {found} to it by hand"
+            raise SystemExit(f"run.py: {message}") from e
 
 
 # --------------------------------------------------------------------------- mounts
@@ -475,7 +485,12 @@ class Warabifs:
             ok = released = False
             try:
                 cmd = [self.binary, pool, mnt, *self._o(f"create_if_missing_with_size={size}")]
-                run(cmd, env=self.env)
+                # Interrupted while this waits, it would kill the launcher but not the
+                # daemon it started, which could mount after the unwinding unmounted
+                # MNT. So a signal waits for the launcher, which returns once the mount
+                # is live or has failed, and the finally below unmounts it.
+                with signals_deferred():
+                    run(cmd, env=self.env)
                 yield mnt
                 ok = True
             finally:
