@@ -4,12 +4,14 @@
 Run as root from anywhere:
 
     python3 bench/run.py [--quick] [--reps N] [--only NAME[,NAME]] [--json FILE]
+                         [--transport dev|uring|both] [--floor]
 
 Each repetition runs every selected workload on tmpfs and then on warabifs (pool on
-/dev/shm), so machine noise hits both. The table (stdout) and the JSON file give the
-median of the repetitions for each and the ratio, defined so that higher is better:
-warabifs/tmpfs for speeds, tmpfs/warabifs for times. Progress goes to stderr.
-See bench/README.md for what each row measures.
+/dev/shm) over each selected transport, so machine noise hits all of them. The table
+(stdout) and the JSON file give the median of the repetitions for each, their spread,
+and the ratio, defined so that higher is better: warabifs/tmpfs for speeds,
+tmpfs/warabifs for times. Progress goes to stderr. See bench/README.md for what each
+row measures.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import random
 import re
 import shutil
 import signal
+import stat
 import statistics
 import subprocess
 import sys
@@ -62,7 +65,16 @@ COMMAND_TIMEOUT = 900.0  # seconds any one command (dd, fio, touch...) may take
 # touched and freed: the step starts from backed memory, as on a machine without lazy
 # backing. --no-warm turns it off.
 WARM_MIB = 1024
-TOOLS = ("mount", "umount", "dd", "fio", "touch", "ls", "rm", "sync")
+TOOLS = ("mount", "umount", "dd", "fio", "touch", "ls", "rm", "sync", "cp")
+# Root switches FUSE-over-io_uring on and off here; the kernel offers the rings at INIT
+# only while it reads Y. --transport uring|both sets it for the run and puts back what
+# it found.
+ENABLE_URING = Path("/sys/module/fuse/parameters/enable_uring")
+# Transport name -> what the table calls it.
+TRANSPORT_NAMES = {"dev": "/dev/fuse", "uring": "FUSE-over-io_uring"}
+TRANSPORTS = {"dev": ("dev",), "uring": ("uring",), "both": ("dev", "uring")}
+# The real tree of the tree rows: copied into the mount with `cp -r`, then removed.
+TREE_SOURCE = Path("/usr/include")
 
 
 class BenchError(Exception):
@@ -98,17 +110,38 @@ QUICK = Sizes(dd_mib=64, fio_mib=32, fio_runtime=3, files=1000, pool_files=10_00
 
 
 @dataclasses.dataclass(frozen=True)
+class Tree:
+    """The real tree of the tree rows, as found at the start of the run."""
+
+    path: Path
+    entries: int  # files, directories and symbolic links, the top directory included
+    symlinks: int
+    mib: float  # bytes in its regular files
+
+    @staticmethod
+    def survey(path: Path) -> Tree:
+        entries, symlinks, size = 1, 0, 0
+        for top, dirs, files in os.walk(path):
+            for name in dirs + files:
+                st = os.lstat(os.path.join(top, name))
+                entries += 1
+                symlinks += stat.S_ISLNK(st.st_mode)
+                size += st.st_size if stat.S_ISREG(st.st_mode) else 0
+        return Tree(path, entries, symlinks, size / MIB)
+
+
+@dataclasses.dataclass(frozen=True)
 class Metric:
     key: str
     label: str
     unit: str
     higher_is_better: bool  # a speed; otherwise a time or a size
     digits: int
-    has_tmpfs: bool = True
 
 
-def metric_list(s: Sizes) -> list[Metric]:
+def metric_list(s: Sizes, tree: Tree | None) -> list[Metric]:
     force = "PMEM_IS_PMEM_FORCE=1"
+    copy = f"{tree.path} ({tree.entries} entries, {tree.mib:.0f} MiB)" if tree else str(TREE_SOURCE)
     return [
         Metric("seqwrite", f"dd seq write {s.dd_mib} MiB bs=1M conv=fsync", "MB/s", True, 0),
         Metric("seqread", f"dd seq read {s.dd_mib} MiB after drop_caches", "MB/s", True, 0),
@@ -121,10 +154,12 @@ def metric_list(s: Sizes) -> list[Metric]:
         Metric("fsync_p99", "fsync after 4 KiB pwrite, p99", "us", False, 1),
         Metric("fsync_p50_force", f"fsync after 4 KiB pwrite, p50, {force}", "us", False, 1),
         Metric("fsync_p99_force", f"fsync after 4 KiB pwrite, p99, {force}", "us", False, 1),
-        Metric("mount_ms", f"mount time, pool of {s.pool_files} files", "ms", False, 1, False),
-        Metric("mount_rss", "daemon RSS after mount + ls -l of one dir", "MiB", False, 1, False),
+        Metric("mount_ms", f"mount time, pool of {s.pool_files} files", "ms", False, 1),
+        Metric("mount_rss", "daemon RSS after mount + ls -l of one dir", "MiB", False, 1),
         Metric("jobs1", f"fio seq write bs=1M, 1 job x {s.fio_mib} MiB", "MB/s", True, 0),
         Metric("jobs2", f"fio seq write bs=1M, 2 jobs x {s.fio_mib} MiB", "MB/s", True, 0),
+        Metric("cp_tree", f"cp -r {copy}", "s", False, 2),
+        Metric("rm_tree", "rm -rf of that copy", "s", False, 2),
     ]
 
 
@@ -140,6 +175,7 @@ SELECTABLE = {
     "fsync": ("fsync_p50", "fsync_p99", "fsync_p50_force", "fsync_p99_force"),
     "mount": ("mount_ms", "mount_rss"),
     "jobs": ("jobs1", "jobs2"),
+    "tree": ("cp_tree", "rm_tree"),
 }
 
 
@@ -223,11 +259,75 @@ def stop_child(proc: subprocess.Popen, timeout: float) -> None:
         proc.wait()
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Holds SIGINT, SIGTERM and SIGHUP back until the block is done; one that came in
+    meanwhile then raises Interrupted. Children started inside inherit the mask."""
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
 def _on_signal(signum: int, _frame) -> None:
     # Ignore further signals so that the unwinding (unmounts) runs to its end.
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)
     raise Interrupted(signal.Signals(signum).name)
+
+
+# --------------------------------------------------------------------------- enable_uring
+
+
+def read_enable_uring() -> str:
+    return ENABLE_URING.read_text().strip()
+
+
+def write_enable_uring(value: str) -> None:
+    ENABLE_URING.write_text(f"{value}\n")
+
+
+@contextlib.contextmanager
+def uring_enabled(needed: bool) -> Iterator[str | None]:
+    """When NEEDED, enable_uring reads Y inside the block, and afterwards what it read
+    before, on every way out: the end, an error, a failed write, Interrupted. Yields the
+    value found (None when not NEEDED: then enable_uring is not touched).
+
+    When it already reads Y, the bench writes nothing, at the start or at the end: the
+    switch is global, and whoever set it (a test script in another shell) may change it
+    during the run and will put it back itself."""
+    if not needed:
+        yield None
+        return
+    try:
+        found = read_enable_uring()
+    except OSError as e:
+        raise SystemExit(f"run.py: this kernel has no FUSE-over-io_uring ({ENABLE_URING}: {e})") from e
+    changed = found != "Y"
+    try:
+        if changed:
+            log(f"setting {ENABLE_URING} to Y for the run (it reads {found})")
+            write_enable_uring("Y")
+        yield found
+    finally:
+        if changed:
+            restore_enable_uring(found)
+        elif read_enable_uring() != "Y":
+            log(f"warning: {ENABLE_URING} was set to N by someone else during the run; uring rows may show errors")
+
+
+def restore_enable_uring(found: str) -> None:
+    """Writes FOUND back unless it is there already, so it can run twice. SIGINT, SIGTERM
+    and SIGHUP wait until it is done: their Interrupted must not cut it short."""
+    with signals_deferred():
+        try:
+            if read_enable_uring() != found:
+                write_enable_uring(found)
+            log(f"{ENABLE_URING} restored to {found}")
+        except OSError as e:
+            message = f"cannot restore {ENABLE_URING} to {found} ({e}); write {found} to it by hand"
+            raise SystemExit(f"run.py: {message}") from e
 
 
 # --------------------------------------------------------------------------- mounts
@@ -331,7 +431,7 @@ class Workspace:
 
 
 class Target(Protocol):
-    column: str  # "tmpfs" or "warabifs": the table column its figures go to
+    column: str  # "tmpfs", "warabifs_dev", "floor_uring"...: the column its figures go to
     name: str
 
     def mounted(self) -> contextlib.AbstractContextManager[Path]: ...
@@ -353,21 +453,27 @@ class Tmpfs:
                 unmount(mnt)
 
 
-class Warabifs:
-    column = "warabifs"
+def column_of(kind: str, transport: str) -> str:
+    """The column of KIND ("warabifs" or "floor") over TRANSPORT ("dev" or "uring")."""
+    return f"{kind}_{transport}"
 
-    def __init__(self, ws: Workspace, binary: Path, options: str, force_pmem: bool = False):
+
+class Warabifs:
+    """warabifs over one transport: `-o io_uring=off` (dev) or `-o io_uring=on` (uring),
+    which fails the mount unless the rings serve it."""
+
+    def __init__(self, ws: Workspace, binary: Path, options: str, transport: str, force_pmem: bool = False):
         self.ws = ws
         self.binary = binary
-        self.options = options
-        self.name = "warabifs (PMEM_IS_PMEM_FORCE=1)" if force_pmem else "warabifs"
+        self.options = ",".join(o for o in (f"io_uring={'on' if transport == 'uring' else 'off'}", options) if o)
+        self.column = column_of("warabifs", transport)
+        self.name = f"warabifs over {TRANSPORT_NAMES[transport]}" + (" (PMEM_IS_PMEM_FORCE=1)" if force_pmem else "")
         self.env = {k: v for k, v in os.environ.items() if k != "PMEM_IS_PMEM_FORCE"}
         if force_pmem:
             self.env["PMEM_IS_PMEM_FORCE"] = "1"
 
     def _o(self, *options: str) -> list[str]:
-        joined = ",".join(o for o in (*options, self.options) if o)
-        return ["-o", joined] if joined else []
+        return ["-o", ",".join((*options, self.options))]
 
     @contextlib.contextmanager
     def mounted(self, pool: Path | None = None, size: str = POOL_SIZE) -> Iterator[Path]:
@@ -379,7 +485,12 @@ class Warabifs:
             ok = released = False
             try:
                 cmd = [self.binary, pool, mnt, *self._o(f"create_if_missing_with_size={size}")]
-                run(cmd, env=self.env)
+                # Interrupted while this waits, it would kill the launcher but not the
+                # daemon it started, which could mount after the unwinding unmounted
+                # MNT. So a signal waits for the launcher, which returns once the mount
+                # is live or has failed, and the finally below unmounts it.
+                with signals_deferred():
+                    run(cmd, env=self.env)
                 yield mnt
                 ok = True
             finally:
@@ -422,33 +533,58 @@ class Warabifs:
 
 class Floor:
     """The FUSE floor: `fuse_floor MNT`, which talks to the kernel as warabifs does but
-    keeps no data, so its figures are what the FUSE round trips alone allow."""
+    keeps no data, so its figures are what the FUSE round trips alone allow. It runs
+    over one transport (`--io-uring off|on`) and says in its log which one serves it."""
 
-    column = name = "floor"
-
-    def __init__(self, ws: Workspace, binary: Path, writeback_cache: bool):
+    def __init__(self, ws: Workspace, binary: Path, writeback_cache: bool, transport: str):
         self.ws = ws
         self.binary = binary
+        self.column = column_of("floor", transport)
+        self.name = f"floor over {TRANSPORT_NAMES[transport]}"
+        self.transport = transport
         # Like for like: the floor asks for the writeback cache when warabifs does.
-        self.flags = ["--writeback-cache"] if writeback_cache else []
+        self.flags = ["--io-uring", "on" if transport == "uring" else "off"]
+        self.flags += ["--writeback-cache"] if writeback_cache else []
+        # Only the line that names the transport (logged by warabifs::mount::start_rings).
+        self.env = dict(os.environ, RUST_LOG="warabifs::mount=info", NO_COLOR="1")
 
     @contextlib.contextmanager
     def mounted(self) -> Iterator[Path]:
-        with self.ws.mountpoint("floor") as mnt:
+        log_path = self.ws.new_file("floor.log")
+        with self.ws.mountpoint("floor") as mnt, open(log_path, "w+") as errlog:
             proc = None
             try:
                 proc = subprocess.Popen(
                     [str(self.binary), str(mnt), *self.flags],
+                    env=self.env,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stderr=errlog,
                 )
-                wait_mounted(proc, mnt, "fuse_floor", time.perf_counter(), lambda: "")
+                started = time.perf_counter()
+                wait_mounted(proc, mnt, "fuse_floor", started, lambda: tail(errlog))
+                self._check_transport(proc, errlog, started)
                 yield mnt
             finally:
                 unmount(mnt)
                 if proc is not None:
                     stop_child(proc, RELEASE_TIMEOUT)
+
+    def _check_transport(self, proc: subprocess.Popen, errlog, started: float) -> None:
+        """Waits for the floor's `transport: ` line and checks it names the transport
+        asked for. The mount shows before the floor has settled its transport, and with
+        `--io-uring on` it exits (unmounting) when the rings do not come."""
+        while True:
+            said = re.search(r"transport: (.*)", tail(errlog))
+            if said:
+                break
+            if proc.poll() is not None:
+                raise BenchError(f"fuse_floor exited {proc.returncode} before naming its transport: {tail(errlog)}")
+            if time.perf_counter() - started > MOUNT_TIMEOUT:
+                raise BenchError(f"fuse_floor did not name its transport within {MOUNT_TIMEOUT:.0f} s")
+            time.sleep(0.001)
+        if said[1].startswith("FUSE-over-io_uring") != (self.transport == "uring"):
+            raise BenchError(f"fuse_floor asked for {TRANSPORT_NAMES[self.transport]} but says: transport: {said[1]}")
 
 
 # --------------------------------------------------------------------------- workloads
@@ -460,9 +596,10 @@ class Bench:
     want: set[str]  # selected row keys
     ws: Workspace
     tmpfs: Tmpfs
-    warabifs: Warabifs
-    warabifs_force: Warabifs
-    floor: Floor | None = None  # with --floor
+    warabifs: list[Warabifs]  # one per selected transport
+    warabifs_force: list[Warabifs]  # the same with PMEM_IS_PMEM_FORCE=1
+    floors: list[Floor]  # with --floor, one per selected transport
+    tree: Tree | None = None  # with the tree rows
     _files_pool: Path | None = None
 
     def files_pool(self) -> Path:
@@ -474,7 +611,7 @@ class Bench:
             log(f"building a pool of {s.pool_files} files for the mount test")
             per_dir = s.pool_files // s.pool_dirs
             names = [f"f{i:06d}" for i in range(per_dir)]
-            with self.warabifs.mounted(pool, FILES_POOL_SIZE) as mnt:
+            with self.warabifs[0].mounted(pool, FILES_POOL_SIZE) as mnt:
                 seconds = timed(lambda: [make_files(mnt / f"d{d}", names, s.batch) for d in range(s.pool_dirs)])
                 st = os.statvfs(mnt)
             used = (st.f_blocks - st.f_bfree) * st.f_frsize // MIB
@@ -605,43 +742,101 @@ def seq_jobs(b: Bench, target: Target) -> dict[str, float]:
     return out
 
 
+def copy_tree(b: Bench, target: Target) -> dict[str, float]:
+    """`cp -r` of the real tree into a fresh mount, then `rm -rf` of the copy. The
+    source is read into the page cache first, so every target copies from memory."""
+    assert b.tree is not None
+    tree = b.tree
+    out = {}
+    with target.mounted() as mnt:
+        copy = mnt / tree.path.name
+        drop_caches(mnt)
+        read_tree(tree.path)
+        out["cp_tree"] = timed(lambda: run(["cp", "-r", tree.path, copy]))
+        copied = count_entries(copy)
+        if copied != tree.entries:
+            raise BenchError(f"cp -r {tree.path} made {copied} entries of {tree.entries}")
+        run(["sync", "-f", mnt])  # the removal should not wait for the copy's writeback
+        out["rm_tree"] = timed(lambda: run(["rm", "-rf", copy]))
+        if os.path.lexists(copy):
+            raise BenchError(f"{copy} still exists after rm -rf")
+    return {k: v for k, v in out.items() if k in b.want}
+
+
+def read_tree(path: Path) -> None:
+    """Reads every regular file under PATH, so that it is in the page cache."""
+    for top, _dirs, files in os.walk(path):
+        for name in files:
+            file = Path(top, name)
+            if file.is_file() and not file.is_symlink():
+                with open(file, "rb") as f:
+                    while f.read(MIB):
+                        pass
+
+
+def count_entries(path: Path) -> int:
+    """Entries under PATH, PATH included, counted as Tree.survey counts them."""
+    return 1 + sum(len(dirs) + len(files) for _top, dirs, files in os.walk(path))
+
+
 @dataclasses.dataclass(frozen=True)
 class Group:
     """Workloads that share one fresh mount (or pool) per target and repetition."""
 
     name: str
-    keys: tuple[str, ...]
+    keys: tuple[str, ...]  # the figures `run` returns
     run: Callable[[Bench, Target], dict[str, float]]
     tmpfs: bool = True
-    force_variant: bool = False  # also run on warabifs with PMEM_IS_PMEM_FORCE=1
+    floor: bool = True  # the floor can run it
+    force_variant: bool = False  # also on warabifs with PMEM_IS_PMEM_FORCE=1: rows KEY_force
+
+    def rows(self) -> tuple[str, ...]:
+        return self.keys + tuple(f"{k}_force" for k in self.keys) if self.force_variant else self.keys
 
 
 GROUPS = [
     Group("seq", ("seqwrite", "seqread"), seq_dd),
     Group("rand", ("randwrite", "randread"), rand_fio),
     Group("files", ("create", "ls", "delete"), many_files),
-    Group("fsync", SELECTABLE["fsync"], fsync_latency, force_variant=True),
-    Group("mount", SELECTABLE["mount"], mount_time, tmpfs=False),
+    Group("fsync", ("fsync_p50", "fsync_p99"), fsync_latency, force_variant=True),
+    # The floor has no pool to mount.
+    Group("mount", SELECTABLE["mount"], mount_time, tmpfs=False, floor=False),
     Group("jobs", SELECTABLE["jobs"], seq_jobs),
+    # The floor answers ENOSYS to symlink(2), and /usr/include holds symbolic links.
+    Group("tree", SELECTABLE["tree"], copy_tree, floor=False),
 ]
 
 
 def variants(g: Group, b: Bench) -> list[tuple[Target, tuple[str, ...]]]:
     """(target, suffixes): a result KEY of the target is recorded as KEY+suffix. tmpfs'
-    fsync figures also stand beside the PMEM_IS_PMEM_FORCE=1 rows."""
+    and the floor's fsync figures also stand beside the PMEM_IS_PMEM_FORCE=1 rows.
+    The order is the order of the runs in a repetition."""
+    both = ("", "_force") if g.force_variant else ("",)
     out: list[tuple[Target, tuple[str, ...]]] = []
     if g.tmpfs:
-        out.append((b.tmpfs, ("", "_force") if g.force_variant else ("",)))
-    out.append((b.warabifs, ("",)))
+        out.append((b.tmpfs, both))
+    out += [(w, ("",)) for w in b.warabifs]
     if g.force_variant:
-        out.append((b.warabifs_force, ("_force",)))
-    if b.floor is not None and g.tmpfs:  # the floor has no pool to mount
-        out.append((b.floor, ("", "_force") if g.force_variant else ("",)))
+        out += [(w, ("_force",)) for w in b.warabifs_force]
+    if g.floor:
+        out += [(f, both) for f in b.floors]
     return out
 
 
+def planned_columns(b: Bench) -> dict[str, set[str]]:
+    """For each selected row, the columns that measure it (the others show `-`)."""
+    plan: dict[str, set[str]] = defaultdict(set)
+    for g in GROUPS:
+        for target, suffixes in variants(g, b):
+            for key in g.keys:
+                for suffix in suffixes:
+                    if key + suffix in b.want:
+                        plan[key + suffix].add(target.column)
+    return plan
+
+
 def run_all(b: Bench, reps: int, results: dict, errors: list) -> None:
-    groups = [g for g in GROUPS if b.want.intersection(g.keys)]
+    groups = [g for g in GROUPS if b.want.intersection(g.rows())]
     for rep in range(1, reps + 1):
         for g in groups:
             for target, suffixes in variants(g, b):
@@ -665,26 +860,37 @@ def run_all(b: Bench, reps: int, results: dict, errors: list) -> None:
 
 
 def ratio(m: Metric, tmpfs: float | None, other: float | None) -> float | None:
-    if not m.has_tmpfs or tmpfs is None or other is None or 0 in (tmpfs, other):
+    if tmpfs is None or other is None or 0 in (tmpfs, other):
         return None
     return other / tmpfs if m.higher_is_better else tmpfs / other
 
 
-def build_rows(metrics: list[Metric], results: dict, floor: bool) -> list[dict]:
-    """One row per metric; with `floor`, also the floor's figures and ratio."""
-    columns = ("tmpfs", "warabifs", "floor") if floor else ("tmpfs", "warabifs")
+def table_columns(transports: tuple[str, ...], floor: bool) -> list[str]:
+    """tmpfs, then warabifs over each transport, then (with --floor) the floor."""
+    kinds = ("warabifs", "floor") if floor else ("warabifs",)
+    return ["tmpfs", *(column_of(kind, t) for kind in kinds for t in transports)]
+
+
+def figures(runs: list[float]) -> dict:
+    """The median and the spread (min, max) of one column's repetitions, and the runs."""
+    if not runs:
+        return {"median": None, "min": None, "max": None, "runs": runs}
+    return {"median": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs}
+
+
+def build_rows(metrics: list[Metric], results: dict, columns: list[str], plan: dict[str, set[str]]) -> list[dict]:
+    """One row per metric: for each column that measures it, its figures and (but for
+    tmpfs) the ratio of its median to tmpfs'; None for the columns that do not."""
     rows = []
     for m in metrics:
         better = "higher" if m.higher_is_better else "lower"
-        row = {"key": m.key, "label": m.label, "unit": m.unit, "better": better}
-        medians = {}
+        row: dict = {"key": m.key, "label": m.label, "unit": m.unit, "better": better}
         for column in columns:
-            runs = results[m.key][column]
-            medians[column] = statistics.median(runs) if runs else None
-            row[column] = {"median": medians[column], "runs": runs} if m.has_tmpfs or column == "warabifs" else None
-        row["ratio"] = ratio(m, medians["tmpfs"], medians["warabifs"])
-        if floor:
-            row["floor_ratio"] = ratio(m, medians["tmpfs"], medians["floor"])
+            row[column] = figures(results[m.key][column]) if column in plan[m.key] else None
+        tmpfs = row["tmpfs"]["median"] if row["tmpfs"] else None
+        for column in columns[1:]:
+            if row[column] is not None:
+                row[column]["ratio"] = ratio(m, tmpfs, row[column]["median"])
         rows.append(row)
     return rows
 
@@ -695,36 +901,51 @@ def format_ratio(value: float | None) -> str:
     return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
 
 
-def render_table(rows: list[dict], metrics: list[Metric], reps: int, floor: bool) -> str:
+def format_spread(median: float, low: float, high: float) -> str:
+    """` (-3/+5%)`: how far below and above the median the slowest and fastest runs lie."""
+    if median == 0:
+        return ""
+    return f" (-{(median - low) / median * 100:.0f}/+{(high - median) / median * 100:.0f}%)"
+
+
+def render_table(rows: list[dict], metrics: list[Metric], reps: int, columns: list[str]) -> str:
     digits = {m.key: m.digits for m in metrics}
 
     def cell(row: dict, column: str) -> str:
-        if row[column] is None:
+        figs = row[column]
+        if figs is None:
             return "-"
-        value = row[column]["median"]
-        if value is None:
+        if figs["median"] is None:
             return "error"
-        partial = "" if len(row[column]["runs"]) == reps else f" ({len(row[column]['runs'])}/{reps})"
-        return f"{value:.{digits[row['key']]}f}{partial}"
+        spread = format_spread(figs["median"], figs["min"], figs["max"]) if len(figs["runs"]) > 1 else ""
+        partial = "" if len(figs["runs"]) == reps else f" ({len(figs['runs'])}/{reps})"
+        return f"{figs['median']:.{digits[row['key']]}f}{spread}{partial}"
+
+    def ratio_cell(row: dict, column: str) -> str:
+        return format_ratio(row[column]["ratio"]) if row[column] else "-"
 
     def line(r: dict) -> tuple[str, ...]:
-        cells = (r["label"], r["unit"], cell(r, "tmpfs"), cell(r, "warabifs"), format_ratio(r["ratio"]))
-        return cells + (cell(r, "floor"), format_ratio(r["floor_ratio"])) if floor else cells
+        cells = [r["label"], r["unit"], cell(r, "tmpfs")]
+        for column in columns[1:]:
+            cells += [cell(r, column), ratio_cell(r, column)]
+        return tuple(cells)
 
-    header = ("workload", "unit", "tmpfs", "warabifs", "ratio")
-    lines = [header + ("floor", "floor ratio") if floor else header, *(line(r) for r in rows)]
+    header = ["workload", "unit", "tmpfs"]
+    for column in columns[1:]:
+        header += [column.replace("_", " "), "ratio"]
+    lines = [tuple(header), *(line(r) for r in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
 
     def join(cells) -> str:  # text columns left-aligned, figures right-aligned
         return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     text = [join(lines[0]), join("-" * w for w in widths), *(join(line) for line in lines[1:]), ""]
-    text.append(
-        f"medians of {reps}; ratio: warabifs/tmpfs for speeds, tmpfs/warabifs for times (higher is better); "
-        "(k/N): only k of N repetitions succeeded"
-    )
-    if floor:
-        text.append("floor: fuse_floor, a FUSE file system that does no work (examples/fuse_floor.rs); floor ratio: floor/tmpfs")
+    spread = "; (-a/+b%): the lowest and highest repetition lie a% below and b% above it" if reps > 1 else ""
+    text.append(f"medians of {reps}{spread}; (k/N): only k of N repetitions succeeded")
+    text.append("ratio: to tmpfs, X/tmpfs for speeds, tmpfs/X for times (higher is better)")
+    text.append("dev: over /dev/fuse; uring: over FUSE-over-io_uring (warabifs -o io_uring=off|on)")
+    if any(c.startswith("floor") for c in columns):
+        text.append("floor: fuse_floor, a FUSE file system that does no work (examples/fuse_floor.rs)")
     return "\n".join(text)
 
 
@@ -794,9 +1015,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pool-dir", type=Path, default=Path("/dev/shm"), help="where pools go (default /dev/shm)")
     p.add_argument("--no-warm", action="store_true", help="do not warm free memory before each timed step")
     p.add_argument("--floor", action="store_true", help="also measure fuse_floor, a FUSE file system that does no work")
+    transport = "dev: /dev/fuse (default); uring: FUSE-over-io_uring, setting enable_uring for the run; both: each"
+    p.add_argument("--transport", choices=TRANSPORTS, default="dev", help=transport)
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error("--reps must be at least 1")
+    if any(o.split("=")[0] == "io_uring" for o in args.warabifs_options.split(",")):
+        p.error("--warabifs-options must not set io_uring; --transport chooses it")
     unknown = [n for n in args.only.split(",") if n and n not in SELECTABLE]
     if unknown:
         p.error(f"unknown --only name(s) {', '.join(unknown)}; choose from {', '.join(SELECTABLE)}")
@@ -830,6 +1055,38 @@ def preflight() -> None:
         raise SystemExit("run.py: /dev/fuse is missing")
 
 
+def make_bench(
+    args: argparse.Namespace,
+    sizes: Sizes,
+    want: set[str],
+    tree: Tree | None,
+    ws: Workspace,
+    binary: Path,
+    transports: tuple[str, ...],
+) -> Bench:
+    """The targets of the run, over each of TRANSPORTS, from private copies of the
+    binaries (a rebuild during the run cannot mix two builds)."""
+    snapshot = ws.root / "warabifs"
+    shutil.copy2(binary, snapshot)
+    options = args.warabifs_options
+    floors = []
+    if args.floor:
+        floor_binary = ws.root / "fuse_floor"
+        shutil.copy2(FLOOR_BINARY, floor_binary)
+        writeback_cache = "writeback_cache" in options.split(",")
+        floors = [Floor(ws, floor_binary, writeback_cache, t) for t in transports]
+    return Bench(
+        sizes=sizes,
+        want=want,
+        ws=ws,
+        tmpfs=Tmpfs(ws),
+        warabifs=[Warabifs(ws, snapshot, options, t) for t in transports],
+        warabifs_force=[Warabifs(ws, snapshot, options, t, force_pmem=True) for t in transports],
+        floors=floors,
+        tree=tree,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     global WARM_MIB
     args = parse_args(argv)
@@ -841,52 +1098,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor:
         cargo_build_release("--example", "fuse_floor")
     sizes = QUICK if args.quick else FULL
-    metrics = metric_list(sizes)
     want = {k for n in (args.only.split(",") if args.only else SELECTABLE) if n for k in SELECTABLE[n]}
-    metrics = [m for m in metrics if m.key in want]
+    tree = Tree.survey(TREE_SOURCE) if want.intersection(SELECTABLE["tree"]) else None
+    metrics = [m for m in metric_list(sizes, tree) if m.key in want]
+    transports = TRANSPORTS[args.transport]
+    columns = table_columns(transports, args.floor)
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _on_signal)
 
     started = time.monotonic()
-    results: dict = defaultdict(lambda: {"tmpfs": [], "warabifs": [], "floor": []})
+    results: dict = defaultdict(lambda: defaultdict(list))
     errors: list = []
     try:
-        ws = Workspace(args.pool_dir)
-        try:
-            # A private copy, so that a rebuild during the run cannot mix two binaries.
-            snapshot = ws.root / "warabifs"
-            shutil.copy2(binary, snapshot)
-            floor = None
-            if args.floor:
-                shutil.copy2(FLOOR_BINARY, ws.root / "fuse_floor")
-                writeback_cache = "writeback_cache" in args.warabifs_options.split(",")
-                floor = Floor(ws, ws.root / "fuse_floor", writeback_cache)
-            env = environment(binary, snapshot)
-            sha = env["warabifs_binary_sha256"][:12]
-            log(f"warabifs {env['warabifs_commit']} (binary sha256 {sha}), {env['cpu_count']} CPUs")
-            if env["busy_processes_start"]:
-                log(f"note: other processes may add noise: {' '.join(env['busy_processes_start'])}")
-            b = Bench(
-                sizes=sizes,
-                want=want,
-                ws=ws,
-                tmpfs=Tmpfs(ws),
-                warabifs=Warabifs(ws, snapshot, args.warabifs_options),
-                warabifs_force=Warabifs(ws, snapshot, args.warabifs_options, force_pmem=True),
-                floor=floor,
-            )
-            run_all(b, args.reps, results, errors)
-        finally:
-            ws.close()
+        with uring_enabled("uring" in transports) as enable_uring_found:
+            ws = Workspace(args.pool_dir)
+            log(f"mount points under {ws.root}, pools under {ws.pools}")
+            try:
+                b = make_bench(args, sizes, want, tree, ws, binary, transports)
+                env = environment(binary, ws.root / "warabifs")
+                env["enable_uring_found"] = enable_uring_found
+                env["enable_uring_during_run"] = read_enable_uring() if ENABLE_URING.exists() else None
+                sha = env["warabifs_binary_sha256"][:12]
+                log(f"warabifs {env['warabifs_commit']} (binary sha256 {sha}), {env['cpu_count']} CPUs")
+                if env["busy_processes_start"]:
+                    log(f"note: other processes may add noise: {' '.join(env['busy_processes_start'])}")
+                run_all(b, args.reps, results, errors)
+                plan = planned_columns(b)
+            finally:
+                ws.close()
     except Interrupted as e:
         log(f"interrupted ({e}); everything is unmounted")
         return 130
 
     wall = time.monotonic() - started
+    env["enable_uring_end"] = read_enable_uring() if ENABLE_URING.exists() else None
     env["loadavg_end"] = os.getloadavg()
     env["busy_processes_end"] = busy_processes()
-    rows = build_rows(metrics, results, args.floor)
-    print(render_table(rows, metrics, args.reps, args.floor))
+    rows = build_rows(metrics, results, columns, plan)
+    print(render_table(rows, metrics, args.reps, columns))
     report = {
         "environment": env,
         "settings": {
@@ -895,6 +1144,9 @@ def main(argv: list[str] | None = None) -> int:
             "only": sorted(n for n in SELECTABLE if set(SELECTABLE[n]) <= want),
             "warabifs_options": args.warabifs_options,
             "floor": args.floor,
+            "transport": args.transport,
+            "columns": columns,
+            "tree": None if tree is None else {**dataclasses.asdict(tree), "path": str(tree.path)},
             "pool_dir": str(args.pool_dir),
             "pool_size": POOL_SIZE,
             "warm_mib": WARM_MIB,
@@ -902,7 +1154,7 @@ def main(argv: list[str] | None = None) -> int:
             "tmpfs_size": TMPFS_SIZE,
             "sizes": dataclasses.asdict(sizes),
         },
-        "ratio_definition": "warabifs/tmpfs for speeds, tmpfs/warabifs for times; higher is better",
+        "ratio_definition": "X/tmpfs for speeds, tmpfs/X for times, of the medians; higher is better",
         "rows": rows,
         "errors": errors,
         "wall_seconds": round(wall, 1),
