@@ -48,14 +48,6 @@ impl WarabiOps {
         }
     }
 
-    /// A read of `size` bytes at `offset` was answered with `replied`: maybe push the
-    /// window around it into the page cache.
-    fn after_read(&self, ino: u64, offset: u64, size: u32, replied: usize) {
-        if let Some(push) = self.push.get() {
-            push.after_read(ino, offset, size, replied);
-        }
-    }
-
     fn clears_suid_sgid(&self) -> bool {
         self.clears_suid_sgid.load(Ordering::Relaxed)
     }
@@ -259,7 +251,7 @@ impl Operations for WarabiOps {
             reply(bytes);
             bytes.len()
         })?;
-        self.after_read(ino, offset, size, replied);
+        self.read_answered(ino, offset, size, replied);
         Ok(())
     }
 
@@ -271,9 +263,15 @@ impl Operations for WarabiOps {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, Errno> {
-        let replied = self.fs.read_into(ino, offset, buf)?;
-        self.after_read(ino, offset, buf.len() as u32, replied);
-        Ok(replied)
+        self.fs.read_into(ino, offset, buf)
+    }
+
+    /// Maybe pushes the window around the read into the page cache, now that the
+    /// kernel has the reply (and has unlocked the pages it read into).
+    fn read_answered(&self, ino: u64, offset: u64, size: u32, replied: usize) {
+        if let Some(push) = self.push.get() {
+            push.after_read(ino, offset, size, replied);
+        }
     }
 
     fn write(

@@ -234,8 +234,9 @@ pub trait Operations: Send + Sync + 'static {
         Err(Errno::ENOSYS)
     }
     /// Reads up to `buf.len()` bytes at `offset` into `buf`; returns how many. For a
-    /// transport that has a buffer to fill (the ring's payload); by default a copy of
-    /// what [`Operations::read`] replies.
+    /// transport that has a buffer to fill (the ring's payload), which calls
+    /// [`Operations::read_answered`] once the reply is with the kernel. By default a
+    /// copy of what [`Operations::read`] replies.
     fn read_into(
         &self,
         req: &RequestInfo,
@@ -252,6 +253,9 @@ pub trait Operations: Send + Sync + 'static {
         })?;
         Ok(replied)
     }
+    /// The reply of a [`Operations::read_into`] of `size` bytes at `offset`, `replied`
+    /// bytes long, has been sent.
+    fn read_answered(&self, ino: u64, offset: u64, size: u32, replied: usize) {}
     fn write(
         &self,
         req: &RequestInfo,

@@ -421,6 +421,14 @@ pub type LateSender = Box<dyn FnOnce(Late) + Send>;
 pub enum Served {
     Now(usize),
     Later,
+    /// A read, whose reply is the payload's first `replied` bytes: the transport calls
+    /// [`Operations::read_answered`] once it has committed it.
+    Read {
+        ino: u64,
+        offset: u64,
+        size: u32,
+        replied: usize,
+    },
 }
 
 /// Serves one request: decodes it from `req` and the first `in_len` bytes of
@@ -447,6 +455,19 @@ pub fn serve<O: Operations>(
             let send = later();
             ops.open(&info, ino, flags, Box::new(move |r| send(Late::Opened(r))));
             Ok(Served::Later)
+        }
+        opcode::READ => {
+            let mut op = Reader::new(req.op);
+            let (fh, offset, size) = (op.u64()?, op.u64()?, op.u32()?);
+            // Straight into the payload, which the kernel copies to the reader.
+            let room = (size as usize).min(payload.len());
+            let replied = ops.read_into(&info, ino, fh, offset, &mut payload[..room])?;
+            Ok(Served::Read {
+                ino,
+                offset,
+                size,
+                replied,
+            })
         }
         _ => serve_now(ops, req, payload, in_len).map(Served::Now),
     }
@@ -535,12 +556,6 @@ fn serve_now<O: Operations>(
             let flags = op.i32()?;
             let opened = ops.opendir(&info, ino, flags)?;
             open_reply(payload, &opened)
-        }
-        opcode::READ => {
-            let (fh, offset, size) = (op.u64()?, op.u64()?, op.u32()?);
-            // Straight into the payload, which the kernel copies to the reader.
-            let room = (size as usize).min(payload.len());
-            ops.read_into(&info, ino, fh, offset, &mut payload[..room])
         }
         opcode::WRITE => {
             let (fh, offset, size) = (op.u64()?, op.u64()?, op.u32()?);

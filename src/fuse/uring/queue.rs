@@ -327,6 +327,20 @@ impl<O: Operations> Queue<O> {
         });
         match served {
             Ok(Served::Now(len)) => self.commit(token, Ok(len)),
+            Ok(Served::Read {
+                ino,
+                offset,
+                size,
+                replied,
+            }) => {
+                self.commit(token, Ok(replied));
+                // What follows a read (a read push) may touch the pages the reply fills:
+                // hand the reply to the kernel first.
+                if let Err(e) = self.ring.submit() {
+                    tracing::debug!("queue {}: submitting a read reply: {e}", self.qid);
+                }
+                self.ops.read_answered(ino, offset, size, replied);
+            }
             Err(e) => self.commit(token, Err(log_unusual(e))),
             Ok(Served::Later) => {
                 let ready = std::mem::replace(&mut *slot.lock(), LateSlot::Waiting);
