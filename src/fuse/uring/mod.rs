@@ -22,8 +22,10 @@ use queue::Queue;
 /// The module parameter root sets to let FUSE mounts use io_uring.
 pub const ENABLE_PARAMETER: &str = "/sys/module/fuse/parameters/enable_uring";
 /// Entries per queue: requests the kernel can hand a queue's thread before it answers
-/// the first (readahead and writeback come several at a time).
-const QUEUE_DEPTH: usize = 8;
+/// the first. A few are enough: one thread serves them in turn, and each commit fetches
+/// the next request the kernel holds for the queue. Each is 1 MiB of payload, mapped
+/// lazily.
+const QUEUE_DEPTH: usize = 4;
 
 /// Whether this kernel lets FUSE use io_uring now, and if not, why not.
 pub fn kernel_allows() -> Result<(), String> {

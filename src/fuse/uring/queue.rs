@@ -8,7 +8,6 @@
 //! the reply and waits for the next request. Between submission and completion the
 //! kernel owns the buffers, so the thread touches an entry's memory only in between.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::os::fd::{AsRawFd, RawFd};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -44,26 +43,39 @@ const STOP_TOKEN: u64 = u64::MAX;
 /// The completion of the poll of the eventfd that says late replies have come.
 const WAKE_TOKEN: u64 = u64::MAX - 1;
 
-/// A buffer the kernel reads and writes while it owns it: plain heap memory, page
-/// aligned, that no Rust reference covers while the kernel may touch it.
+/// A buffer the kernel reads and writes while it owns it: an anonymous mapping of its
+/// own (zero pages until first written, so an entry costs memory only once a request
+/// needs it), that no Rust reference covers while the kernel may touch it.
 struct SharedBuf {
     ptr: *mut u8,
-    layout: Layout,
+    len: usize,
 }
 
 impl SharedBuf {
-    fn new(len: usize) -> SharedBuf {
-        let layout = Layout::from_size_align(len, 4096).expect("valid buffer layout");
-        // SAFETY: the layout has a non-zero size (HEADER_LEN or max_write).
-        let ptr = unsafe { alloc_zeroed(layout) };
-        if ptr.is_null() {
-            std::alloc::handle_alloc_error(layout);
+    fn new(len: usize) -> std::io::Result<SharedBuf> {
+        // SAFETY: a new private anonymous mapping; no existing memory is affected and
+        // the result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
         }
-        SharedBuf { ptr, layout }
+        Ok(SharedBuf {
+            ptr: ptr.cast(),
+            len,
+        })
     }
 
     fn len(&self) -> usize {
-        self.layout.size()
+        self.len
     }
 
     /// The buffer, while the kernel does not own it.
@@ -72,17 +84,17 @@ impl SharedBuf {
     /// The entry must not be registered with the kernel (between the completion of its
     /// last command and the submission of its next), and no other slice of it may live.
     unsafe fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: ptr points to len() initialised bytes owned by this buffer; the
-        // caller guarantees the kernel is not writing them and nothing else aliases.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len()) }
+        // SAFETY: ptr points to len bytes mapped for this buffer alone; the caller
+        // guarantees the kernel is not writing them and nothing else aliases them.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 }
 
 impl Drop for SharedBuf {
     fn drop(&mut self) {
-        // SAFETY: ptr came from alloc_zeroed with this layout; the queue frees its
-        // entries only after its io_uring is gone, so the kernel holds no pointer.
-        unsafe { dealloc(self.ptr, self.layout) }
+        // SAFETY: ptr and len are the mapping made in new(); the queue frees its entries
+        // only after its io_uring is gone, so the kernel holds no pointer into it.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
 
@@ -99,9 +111,9 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(payload_len: usize) -> Entry {
-        let header = SharedBuf::new(HEADER_LEN);
-        let payload = SharedBuf::new(payload_len);
+    fn new(payload_len: usize) -> std::io::Result<Entry> {
+        let header = SharedBuf::new(HEADER_LEN)?;
+        let payload = SharedBuf::new(payload_len)?;
         let iov = Box::new([
             libc::iovec {
                 iov_base: header.ptr.cast(),
@@ -112,13 +124,13 @@ impl Entry {
                 iov_len: payload.len(),
             },
         ]);
-        Entry {
+        Ok(Entry {
             header,
             payload,
             iov,
             commit_id: 0,
             live: false,
-        }
+        })
     }
 }
 
@@ -186,7 +198,9 @@ impl<O: Operations> Queue<O> {
         // One SQE per entry and one per poll; completions never outnumber them.
         let sq = (depth + 2).next_power_of_two() as u32;
         let ring = IoUring::builder().setup_cqsize(sq * 2).build(sq)?;
-        let entries = (0..depth).map(|_| Entry::new(payload_len)).collect();
+        let entries = (0..depth)
+            .map(|_| Entry::new(payload_len))
+            .collect::<std::io::Result<_>>()?;
         Ok(Queue {
             qid,
             ring,
