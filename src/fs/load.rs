@@ -51,7 +51,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
         );
     }
     // The scan read every record once; the namespace now lives in memory.
-    fs.store.pool().release_resident_pages();
+    fs.store.release_resident_pages();
     tracing::info!(
         "loaded {} inodes, {} directory entries, {} regions",
         fs.inodes.len(),
