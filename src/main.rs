@@ -93,6 +93,13 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(reason) => return fail(&reason),
     };
+    if config.remount {
+        let options = cli.options.join(",");
+        return match warabifs::remount::request(&config.mountpoint, &options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(reason) => fail(&reason),
+        };
+    }
     if config.foreground || std::env::var_os(DAEMON_ENV).is_some() {
         run(&config)
     } else {
@@ -212,6 +219,9 @@ fn run(config: &MountConfig) -> ExitCode {
         Err(reason) => return report_failure(&reason),
     };
     *unmounter.lock().expect("not poisoned") = Some(session.unmount_callable());
+    if let Err(e) = warabifs::remount::serve(config, &fs) {
+        tracing::warn!("no remount socket, so remounts will be refused: {e}");
+    }
     tracing::info!(
         "mounted {} on {}",
         config.pool.path.display(),
