@@ -5,6 +5,7 @@
 //! [`config`] and [`mount`] turn command-line options into a live mount; [`remount`]
 //! changes a live one.
 
+pub mod cli;
 pub mod config;
 pub mod fault;
 pub mod fs;

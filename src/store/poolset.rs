@@ -59,7 +59,15 @@ pub fn is_pool_set(bytes: &[u8]) -> bool {
 /// Reads and parses a pool set file.
 pub fn read(path: &Path) -> Result<PoolSet, SetError> {
     let mut text = Vec::new();
-    let file = File::open(path).map_err(|e| SetError::Invalid(e.to_string()))?;
+    let mut file = File::open(path).map_err(|e| SetError::Invalid(e.to_string()))?;
+    let mut start = [0u8; SIGNATURE.len()];
+    let got = file
+        .read(&mut start)
+        .map_err(|e| SetError::Invalid(e.to_string()))?;
+    if !is_pool_set(&start[..got]) {
+        return Err(SetError::NotASet);
+    }
+    text.extend_from_slice(&start[..got]);
     file.take(MAX_SET_FILE)
         .read_to_end(&mut text)
         .map_err(|e| SetError::Invalid(e.to_string()))?;
