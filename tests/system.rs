@@ -369,9 +369,9 @@ fn the_background_daemon_writes_its_log_file() {
 fn mount_flags(mnt: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     info.lines()
+        .rev()
         .map(|line| line.split(' ').collect::<Vec<_>>())
-        .filter(|fields| fields.get(4) == Some(&s(mnt)))
-        .last()
+        .find(|fields| fields.get(4) == Some(&s(mnt)))
         .map(|fields| fields[5].to_string())
 }
 
