@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs warabifs: the binary, the mount(8) helper /sbin/mount.warabifs, the systemd
-# template service and the documentation (with an example .mount unit). Idempotent.
+# template service, the manual pages warabifs(8) and mount.warabifs(8), and the
+# documentation (with an example .mount unit). Idempotent.
 #
 # usage: install.sh [--uninstall] [--binary PATH] [--prefix DIR] [--destdir DIR]
 #   --binary   the warabifs executable to install (default: target/release/warabifs)
@@ -31,6 +32,9 @@ bin_dir="$destdir$prefix/bin"
 helper="$destdir/sbin/mount.warabifs"
 unit_dir="$destdir/etc/systemd/system"
 doc_dir="$destdir$prefix/share/doc/warabifs"
+man_dir="$destdir$prefix/share/man/man8"
+# Generated from the command-line definition (cargo run --example man_pages).
+man_pages=(warabifs.8 mount.warabifs.8)
 config_dir="$destdir/etc/warabifs"
 
 # Units name the installed binary; rewrite its path when the prefix is not the default.
@@ -60,15 +64,21 @@ do_install() {
     install -D -m 0644 "$root/README.md" "$doc_dir/README.md"
     install -D -m 0644 "$root/docs/SEMANTICS.md" "$doc_dir/SEMANTICS.md"
     install -D -m 0644 "$root/docs/FORMAT.md" "$doc_dir/FORMAT.md"
+    for page in "${man_pages[@]}"; do
+        install -D -m 0644 "$root/man/$page" "$man_dir/$page"
+    done
     mkdir -p "$config_dir"
     reload_systemd
-    echo "installed warabifs in $bin_dir, the mount helper as $helper, units in $unit_dir"
+    echo "installed warabifs in $bin_dir, the mount helper as $helper, units in $unit_dir, manual pages in $man_dir"
 }
 
 do_uninstall() {
     rm -f "$bin_dir/warabifs" "$helper" "$unit_dir/warabifs@.service"
     rm -f "$doc_dir/examples/mnt-regions.mount" "$doc_dir/README.md" "$doc_dir/SEMANTICS.md" "$doc_dir/FORMAT.md"
     rmdir "$doc_dir/examples" "$doc_dir" 2> /dev/null || true
+    for page in "${man_pages[@]}"; do
+        rm -f "$man_dir/$page"
+    done
     # Settings written by the administrator stay; only an empty directory goes.
     rmdir "$config_dir" 2> /dev/null || true
     reload_systemd

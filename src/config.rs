@@ -35,6 +35,11 @@ pub struct MountConfig {
     pub foreground: bool,
     /// Kernel mount flags passed through unchanged (nodev, nosuid, noexec, ...).
     pub kernel_flags: Vec<String>,
+    /// Kernel mount options with a value passed through unchanged (the SELinux
+    /// context options, when SELinux is on).
+    pub kernel_options: Vec<String>,
+    /// `remount`: change the running mount at `mountpoint` instead of mounting.
+    pub remount: bool,
 }
 
 impl MountConfig {
@@ -63,6 +68,8 @@ impl MountConfig {
             log_file: None,
             foreground: false,
             kernel_flags: Vec::new(),
+            kernel_options: Vec::new(),
+            remount: false,
         }
     }
 }
@@ -113,16 +120,63 @@ pub enum ConfigError {
     File { path: PathBuf, reason: String },
     #[error("config file {path}: {reason}")]
     Content { path: PathBuf, reason: String },
+    #[error("mount option \"{0}\" cannot change on a remount (only ro, rw and the kernel's mount flags can)")]
+    FixedOnRemount(String),
 }
 
-/// Options mount(8), fstab and systemd pass that only mean something to them.
+/// Options accepted without effect (README, "Mount options"): words mount(8), fstab and
+/// systemd use for themselves, and flags whose feature a FUSE mount of warabifs does not
+/// have (mandatory locks, which Linux dropped in 5.15; the kernel's change counter,
+/// which FUSE does not keep; mount-time kernel messages, which FUSE does not print).
 const IGNORED_OPTIONS: &[&str] = &[
-    "defaults", "auto", "noauto", "user", "nouser", "users", "nofail", "_netdev", "async",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "owner",
+    "group",
+    "nofail",
+    "_netdev",
+    "async",
+    "iversion",
+    "noiversion",
+    "mand",
+    "nomand",
+    "silent",
+    "loud",
 ];
-/// Kernel flags handed on to the mount as they are.
-const KERNEL_FLAGS: &[&str] = &[
-    "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "dirsync",
+/// Kernel flags handed on to the mount as they are. Those fuser cannot pass are set
+/// right after mounting (see `mount::apply_kernel_flags`).
+pub const KERNEL_FLAGS: &[&str] = &[
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "diratime",
+    "nodiratime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "lazytime",
+    "nolazytime",
+    "symfollow",
+    "nosymfollow",
+    "dirsync",
 ];
+/// FUSE's own kernel options that mountinfo lists and mount(8) hands back on a
+/// remount; the kernel sets them from the user who mounts, so they are accepted as
+/// they are and change nothing.
+const FUSE_KERNEL_OPTIONS: &[&str] = &["user_id", "group_id"];
+/// SELinux context options: passed to the kernel when SELinux is on, else dropped as
+/// mount(8) drops them.
+const CONTEXT_OPTIONS: &[&str] = &["context", "fscontext", "defcontext", "rootcontext"];
 
 /// Parses a byte count: digits with an optional K, M, G or T suffix (powers of 1024,
 /// optionally followed by "i" and/or "B").
@@ -199,9 +253,20 @@ fn apply_option(config: &mut MountConfig, option: &str) -> Result<(), ConfigErro
         ("max_dirty_ratio", Some(v)) => config.max_dirty_ratio = parse_percent(v).map_err(bad)?,
         ("log_level", Some(v)) => config.log_level = Some(v.to_string()),
         ("log_file", Some(v)) => config.log_file = Some(PathBuf::from(v)),
+        ("remount", None) => config.remount = true,
         (n, None) if IGNORED_OPTIONS.contains(&n) => {}
         (n, None) if KERNEL_FLAGS.contains(&n) => config.kernel_flags.push(n.to_string()),
-        (n, _) if n.starts_with("x-") || n == "comment" => {}
+        (n, Some(v)) if FUSE_KERNEL_OPTIONS.contains(&n) => {
+            let _: u32 = parse_number(n, v)?;
+        }
+        (n, Some(_)) if CONTEXT_OPTIONS.contains(&n) => {
+            if selinux_enabled() {
+                config.kernel_options.push(option.to_string());
+            } else {
+                tracing::info!("{n}: SELinux is not enabled, option dropped");
+            }
+        }
+        (n, _) if n.starts_with("x-") || n.starts_with("X-") || n == "comment" => {}
         (n, None) if VALUED_OPTIONS.contains(&n) => {
             return Err(bad("needs a value (NAME=VALUE)".into()))
         }
@@ -213,8 +278,50 @@ fn apply_option(config: &mut MountConfig, option: &str) -> Result<(), ConfigErro
     Ok(())
 }
 
+/// Whether SELinux is on (its file system is mounted).
+fn selinux_enabled() -> bool {
+    Path::new("/sys/fs/selinux/enforce").exists()
+}
+
+/// What a remount changes: read-only or not, and kernel flags in the order given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remount {
+    pub read_only: bool,
+    pub kernel_flags: Vec<String>,
+}
+
+/// Reads a remount's option list against the running mount's configuration. mount(8)
+/// hands back every option of the mount (from mountinfo and fstab) with the new ones,
+/// so an option is refused only when it would change something other than ro/rw and
+/// the kernel's flags; the error names the first such option.
+pub fn remount_options(current: &MountConfig, list: &str) -> Result<Remount, ConfigError> {
+    let mut next = current.clone();
+    next.kernel_flags.clear();
+    for option in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let before = next.clone();
+        apply_option(&mut next, option)?;
+        let mut changed = next.clone();
+        (changed.read_only, changed.remount) = (before.read_only, before.remount);
+        changed.kernel_flags.clone_from(&before.kernel_flags);
+        if changed != before {
+            let name = option.split('=').next().unwrap_or(option);
+            return Err(ConfigError::FixedOnRemount(name.to_string()));
+        }
+    }
+    Ok(Remount {
+        read_only: next.read_only,
+        kernel_flags: next.kernel_flags,
+    })
+}
+
 /// Options that take a value (NAME=VALUE).
 const VALUED_OPTIONS: &[&str] = &[
+    "user_id",
+    "group_id",
+    "context",
+    "fscontext",
+    "defcontext",
+    "rootcontext",
     "create_if_missing_with_size",
     "uid",
     "gid",
@@ -239,6 +346,7 @@ fn is_known_flag(name: &str) -> bool {
         "allow_other",
         "allow_root",
         "default_permissions",
+        "remount",
     ];
     FLAGS.contains(&name) || IGNORED_OPTIONS.contains(&name) || KERNEL_FLAGS.contains(&name)
 }
@@ -411,6 +519,46 @@ mod tests {
             "mount option \"io_uring\": \"maybe\" is not auto, on or off"
         );
         assert!(apply_options(&mut c, "io_uring").is_err());
+    }
+
+    #[test]
+    fn remounts_change_ro_and_kernel_flags_only() {
+        let mut current = config();
+        apply_options(
+            &mut current,
+            "allow_other,create_if_missing_with_size=64M,nosuid",
+        )
+        .unwrap();
+        // What mount(8) hands the helper for `mount -o remount,ro MNT`.
+        let change = remount_options(
+            &current,
+            "ro,nosuid,nodev,relatime,remount,user_id=0,group_id=0,default_permissions,allow_other",
+        )
+        .unwrap();
+        assert!(change.read_only);
+        assert_eq!(change.kernel_flags, ["nosuid", "nodev", "relatime"]);
+        let change =
+            remount_options(&current, "remount,rw,create_if_missing_with_size=64M").unwrap();
+        assert!(!change.read_only);
+        let err = remount_options(&current, "remount,ro,threads=3").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mount option \"threads\" cannot change on a remount (only ro, rw and the kernel's mount flags can)"
+        );
+        assert!(remount_options(&current, "remount,sync").is_err());
+        assert!(remount_options(&current, "remount,frobnicate").is_err());
+    }
+
+    #[test]
+    fn every_option_mount_passes_is_known() {
+        let list = "relatime,norelatime,strictatime,nostrictatime,lazytime,nolazytime,diratime,nodiratime,nosymfollow,symfollow,iversion,noiversion,mand,nomand,silent,loud,owner,group,X-mount.mkdir,user_id=0,group_id=0,context=system_u:object_r:tmp_t:s0";
+        let mut c = config();
+        apply_options(&mut c, list).unwrap();
+        assert!(c.kernel_flags.contains(&"nosymfollow".to_string()));
+        assert!(!c.kernel_flags.contains(&"mand".to_string()));
+        assert!(apply_options(&mut c, "user_id=me").is_err());
+        apply_options(&mut c, "remount").unwrap();
+        assert!(c.remount);
     }
 
     fn write_json(text: &str) -> tempfile::NamedTempFile {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use warabifs::cli::{Cli, Tool, ToolCli, TOOLS};
 use warabifs::config::{apply_options, pool_from_config_file, MountConfig};
 use warabifs::logging;
 use warabifs::tools::{self, Inventory};
@@ -17,71 +18,6 @@ use warabifs::tools::{self, Inventory};
 /// Set in the environment of the background process the command starts.
 const DAEMON_ENV: &str = "WARABIFS_DAEMON";
 const READY: &str = "ready";
-
-/// Mount a Warabi pmem pool: every region is a file.
-#[derive(Parser, Debug)]
-#[command(name = "warabifs", version)]
-struct Cli {
-    /// POOL MOUNTPOINT, or only MOUNTPOINT when --config names the pool.
-    #[arg(required = true, num_args = 1..=2, value_name = "POOL MOUNTPOINT")]
-    paths: Vec<PathBuf>,
-    /// Mount options, comma separated (see README): create_if_missing_with_size=SIZE,
-    /// override_if_exists, ro, sync, allow_other, uid=, gid=, threads=, log_level=, log_file=
-    #[arg(short = 'o', value_name = "OPTIONS")]
-    options: Vec<String>,
-    /// Stay in the foreground.
-    #[arg(short = 'f', long)]
-    foreground: bool,
-    /// A Warabi provider config or a Bedrock config naming the pool.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// The warabi provider to use when the Bedrock config has several.
-    #[arg(long, value_name = "N")]
-    provider_id: Option<u16>,
-    /// Log level or filter (else WARABIFS_LOG, else warnings and errors).
-    #[arg(long, value_name = "LEVEL")]
-    log_level: Option<String>,
-}
-
-/// First arguments that select an offline tool instead of a mount. A pool file with
-/// one of these names is mounted by giving a path to it: `warabifs ./ls MNT`.
-const TOOLS: [&str; 3] = ["ls", "info", "check"];
-
-/// Offline pool tools (the pool must not be mounted or in use by Warabi).
-#[derive(Parser, Debug)]
-#[command(name = "warabifs", version)]
-struct ToolCli {
-    #[command(subcommand)]
-    tool: Tool,
-}
-
-#[derive(clap::Subcommand, Debug)]
-enum Tool {
-    /// List every file, directory and region of a pool with its RegionID, size,
-    /// capacity, mode and mtime.
-    Ls {
-        pool: PathBuf,
-        /// One JSON array instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Format version, size, space, counts and last shutdown state of a pool.
-    Info {
-        pool: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check libpmemobj's consistency and warabifs' metadata; exit 0 when clean, 1 when
-    /// problems remain, 2 when the check could not run.
-    Check {
-        pool: PathBuf,
-        /// Fix what can be fixed, one transaction per fix.
-        #[arg(long)]
-        repair: bool,
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 fn main() -> ExitCode {
     let first = std::env::args().nth(1).unwrap_or_default();
@@ -93,6 +29,13 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(reason) => return fail(&reason),
     };
+    if config.remount {
+        let options = cli.options.join(",");
+        return match warabifs::remount::request(&config.mountpoint, &options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(reason) => fail(&reason),
+        };
+    }
     if config.foreground || std::env::var_os(DAEMON_ENV).is_some() {
         run(&config)
     } else {
@@ -212,6 +155,9 @@ fn run(config: &MountConfig) -> ExitCode {
         Err(reason) => return report_failure(&reason),
     };
     *unmounter.lock().expect("not poisoned") = Some(mounted.session.unmount_callable());
+    if let Err(e) = warabifs::remount::serve(config, mounted.fs()) {
+        tracing::warn!("cannot start the remount thread, so remounts will be refused: {e}");
+    }
     tracing::info!(
         "mounted {} on {}",
         config.pool.path.display(),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use fuser::{Config, InitFlags, MountOption, Session, SessionACL};
+use nix::mount::MsFlags;
 
 use crate::config::{IoUringMode, MountConfig};
 use crate::fs::{FsOptions, WarabiFs};
@@ -24,6 +25,11 @@ pub struct Mounted {
 }
 
 impl Mounted {
+    /// The mounted file system (for the remount control thread).
+    pub fn fs(&self) -> &Arc<WarabiFs> {
+        &self.fs
+    }
+
     /// Serves until the file system is unmounted (or the connection aborted), then
     /// stops the rings; closing the pool comes last, so that whoever waits for the pool
     /// to be released finds the log complete.
@@ -56,6 +62,7 @@ pub fn mount(config: &MountConfig) -> Result<Mounted, String> {
         let _ = push.set(started);
     }
     tune_page_cache(&mountpoint, "fuse.warabifs", config);
+    apply_kernel_flags(&mountpoint, &config.kernel_flags)?;
     Ok(Mounted { session, rings, fs })
 }
 
@@ -137,6 +144,132 @@ pub fn start_rings<O: Operations>(
     }
 }
 
+/// One mount as /proc/self/mountinfo lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountEntry {
+    /// "major:minor" of the mount's device.
+    pub device: String,
+    /// Its flags as option words: the mount's own (ro, nosuid, relatime, ...) then the
+    /// superblock's (sync, dirsync, lazytime). A mount with neither noatime nor
+    /// relatime is listed with "strictatime", which mountinfo leaves out.
+    pub flags: Vec<String>,
+}
+
+/// The topmost (last listed) mount of type `fstype` on `mountpoint`.
+pub fn find_mount(mountpoint: &Path, fstype: &str) -> Option<MountEntry> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let wanted = mountpoint.as_os_str().as_bytes();
+    mountinfo.lines().rev().find_map(|line| {
+        let (mount_part, super_part) = line.split_once(" - ")?;
+        let fields: Vec<&str> = mount_part.split(' ').collect();
+        let super_fields: Vec<&str> = super_part.split(' ').collect();
+        let mounted_on = unescape_mountinfo(fields.get(4)?);
+        if super_fields.first() != Some(&fstype) || mounted_on != wanted {
+            return None;
+        }
+        let mut flags: Vec<String> = fields.get(5)?.split(',').map(String::from).collect();
+        if !flags.iter().any(|f| f == "noatime" || f == "relatime") {
+            flags.push("strictatime".into());
+        }
+        let super_flags = super_fields.get(2).map_or("", |o| o).split(',');
+        flags.extend(
+            super_flags
+                .filter(|f| matches!(*f, "sync" | "dirsync" | "lazytime"))
+                .map(String::from),
+        );
+        Some(MountEntry {
+            device: fields[2].to_string(),
+            flags,
+        })
+    })
+}
+
+/// The mount(2) flags of option words, applied in order (later words win). The atime
+/// words choose one of the kernel's three modes (noatime, relatime, strictatime).
+pub fn mount_flags<'a>(words: impl IntoIterator<Item = &'a str>) -> MsFlags {
+    const ATIME_MODES: MsFlags = MsFlags::MS_NOATIME
+        .union(MsFlags::MS_RELATIME)
+        .union(MsFlags::MS_STRICTATIME);
+    let mut flags = MsFlags::empty();
+    for word in words {
+        let (flag, set) = match word {
+            "ro" => (MsFlags::MS_RDONLY, true),
+            "rw" => (MsFlags::MS_RDONLY, false),
+            "nosuid" => (MsFlags::MS_NOSUID, true),
+            "suid" => (MsFlags::MS_NOSUID, false),
+            "nodev" => (MsFlags::MS_NODEV, true),
+            "dev" => (MsFlags::MS_NODEV, false),
+            "noexec" => (MsFlags::MS_NOEXEC, true),
+            "exec" => (MsFlags::MS_NOEXEC, false),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, true),
+            "async" => (MsFlags::MS_SYNCHRONOUS, false),
+            "dirsync" => (MsFlags::MS_DIRSYNC, true),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, true),
+            "diratime" => (MsFlags::MS_NODIRATIME, false),
+            "lazytime" => (MsFlags::MS_LAZYTIME, true),
+            "nolazytime" => (MsFlags::MS_LAZYTIME, false),
+            "nosymfollow" => (NOSYMFOLLOW, true),
+            "symfollow" => (NOSYMFOLLOW, false),
+            "atime" => (MsFlags::MS_NOATIME, false),
+            "norelatime" => (MsFlags::MS_RELATIME, false),
+            "nostrictatime" => (MsFlags::MS_STRICTATIME, false),
+            "noatime" | "relatime" | "strictatime" => {
+                flags.remove(ATIME_MODES);
+                let mode = match word {
+                    "noatime" => MsFlags::MS_NOATIME,
+                    "relatime" => MsFlags::MS_RELATIME,
+                    _ => MsFlags::MS_STRICTATIME,
+                };
+                (mode, true)
+            }
+            _ => continue,
+        };
+        flags.set(flag, set);
+    }
+    flags
+}
+
+/// `MS_NOSYMFOLLOW` (Linux 5.10), which nix does not name.
+const NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW);
+
+/// Changes the flags of the mount at `mountpoint` to its current ones with `words`
+/// applied (one mount(2) with MS_REMOUNT, which needs CAP_SYS_ADMIN). Nothing happens
+/// when they change nothing, so the flags fuser passes itself cost no remount.
+pub fn remount_kernel(mountpoint: &Path, words: &[String]) -> Result<(), String> {
+    let entry = find_mount(mountpoint, "fuse.warabifs")
+        .ok_or_else(|| format!("{} is not a warabifs mount", mountpoint.display()))?;
+    let current = mount_flags(entry.flags.iter().map(String::as_str));
+    let wanted = mount_flags(entry.flags.iter().chain(words).map(String::as_str));
+    if wanted == current {
+        return Ok(());
+    }
+    nix::mount::mount(
+        None::<&str>,
+        mountpoint,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | wanted,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        let why = match e {
+            nix::errno::Errno::EBUSY => "a file is open for writing".to_string(),
+            nix::errno::Errno::EPERM => "changing mount flags needs root".to_string(),
+            e => e.desc().to_string(),
+        };
+        format!(
+            "cannot set {} on {}: {why}",
+            words.join(","),
+            mountpoint.display()
+        )
+    })
+}
+
+/// Sets the kernel flags fuser cannot pass when it mounts (relatime, nodiratime,
+/// lazytime, nosymfollow, ...), right after the mount is live.
+fn apply_kernel_flags(mountpoint: &Path, flags: &[String]) -> Result<(), String> {
+    remount_kernel(mountpoint, flags)
+}
+
 /// Sets the mount's readahead and dirty-page share on its backing device, the knobs an
 /// administrator would otherwise set in /sys/class/bdi. They need root; without it the
 /// kernel's defaults stay (readahead 128 KiB, 1 % of dirty pages) and a note is logged.
@@ -165,14 +298,7 @@ pub fn tune_page_cache(mountpoint: &Path, fstype: &str, config: &MountConfig) {
 /// The device ("major:minor") of the topmost (last listed) mount of type `fstype` on
 /// `mountpoint`.
 fn mounted_device(mountpoint: &Path, fstype: &str) -> Option<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let wanted = mountpoint.as_os_str().as_bytes();
-    mountinfo.lines().rev().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let listed_type = line.split(" - ").nth(1)?.split(' ').next()?;
-        let mounted_on = unescape_mountinfo(fields.get(4)?);
-        (listed_type == fstype && mounted_on == wanted).then(|| fields[2].to_string())
-    })
+    find_mount(mountpoint, fstype).map(|entry| entry.device)
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
@@ -233,6 +359,13 @@ fn fuse_config(config: &MountConfig) -> Config {
             .iter()
             .filter_map(|flag| kernel_flag(flag)),
     );
+    options.extend(
+        config
+            .kernel_options
+            .iter()
+            .cloned()
+            .map(MountOption::CUSTOM),
+    );
     let mut fuse = Config::default();
     fuse.mount_options = options;
     fuse.acl = match (config.allow_other, config.allow_root) {
@@ -263,6 +396,28 @@ fn kernel_flag(flag: &str) -> Option<MountOption> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn option_words_make_mount_flags_in_order() {
+        let flags = mount_flags(["rw", "nosuid", "nodev", "relatime", "ro", "noatime"]);
+        assert_eq!(
+            flags,
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME
+        );
+        let flags = mount_flags(["ro", "nosuid", "relatime", "rw", "suid", "strictatime"]);
+        assert_eq!(flags, MsFlags::MS_STRICTATIME);
+        let flags = mount_flags([
+            "nosymfollow",
+            "lazytime",
+            "nodiratime",
+            "dirsync",
+            "iversion",
+        ]);
+        assert_eq!(
+            flags,
+            NOSYMFOLLOW | MsFlags::MS_LAZYTIME | MsFlags::MS_NODIRATIME | MsFlags::MS_DIRSYNC
+        );
+    }
 
     #[test]
     fn mountinfo_escapes_are_undone() {

@@ -97,7 +97,7 @@ impl WarabiFs {
         let inode = self.inode(handle.ino)?;
         let mut state = inode.state.write();
         state.open_handles = state.open_handles.saturating_sub(1);
-        if state.meta.nlink > 0 && state.open_handles == 0 && !self.opts.read_only {
+        if state.meta.nlink > 0 && state.open_handles == 0 && !self.is_read_only() {
             self.trim(&mut state);
         }
         if state.meta.nlink > 0 || state.open_handles > 0 {
@@ -309,7 +309,7 @@ impl WarabiFs {
     /// Persists data, then the size and times if they changed.
     pub(super) fn persist(&self, state: &mut InodeState) -> FsResult<()> {
         self.persist_data(state);
-        if !state.meta_dirty || state.record.is_none() || self.opts.read_only {
+        if !state.meta_dirty || state.record.is_none() || self.is_read_only() {
             return Ok(());
         }
         let mut tx = self.store.begin()?;

@@ -2,7 +2,7 @@
 //! namespace; then orphans are reclaimed and Warabi's own regions are listed.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -18,6 +18,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
     let scan = store.scan();
     let fs = WarabiFs {
         store,
+        read_only: AtomicBool::new(opts.read_only),
         opts,
         inodes: DashMap::new(),
         names: DashMap::new(),
@@ -51,7 +52,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
         );
     }
     // The scan read every record once; the namespace now lives in memory.
-    fs.store.pool().release_resident_pages();
+    fs.store.release_resident_pages();
     tracing::info!(
         "loaded {} inodes, {} directory entries, {} regions",
         fs.inodes.len(),
@@ -135,7 +136,7 @@ impl WarabiFs {
             self.opts.gid,
             now,
         );
-        let record = if self.store.is_formatted() && !self.opts.read_only {
+        let record = if self.store.is_formatted() && !self.is_read_only() {
             let mut tx = self.store.begin()?;
             let oid = tx.create_inode(&meta)?;
             tx.commit()?;
@@ -184,7 +185,7 @@ impl WarabiFs {
             })
             .map(|i| i.ino)
             .collect();
-        if orphans.is_empty() || self.opts.read_only {
+        if orphans.is_empty() || self.is_read_only() {
             return Ok(());
         }
         let mut tx = self.store.begin()?;

@@ -17,7 +17,7 @@ mod ranges;
 mod xattr;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -38,7 +38,8 @@ use crate::store::{PoolConfig, Store, StoreError};
 /// How the file system behaves, from the mount options.
 #[derive(Clone, Debug)]
 pub struct FsOptions {
-    /// Refuse every change with EROFS.
+    /// Refuse every change with EROFS (at mount; a remount changes
+    /// [`WarabiFs::set_read_only`]).
     pub read_only: bool,
     /// Persist every write before it returns (`-o sync`).
     pub sync: bool,
@@ -142,6 +143,8 @@ type NameKey = (u64, Name);
 /// The mounted file system.
 pub struct WarabiFs {
     store: Store,
+    /// Whether changes are refused, as mounted or as last remounted.
+    read_only: AtomicBool,
     opts: FsOptions,
     inodes: DashMap<u64, Arc<Inode>>,
     names: DashMap<NameKey, Entry>,
@@ -184,9 +187,33 @@ impl WarabiFs {
     }
 
     fn writable(&self) -> FsResult<()> {
-        if self.opts.read_only {
+        if self.is_read_only() {
             return Err(Errno::EROFS);
         }
+        Ok(())
+    }
+
+    /// Whether every change is refused with EROFS.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Acquire)
+    }
+
+    /// Switches between read-only and read-write (a remount). Going read-only persists
+    /// every file first: the caller has made the kernel refuse writes before, so none
+    /// arrive after. Going read-write needs a pool that has warabifs metadata (a pool
+    /// only Warabi has used, mounted read-only, has none).
+    pub fn set_read_only(&self, read_only: bool) -> Result<(), String> {
+        if read_only {
+            self.persist_all()
+                .map_err(|e| format!("cannot persist every file: {e}"))?;
+        } else if !self.store.is_formatted() {
+            return Err("the pool has no warabifs metadata yet (only Warabi has used it); unmount it and mount it read-write once to add it".into());
+        }
+        self.read_only.store(read_only, Ordering::Release);
+        tracing::info!(
+            "file system now {}",
+            if read_only { "read-only" } else { "read-write" }
+        );
         Ok(())
     }
 
@@ -208,15 +235,24 @@ impl WarabiFs {
         }
     }
 
-    /// Makes everything durable: called at unmount.
+    /// Makes everything durable: called at unmount. Failures are logged.
     pub fn sync_all(&self) {
+        let _ = self.persist_all();
+    }
+
+    /// Makes everything durable, trying every inode; returns the first failure (each
+    /// is logged).
+    pub fn persist_all(&self) -> FsResult<()> {
         let inodes: Vec<Arc<Inode>> = self.inodes.iter().map(|i| Arc::clone(&i)).collect();
+        let mut first_error = Ok(());
         for inode in inodes {
             let mut state = inode.state.write();
             if let Err(e) = self.persist(&mut state) {
-                tracing::error!("could not persist inode {} at unmount: {e}", inode.ino);
+                tracing::error!("could not persist inode {}: {e}", inode.ino);
+                first_error = first_error.and(Err(e));
             }
         }
+        first_error
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod buffer;
 mod ffi;
+mod mapping;
 mod oid;
 mod tx;
 
@@ -16,6 +17,7 @@ use std::ptr::NonNull;
 use buffer::HugeBuffer;
 use pmdk_sys::obj::{self as sys, PMEMobjpool};
 
+pub use mapping::ReadOnlyMapping;
 pub use oid::Oid;
 pub use tx::{Tx, TxAlloc};
 
@@ -131,6 +133,9 @@ impl Pool {
     /// Opens the pool file for positioned writes when that is the same memory the
     /// mapping shows: a shared mapping (not copy-on-write) of a regular file that is a
     /// single pool (its first bytes are the pool's own header, not a pool set).
+    /// Everything else is addressed only through the mapping: a pool set's offsets are
+    /// not one file's, device DAX has no read or write system calls, and libpmemobj
+    /// copies bytes to replicas only inside its own flush and persist calls.
     fn open_mapped_file(&self, write: bool) -> Option<std::fs::File> {
         use std::os::unix::fs::FileExt;
         if self.copy_on_write() {
@@ -459,20 +464,22 @@ impl Pool {
     }
 
     /// Drops the pool's pages from this process's resident set (MADV_DONTNEED on the
-    /// shared mapping): the data stays in the pool file and comes back on the next
-    /// access. After a full scan this gives back memory the scan touched once.
-    pub fn release_resident_pages(&self) {
+    /// shared mapping of its `len` bytes): the data stays in the pool's files and comes
+    /// back on the next access. After a full scan this gives back memory the scan
+    /// touched once.
+    pub fn release_resident_pages(&self, len: u64) {
         if self.copy_on_write() {
             // A private mapping holds the only copy of our changes: keep every page.
             return;
         }
-        let Ok(len) = std::fs::metadata(&self.path).map(|m| m.len() as usize) else {
+        let Ok(len) = usize::try_from(len) else {
             return;
         };
         // SAFETY: pop is the page-aligned start of libpmemobj's MAP_SHARED mapping of the
-        // whole pool file (len bytes). MADV_DONTNEED on a shared file mapping only drops
-        // page-table entries; later accesses refault the file's current contents, so no
-        // data changes. A mapping that refuses the advice (device DAX) is left as is.
+        // pool's address space (len bytes: one file, or a pool set's parts mapped one
+        // after the other). MADV_DONTNEED on shared file mappings only drops page-table
+        // entries; later accesses refault the files' current contents, so no data
+        // changes. A mapping that refuses the advice (device DAX) is left as is.
         let rc =
             unsafe { libc::madvise(self.raw() as *mut libc::c_void, len, libc::MADV_DONTNEED) };
         if rc != 0 {

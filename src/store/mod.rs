@@ -4,6 +4,7 @@
 //! Its verbs mirror Warabi's backend: regions are created, read, written, persisted and
 //! erased; metadata changes go through [`StoreTx`], one libpmemobj transaction each.
 
+pub mod poolset;
 mod probe;
 pub mod records;
 
@@ -12,8 +13,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::pmem::{self, Oid, PmemError, Pool, Tx, TxAlloc};
-pub use probe::PoolHeader;
 use probe::ProbeError;
+pub use probe::{PoolHeader, PoolKind};
 use records::{
     DentryRecord, InodeRecord, Superblock, XattrRecord, FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC,
     SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR,
@@ -42,6 +43,8 @@ pub enum StoreError {
     IsDirectory(PathBuf),
     #[error("{0} is not a libpmemobj pool")]
     NotAPool(PathBuf),
+    #[error("pool set {path}: {reason}")]
+    PoolSet { path: PathBuf, reason: String },
     #[error("pool {path} is truncated: the file has {len} bytes but the pool needs at least {expected}; restore the pool file from a copy")]
     Truncated {
         path: PathBuf,
@@ -106,6 +109,7 @@ pub struct Store {
     pool: Pool,
     /// Whether the pool has a superblock (false for a Warabi pool mounted read-only).
     formatted: bool,
+    /// Bytes of the pool's address space (see [`PoolHeader::pool_bytes`]).
     file_size: u64,
     /// The pool file's header, read before libpmemobj opened the pool.
     header: PoolHeader,
@@ -199,14 +203,8 @@ impl Store {
     /// Opens or creates the pool with Warabi's rules; formats it for warabifs unless
     /// `read_only` (a read-only mount never writes metadata).
     pub fn open(config: &PoolConfig, read_only: bool) -> Result<Store, StoreError> {
-        let path = config.path.as_path();
         let (pool, header) = open_or_create(config)?;
-        let file_size = std::fs::metadata(path)
-            .map_err(|source| StoreError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .len();
+        let file_size = header.pool_bytes;
         let blank_root = header.blank_root;
         let mut store = Store {
             pool,
@@ -224,6 +222,11 @@ impl Store {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Gives back the memory a full scan of the pool brought in.
+    pub fn release_resident_pages(&self) {
+        self.pool.release_resident_pages(self.file_size);
     }
 
     /// The pool file's header as it was before libpmemobj opened the pool (its
@@ -310,7 +313,8 @@ impl Store {
         scan
     }
 
-    /// Pool file size in bytes (what `df` shows as the size).
+    /// Pool size in bytes (what `df` shows as the size): the pool file's length, or the
+    /// master replica's parts of a pool set.
     pub fn total_bytes(&self) -> u64 {
         self.file_size
     }
@@ -405,6 +409,10 @@ fn probe_error(path: &Path, e: ProbeError) -> StoreError {
             path: path.to_path_buf(),
             what,
         },
+        ProbeError::Set(reason) => StoreError::PoolSet {
+            path: path.to_path_buf(),
+            reason,
+        },
         ProbeError::Io(source) => io_error(path, source),
     }
 }
@@ -469,7 +477,10 @@ fn open_or_create(config: &PoolConfig) -> Result<(Pool, PoolHeader), StoreError>
         Err(e) => return Err(io_error(path, e)),
     };
     if exists && config.override_if_exists {
-        // The one place warabifs deletes a pool file: the user asked for it.
+        // The one place warabifs deletes a pool file: the user asked for it. As in
+        // Warabi's backend, `path` itself goes, a pool set file too, and a single-file
+        // pool is created in its place; the parts a pool set named are left alone.
+        warn_parts_left(path);
         std::fs::remove_file(path).map_err(|source| StoreError::Io {
             path: path.to_path_buf(),
             source,
@@ -489,6 +500,24 @@ fn open_or_create(config: &PoolConfig) -> Result<(Pool, PoolHeader), StoreError>
     let pool = Pool::create(path, size).map_err(pmem_err(path))?;
     let header = PoolHeader::read(path).map_err(|e| probe_error(path, e))?;
     Ok((pool, header))
+}
+
+/// Before `override_if_exists` replaces a pool set file, says which parts stay behind.
+fn warn_parts_left(path: &Path) {
+    let Ok(set) = poolset::read(path) else {
+        return;
+    };
+    let parts: Vec<String> = set
+        .replicas
+        .iter()
+        .flat_map(|r| &r.parts)
+        .map(|p| p.path.display().to_string())
+        .collect();
+    tracing::warn!(
+        "override_if_exists: replacing pool set {} with a single-file pool, as Warabi does; its parts are left as they are: {}",
+        path.display(),
+        parts.join(", ")
+    );
 }
 
 fn open_existing(path: &Path) -> Result<(Pool, PoolHeader), StoreError> {

@@ -13,8 +13,9 @@ pub use check::{check, CheckReport, Problem};
 pub use inventory::Inventory;
 
 use crate::pmem::Oid;
+use crate::store::poolset::PartInfo;
 use crate::store::records::{InodeRecord, Timestamp, FORMAT_VERSION};
-use crate::store::{PoolConfig, Scan, Store, StoreError};
+use crate::store::{PoolConfig, PoolKind, Scan, Store, StoreError};
 
 /// Opens an existing pool for inspection: never creates, formats or reclaims anything.
 /// A pool in use (mounted, or open in Warabi) gives StoreError::InUse.
@@ -132,6 +133,14 @@ pub struct Info {
     /// "clean", "dirty" (the last process with the pool open did not close it), or
     /// "unknown" (the pool does not record it).
     pub last_shutdown: &'static str,
+    /// "file", or "pool set" (its replicas and parts below).
+    pub pool_kind: &'static str,
+    /// A pool set's `OPTION SINGLEHDR`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub single_header: Option<bool>,
+    /// A pool set's replicas, master first, each with its parts as found on disk.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<PartInfo>>,
 }
 
 pub fn info(store: &Store, inv: &Inventory) -> Info {
@@ -146,7 +155,14 @@ pub fn info(store: &Store, inv: &Inventory) -> Info {
         .into_iter()
         .map(count)
         .sum();
+    let (pool_kind, single_header, replicas) = match &header.kind {
+        PoolKind::File => ("file", None, Vec::new()),
+        PoolKind::Set { set, replicas } => ("pool set", Some(set.single_header), replicas.clone()),
+    };
     Info {
+        pool_kind,
+        single_header,
+        replicas,
         format_version: header
             .superblock
             .filter(|sb| store.is_formatted() && sb.version > 0)
@@ -209,10 +225,43 @@ pub fn render_info(i: &Info) -> String {
             ),
         ),
         ("last shutdown", i.last_shutdown.to_string()),
+        ("pool kind", pool_kind_line(i)),
     ]
     .iter()
     .map(|(k, v)| format!("{k}: {v}\n"))
+    .chain(i.replicas.iter().enumerate().map(render_replica))
     .collect()
+}
+
+fn pool_kind_line(i: &Info) -> String {
+    match i.single_header {
+        Some(single) => format!(
+            "pool set, {} replica(s){}",
+            i.replicas.len(),
+            if single { ", OPTION SINGLEHDR" } else { "" }
+        ),
+        None => i.pool_kind.to_string(),
+    }
+}
+
+/// One replica of a pool set: a line for it, then a line per part.
+fn render_replica((index, parts): (usize, &Vec<PartInfo>)) -> String {
+    let role = if index == 0 { " (master)" } else { "" };
+    let mut out = format!("replica {index}{role}: {} part(s)\n", parts.len());
+    for (n, p) in parts.iter().enumerate() {
+        let kind = match p.kind {
+            crate::store::poolset::PartKind::File => "file",
+            crate::store::poolset::PartKind::DeviceDax => "device DAX",
+        };
+        out += &format!(
+            "  part {n}: {} ({kind}, {} bytes, pool bytes {}..{})\n",
+            p.path.display(),
+            p.size,
+            p.pool_offset,
+            p.pool_offset + p.pool_bytes
+        );
+    }
+    out
 }
 
 /// `check` as text: each problem, then a summary line.

@@ -158,8 +158,19 @@ pub fn unmount(mountpoint: &Path) -> bool {
     true
 }
 
-/// Waits until no process holds libpmemobj's lock on the pool file.
+/// Waits until no process holds libpmemobj's lock on the pool file, or on every part
+/// of a pool set (libpmemobj locks the parts, not the set file).
 pub fn wait_pool_released(pool: &Path) {
+    if let Ok(set) = warabifs::store::poolset::read(pool) {
+        for part in set.replicas.iter().flat_map(|r| &r.parts) {
+            wait_file_unlocked(&part.path);
+        }
+        return;
+    }
+    wait_file_unlocked(pool);
+}
+
+fn wait_file_unlocked(pool: &Path) {
     let deadline = Instant::now() + MOUNT_TIMEOUT;
     loop {
         let file = File::open(pool).expect("open pool file");
