@@ -1974,3 +1974,49 @@ fn parallel_writers_on_separate_files_keep_their_own_bytes() {
         assert!(got == writer_bytes(t), "file w{t} mixed up");
     }
 }
+
+// ---------------------------------------------------------------- remount
+
+#[test]
+fn going_read_only_persists_every_file_and_refuses_changes() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let data = pattern(100_000, 3);
+    let (attr, fh) = fs
+        .create(ROOT_INO, b"open", 0o644, caller())
+        .expect("create");
+    fs.write(attr.ino, 0, &data, false).expect("write");
+    fs.set_read_only(true).expect("read-only");
+    assert!(fs.is_read_only());
+    assert_eq!(fs.write(attr.ino, 0, b"x", false), Err(Errno::EROFS));
+    assert_eq!(
+        fs.mkdir(ROOT_INO, b"d", 0o755, caller()).map(|_| ()),
+        Err(Errno::EROFS)
+    );
+    fs.set_read_only(false).expect("read-write again");
+    fs.write(attr.ino, data.len() as u64, b"more", false)
+        .expect("writes work again");
+    fs.set_read_only(true).expect("read-only again");
+    // A crash now (drop without release or fsync): what was written before going
+    // read-only, size included, was persisted by the switch itself.
+    let _ = fh;
+    let fs = remount(fs, &path);
+    let ino = lookup_ino(&fs, ROOT_INO, b"open");
+    let mut expected = data;
+    expected.extend_from_slice(b"more");
+    assert_bytes_eq(&read_all(&fs, ino), &expected);
+}
+
+#[test]
+fn a_pool_without_metadata_mounted_read_only_cannot_go_read_write() {
+    let (_dir, path) = scratch();
+    drop(Pool::create(&path, POOL_SIZE).expect("a pool as Warabi makes it"));
+    let ro = FsOptions {
+        read_only: true,
+        ..FsOptions::default()
+    };
+    let fs = mount_with(&path, ro);
+    let err = fs.set_read_only(false).unwrap_err();
+    assert!(err.contains("no warabifs metadata"), "{err}");
+    assert!(fs.is_read_only());
+}

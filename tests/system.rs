@@ -24,6 +24,8 @@ const INSTALLED: &[&str] = &[
     "/usr/local/share/doc/warabifs/README.md",
     "/usr/local/share/doc/warabifs/SEMANTICS.md",
     "/usr/local/share/doc/warabifs/FORMAT.md",
+    "/usr/local/share/man/man8/warabifs.8",
+    "/usr/local/share/man/man8/mount.warabifs.8",
 ];
 
 fn repo() -> PathBuf {
@@ -361,4 +363,229 @@ fn the_background_daemon_writes_its_log_file() {
         "{text}"
     );
     assert!(text.contains("unmounted"), "{text}");
+}
+
+/// The mount's flags as mountinfo lists them ("ro,nosuid,..."), or None if unmounted.
+fn mount_flags(mnt: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .rev()
+        .map(|line| line.split(' ').collect::<Vec<_>>())
+        .find(|fields| fields.get(4) == Some(&s(mnt)))
+        .map(|fields| fields[5].to_string())
+}
+
+fn assert_erofs(r: std::io::Result<()>) {
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EROFS));
+}
+
+/// Mounts with type `fstype`, remounts read-only and back through mount(8), checking
+/// the kernel's flag, EROFS, reads, and that nothing was lost.
+fn remount_round_trip(fstype: &str) {
+    let _installed = install();
+    let scratch = Scratch::new();
+    let pool = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let opts = "create_if_missing_with_size=16M,nosuid";
+    let m = mount_ok(&pool, &mnt, &["-t", fstype, s(&pool), s(&mnt), "-o", opts]);
+    std::fs::write(m.path("kept"), b"written before").unwrap();
+    std::fs::write(m.path("unsynced"), vec![7u8; 300_000]).unwrap();
+
+    // What users type: mount(8) finds the type (fuse.warabifs) in mountinfo.
+    run_ok(Command::new("mount").args(["-o", "remount,ro", s(&mnt)]));
+    let flags = mount_flags(&mnt).expect("still mounted");
+    assert!(
+        flags.starts_with("ro,") && flags.contains("nosuid"),
+        "{flags}"
+    );
+    assert_eq!(std::fs::read(m.path("kept")).unwrap(), b"written before");
+    assert_erofs(std::fs::write(m.path("kept"), b"no"));
+    assert_erofs(std::fs::write(m.path("new"), b"no"));
+    assert_erofs(std::fs::create_dir(m.path("dir")));
+    assert_erofs(std::fs::remove_file(m.path("kept")));
+
+    // The type given again, as scripts do: for "warabifs" this runs mount.warabifs.
+    run_ok(Command::new("mount").args(["-t", fstype, "-o", "remount,rw", s(&mnt)]));
+    let flags = mount_flags(&mnt).expect("still mounted");
+    assert!(
+        flags.starts_with("rw,") && flags.contains("nosuid"),
+        "{flags}"
+    );
+    std::fs::write(m.path("new"), b"written after").unwrap();
+    std::fs::create_dir(m.path("dir")).unwrap();
+    assert_eq!(std::fs::read(m.path("kept")).unwrap(), b"written before");
+    umount_ok(m);
+
+    let m = mount_ok(&pool, &mnt, &["-t", fstype, s(&pool), s(&mnt)]);
+    assert_eq!(std::fs::read(m.path("kept")).unwrap(), b"written before");
+    assert_eq!(
+        std::fs::read(m.path("unsynced")).unwrap(),
+        vec![7u8; 300_000]
+    );
+    assert_eq!(std::fs::read(m.path("new")).unwrap(), b"written after");
+    assert!(m.path("dir").is_dir());
+    umount_ok(m);
+    common::assert_pool_consistent(&pool, fstype);
+}
+
+#[test]
+fn remount_ro_and_rw_of_a_fuse_warabifs_mount() {
+    if fuse_tests_enabled() {
+        remount_round_trip("fuse.warabifs");
+    }
+}
+
+#[test]
+fn remount_ro_and_rw_of_a_warabifs_mount() {
+    if fuse_tests_enabled() {
+        remount_round_trip("warabifs");
+    }
+}
+
+#[test]
+fn remounts_that_cannot_happen_are_refused_and_the_mount_keeps_working() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let _installed = install();
+    let scratch = Scratch::new();
+    let pool = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let m = mount_ok(
+        &pool,
+        &mnt,
+        &[
+            "-t",
+            "fuse.warabifs",
+            s(&pool),
+            s(&mnt),
+            "-o",
+            "create_if_missing_with_size=16M",
+        ],
+    );
+    let out = mount(&["-o", "remount,ro,threads=3", s(&mnt)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("\"threads\" cannot change on a remount"),
+        "{err}"
+    );
+    // A file open for writing: the kernel refuses to go read-only, and says so.
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(m.path("open"))
+        .unwrap();
+    let out = mount(&["-o", "remount,ro", s(&mnt)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("open for writing"),
+        "{err}"
+    );
+    drop(held);
+    assert!(mount_flags(&mnt).unwrap().starts_with("rw,"));
+    std::fs::write(m.path("still"), b"works").unwrap();
+    assert_eq!(std::fs::read(m.path("still")).unwrap(), b"works");
+    umount_ok(m);
+}
+
+/// Every option of mount(8)'s list that a FUSE mount can take (the SELinux context
+/// options need SELinux, and mount(8) drops them without it).
+const MOUNT_8_OPTIONS: &[&str] = &[
+    "async",
+    "atime",
+    "noatime",
+    "auto",
+    "noauto",
+    "defaults",
+    "dev",
+    "nodev",
+    "diratime",
+    "nodiratime",
+    "dirsync",
+    "exec",
+    "noexec",
+    "group",
+    "iversion",
+    "noiversion",
+    "mand",
+    "nomand",
+    "_netdev",
+    "nofail",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "lazytime",
+    "nolazytime",
+    "suid",
+    "nosuid",
+    "silent",
+    "loud",
+    "owner",
+    "rw",
+    "ro",
+    "sync",
+    "user",
+    "nouser",
+    "users",
+    "X-mount.mkdir",
+    "x-systemd.automount",
+    "nosymfollow",
+];
+
+#[test]
+fn every_mount_8_option_mounts_and_an_unknown_one_still_fails() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let _installed = install();
+    let scratch = Scratch::new();
+    let pool = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let m = mount_ok(
+        &pool,
+        &mnt,
+        &[
+            "-t",
+            "fuse.warabifs",
+            s(&pool),
+            s(&mnt),
+            "-o",
+            "create_if_missing_with_size=16M",
+        ],
+    );
+    umount_ok(m);
+    for option in MOUNT_8_OPTIONS {
+        let m = mount_ok(
+            &pool,
+            &mnt,
+            &["-t", "fuse.warabifs", s(&pool), s(&mnt), "-o", option],
+        );
+        let flags = mount_flags(&mnt).unwrap();
+        let words: Vec<&str> = flags.split(',').collect();
+        match *option {
+            "nosymfollow" | "nodiratime" | "noexec" | "nosuid" | "nodev" | "noatime" | "ro" => {
+                assert!(words.contains(option), "-o {option}: mount flags {flags}")
+            }
+            "strictatime" => assert!(
+                !words.contains(&"relatime") && !words.contains(&"noatime"),
+                "-o {option}: mount flags {flags}"
+            ),
+            _ => {}
+        }
+        umount_ok(m);
+    }
+    let out = mount(&[
+        "-t",
+        "fuse.warabifs",
+        s(&pool),
+        s(&mnt),
+        "-o",
+        "relatime,frobnicate",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown mount option \"frobnicate\""), "{err}");
+    assert!(!common::is_mounted(&mnt));
 }
