@@ -271,6 +271,21 @@ fn locate_part(
     })
 }
 
+/// The pool path itself as a part (a single pool file, or one on a device DAX): what
+/// it is and how long. Errors as for a part, except that a missing file is an I/O
+/// error the caller has ruled out already.
+pub fn part_of_path(path: &Path) -> Result<PartInfo, SetError> {
+    let meta = std::fs::metadata(path).map_err(|e| SetError::Invalid(e.to_string()))?;
+    if !meta.is_file() && !meta.file_type().is_char_device() {
+        return Err(SetError::NotASet);
+    }
+    let part = Part {
+        path: path.to_path_buf(),
+        declared_size: None,
+    };
+    locate_part(&part, 0, 0, false, false)
+}
+
 /// A device DAX's size, from sysfs; None when the device is not one.
 fn device_dax_size(rdev: u64) -> Option<u64> {
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));

@@ -3,7 +3,6 @@
 //! A pool set file (poolset(5)) is read through its parts.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -222,18 +221,20 @@ struct MappedPart {
 /// The master replica's address space, as libpmemobj maps it, read without mapping it
 /// for writing: a pool file's offsets, or a pool set's parts one after the other.
 enum PoolBytes {
-    File { file: File, len: u64 },
+    File { source: Source, len: u64 },
     Set(Vec<MappedPart>),
 }
 
 impl PoolBytes {
     fn open(path: &Path) -> Result<(PoolBytes, PoolKind), ProbeError> {
-        let file = File::open(path)?;
-        let len = file.metadata()?.len();
+        let whole = poolset::part_of_path(path).map_err(set_error)?;
+        let source = Source::open(&whole)?;
         let mut start = [0u8; poolset::SIGNATURE.len()];
-        let got = (&file).take(start.len() as u64).read(&mut start)?;
+        let got = start.len().min(whole.size as usize);
+        source.read_exact_at(&mut start[..got], 0)?;
         if !poolset::is_pool_set(&start[..got]) {
-            return Ok((PoolBytes::File { file, len }, PoolKind::File));
+            let len = whole.size;
+            return Ok((PoolBytes::File { source, len }, PoolKind::File));
         }
         let set = poolset::read(path).map_err(set_error)?;
         let replicas = poolset::locate(&set).map_err(set_error)?;
@@ -267,7 +268,7 @@ impl PoolBytes {
     /// Reads `buf.len()` bytes at pool offset `off`, across parts when it must.
     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
         let parts = match self {
-            PoolBytes::File { file, .. } => return file.read_exact_at(buf, off),
+            PoolBytes::File { source, .. } => return source.read_exact_at(buf, off),
             PoolBytes::Set(parts) => parts,
         };
         let (mut done, mut at) = (0usize, off);
