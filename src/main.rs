@@ -156,7 +156,7 @@ fn run(config: &MountConfig) -> ExitCode {
     };
     *unmounter.lock().expect("not poisoned") = Some(session.unmount_callable());
     if let Err(e) = warabifs::remount::serve(config, &fs) {
-        tracing::warn!("no remount socket, so remounts will be refused: {e}");
+        tracing::warn!("cannot start the remount thread, so remounts will be refused: {e}");
     }
     tracing::info!(
         "mounted {} on {}",

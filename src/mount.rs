@@ -259,6 +259,13 @@ fn fuse_config(config: &MountConfig) -> Config {
             .iter()
             .filter_map(|flag| kernel_flag(flag)),
     );
+    options.extend(
+        config
+            .kernel_options
+            .iter()
+            .cloned()
+            .map(MountOption::CUSTOM),
+    );
     let mut fuse = Config::default();
     fuse.mount_options = options;
     fuse.acl = match (config.allow_other, config.allow_root) {

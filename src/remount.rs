@@ -70,30 +70,42 @@ struct Mounted {
 }
 
 /// The daemon side: listens on the mount's control socket in a thread of its own.
-/// Call it once the mount is live. A mount without the socket (say another process
-/// took its name) still works; only remounts are refused, and the log says why.
+/// Call it once the mount is live. The thread finds the mount and binds the socket
+/// itself, so that nothing here waits for the session to serve requests. A mount
+/// without the socket (say another process took its name) still works; only remounts
+/// are refused, and the log says why.
 pub fn serve(config: &MountConfig, fs: &Arc<WarabiFs>) -> std::io::Result<()> {
+    let config = config.clone();
+    let fs = Arc::downgrade(fs);
+    std::thread::Builder::new()
+        .name("remount".into())
+        .spawn(move || match listen(&config) {
+            Ok((listener, mountpoint)) => {
+                let mounted = Mounted {
+                    config: Mutex::new(config),
+                    mountpoint,
+                    fs,
+                };
+                for stream in listener.incoming() {
+                    match stream {
+                        Ok(stream) => mounted.answer(stream),
+                        Err(e) => tracing::warn!("remount socket: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("no remount socket, so remounts will be refused: {e}"),
+        })?;
+    Ok(())
+}
+
+/// Binds the control socket of the mount at `config.mountpoint`.
+fn listen(config: &MountConfig) -> std::io::Result<(UnixListener, PathBuf)> {
     let mountpoint = std::fs::canonicalize(&config.mountpoint)?;
     let entry = find_mount(&mountpoint, "fuse.warabifs").ok_or_else(|| {
         std::io::Error::other(format!("{} not in mountinfo", mountpoint.display()))
     })?;
     let listener = UnixListener::bind_addr(&socket_address(&entry.device)?)?;
-    let mounted = Mounted {
-        config: Mutex::new(config.clone()),
-        mountpoint,
-        fs: Arc::downgrade(fs),
-    };
-    std::thread::Builder::new()
-        .name("remount".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(stream) => mounted.answer(stream),
-                    Err(e) => tracing::warn!("remount socket: {e}"),
-                }
-            }
-        })?;
-    Ok(())
+    Ok((listener, mountpoint))
 }
 
 impl Mounted {

@@ -104,6 +104,8 @@ fn a_two_part_set_mounts_keeps_its_files_and_stays_consistent() {
         assert!(info.contains(s(&scratch.path(part))), "{info}");
     }
     assert!(info.contains("replica 0 (master): 2 part(s)"), "{info}");
+    let repair = stdout_of(&["check", "--repair", s(&set)]);
+    assert!(repair.contains("the pool is clean"), "{repair}");
 }
 
 #[test]

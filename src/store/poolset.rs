@@ -256,12 +256,7 @@ fn locate_part(
             path.display()
         )));
     }
-    let header = if index == 0 || single_header {
-        0
-    } else {
-        PART_HEADER_SIZE
-    };
-    let pool_bytes = (size - size % PAGE).saturating_sub(header);
+    let pool_bytes = (size - size % PAGE).saturating_sub(skipped_header(single_header, index));
     Ok(PartInfo {
         path: path.clone(),
         kind,
@@ -304,6 +299,15 @@ fn device_dax_size(rdev: u64) -> Option<u64> {
 /// Whether pool header bytes lie at the start of part `index` of a replica.
 pub fn part_has_header(set: &PoolSet, index: usize) -> bool {
     index == 0 || !set.single_header
+}
+
+/// The bytes at the start of part `index` that are not in the replica's address space:
+/// the pool header of every part but the first, unless `OPTION SINGLEHDR`.
+pub fn skipped_header(single_header: bool, index: usize) -> u64 {
+    match index == 0 || single_header {
+        true => 0,
+        false => PART_HEADER_SIZE,
+    }
 }
 
 #[cfg(test)]

@@ -243,13 +243,9 @@ impl PoolBytes {
             .iter()
             .enumerate()
             .map(|(index, info)| {
-                let skip = match poolset::part_has_header(&set, index) && index > 0 {
-                    true => poolset::PART_HEADER_SIZE,
-                    false => 0,
-                };
                 Ok(MappedPart {
                     source: Source::open(info)?,
-                    skip,
+                    skip: poolset::skipped_header(set.single_header, index),
                     info: info.clone(),
                 })
             })
