@@ -80,7 +80,8 @@ pub enum Tool {
 }
 
 /// Every mount option, as the manual pages list it: (option, what it does). The README
-/// says more about each; a test mounts with every one of them.
+/// says more about each (and tests/system.rs mounts with each option of mount(8)'s
+/// list).
 pub const MOUNT_OPTIONS: &[(&str, &str)] = &[
     ("create_if_missing_with_size=SIZE", "Create the pool with SIZE bytes (K, M, G, T suffixes: powers of 1024) when POOL does not exist, as Warabi does; at least 8 MiB. An existing pool, or pool set, is opened as it is."),
     ("override_if_exists[=true|false]", "Delete POOL and create a new, empty single-file pool there (needs create_if_missing_with_size). For a pool set, as in Warabi, the set file is replaced and its parts are left as they are."),

@@ -227,18 +227,16 @@ fn locate_part(
         };
         SetError::Invalid(format!("part {}: {e}{hint}", path.display()))
     })?;
-    let (kind, size) = if meta.file_type().is_char_device() {
-        (
-            PartKind::DeviceDax,
-            device_dax_size(meta.rdev()).ok_or_else(|| {
-                SetError::Invalid(format!(
-                    "part {} is a character device but not a device DAX",
-                    path.display()
-                ))
-            })?,
-        )
+    let (kind, size, alignment) = if meta.file_type().is_char_device() {
+        let (size, alignment) = device_dax_geometry(meta.rdev()).ok_or_else(|| {
+            SetError::Invalid(format!(
+                "part {} is a character device but not a device DAX",
+                path.display()
+            ))
+        })?;
+        (PartKind::DeviceDax, size, alignment)
     } else if meta.is_file() {
-        (PartKind::File, meta.len())
+        (PartKind::File, meta.len(), PAGE)
     } else if meta.is_dir() {
         return Err(SetError::Invalid(format!(
             "part {} is a directory: directory pool sets are not supported",
@@ -256,7 +254,9 @@ fn locate_part(
             path.display()
         )));
     }
-    let pool_bytes = (size - size % PAGE).saturating_sub(skipped_header(single_header, index));
+    // libpmemobj maps whole pages of a file, and whole alignment units of a device.
+    let mapped = size - size % alignment;
+    let pool_bytes = mapped.saturating_sub(skipped_header(single_header, index));
     Ok(PartInfo {
         path: path.clone(),
         kind,
@@ -281,19 +281,27 @@ pub fn part_of_path(path: &Path) -> Result<PartInfo, SetError> {
     locate_part(&part, 0, 0, false, false)
 }
 
-/// A device DAX's size, from sysfs; None when the device is not one.
-fn device_dax_size(rdev: u64) -> Option<u64> {
+/// A device DAX's size and mapping alignment, from sysfs; None when the device is not
+/// one. The alignment defaults to a page when sysfs does not give it.
+fn device_dax_geometry(rdev: u64) -> Option<(u64, u64)> {
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
     let sys = format!("/sys/dev/char/{major}:{minor}");
     let subsystem = std::fs::read_link(format!("{sys}/subsystem")).ok()?;
     if !subsystem.ends_with("dax") {
         return None;
     }
-    std::fs::read_to_string(format!("{sys}/size"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    let number = |file: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("{sys}/{file}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let alignment = number("device/align")
+        .or_else(|| number("align"))
+        .filter(|&a| a > 0)
+        .unwrap_or(PAGE);
+    Some((number("size")?, alignment))
 }
 
 /// Whether pool header bytes lie at the start of part `index` of a replica.
