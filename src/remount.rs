@@ -22,6 +22,8 @@ use crate::mount::{find_mount, remount_kernel};
 /// The request line's verb.
 const REMOUNT: &str = "remount";
 const OK: &str = "ok";
+/// How long the daemon waits for a request line once a client has connected.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn socket_name(device: &str) -> String {
     format!("warabifs/remount/{device}")
@@ -109,12 +111,10 @@ fn listen(config: &MountConfig) -> std::io::Result<(UnixListener, PathBuf)> {
 }
 
 impl Mounted {
-    /// Reads one request and answers it.
+    /// Reads one request and answers it (read whole before anything is refused, so
+    /// the client always gets to read the answer).
     fn answer(&self, stream: UnixStream) {
-        let reply = match self.allowed(&stream) {
-            Ok(()) => self.handle(&stream),
-            Err(reason) => Err(reason),
-        };
+        let reply = self.handle(&stream);
         let line = match reply {
             Ok(()) => OK.to_string(),
             Err(reason) => {
@@ -143,10 +143,15 @@ impl Mounted {
     }
 
     fn handle(&self, stream: &UnixStream) -> Result<(), String> {
+        // One request at a time: a client that never sends must not hold up the next.
+        stream
+            .set_read_timeout(Some(REQUEST_TIMEOUT))
+            .map_err(|e| format!("cannot read the request: {e}"))?;
         let mut line = String::new();
         BufReader::new(stream)
             .read_line(&mut line)
             .map_err(|e| format!("cannot read the request: {e}"))?;
+        self.allowed(stream)?;
         match line.trim_end().split_once(' ') {
             Some((REMOUNT, options)) => self.remount(options),
             _ => Err(format!("unknown request {:?}", line.trim_end())),

@@ -483,6 +483,17 @@ fn remounts_that_cannot_happen_are_refused_and_the_mount_keeps_working() {
         "{err}"
     );
     drop(held);
+    // Only root and the daemon's own user may ask the daemon for a remount.
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_warabifs")])
+        .args([s(&pool), s(&mnt), "-o", "remount,ro"])
+        .output()
+        .expect("runuser");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("may not remount this file system"),
+        "{err}"
+    );
     assert!(mount_flags(&mnt).unwrap().starts_with("rw,"));
     std::fs::write(m.path("still"), b"works").unwrap();
     assert_eq!(std::fs::read(m.path("still")).unwrap(), b"works");
