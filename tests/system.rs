@@ -167,6 +167,13 @@ fn fstab_lines_of_both_types_mount_with_generic_options() {
     for (pool, mnt) in &mounts {
         let m = mount_ok(pool, mnt, &["-T", s(&fstab_file), s(mnt)]);
         std::fs::write(m.path("f"), b"fstab").unwrap();
+        // A remount merges the fstab line's options with the new ones.
+        let fstab = s(&fstab_file);
+        run_ok(Command::new("mount").args(["-T", fstab, "-o", "remount,ro", s(mnt)]));
+        assert!(mount_flags(mnt).unwrap().starts_with("ro,"));
+        assert_erofs(std::fs::write(m.path("g"), b"no"));
+        run_ok(Command::new("mount").args(["-T", fstab, "-o", "remount,rw", s(mnt)]));
+        assert!(mount_flags(mnt).unwrap().starts_with("rw,"));
         umount_ok(m);
         let m = mount_ok(pool, mnt, &["-T", s(&fstab_file), s(mnt)]);
         assert_eq!(std::fs::read(m.path("f")).unwrap(), b"fstab");
