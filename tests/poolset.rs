@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::{
     assert_pmempool_consistent, assert_warabifs_check_clean, fuse_tests_enabled, pattern, run_ok,
-    run_warabifs, DaemonMount, Scratch,
+    run_warabifs, DaemonMount, ForegroundMount, Scratch,
 };
 
 fn s(path: &Path) -> &str {
@@ -245,4 +245,45 @@ fn override_if_exists_replaces_the_set_file_as_warabi_does_and_keeps_the_parts()
             "{name} changed"
         );
     }
+}
+
+#[test]
+fn what_fsync_sync_mounts_and_transactions_made_durable_is_in_the_replica_after_a_crash() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    use std::io::Write;
+    let scratch = Scratch::new();
+    let set = create_set(
+        &scratch,
+        &[],
+        &[&[("64M", "primary")], &[("64M", "mirror")]],
+    );
+    let mnt = scratch.mountpoint("m");
+    let fsynced = pattern(200_000, 21);
+    let synced = pattern(150_000, 22);
+
+    let mut m = ForegroundMount::start(&set, &mnt, &[]);
+    let mut f = std::fs::File::create(m.path("fsynced")).unwrap();
+    f.write_all(&fsynced).unwrap();
+    f.sync_all().unwrap();
+    std::fs::create_dir(m.path("dir")).unwrap();
+    m.kill9(); // no close, no unmount: only what was made durable counts
+    drop(f);
+    m.unmount();
+
+    let mut m = ForegroundMount::start(&set, &mnt, &["sync"]);
+    let mut g = std::fs::File::create(m.path("synced")).unwrap();
+    g.write_all(&synced).unwrap();
+    m.kill9();
+    drop(g);
+    m.unmount();
+
+    // The primary's copy is lost; the replica must hold all of it.
+    std::fs::remove_file(scratch.path("primary")).unwrap();
+    run_ok(Command::new("pmempool").arg("sync").arg(&set));
+    let m = DaemonMount::start(&set, &mnt, "");
+    assert!(std::fs::read(m.path("fsynced")).unwrap() == fsynced);
+    assert!(std::fs::read(m.path("synced")).unwrap() == synced);
+    assert!(m.path("dir").is_dir());
 }
