@@ -557,7 +557,7 @@ impl Filesystem for FuseAdapter {
         reply.statfs(
             s.total_bytes / bsize,
             free_blocks,
-            free_blocks,
+            s.available_bytes / bsize,
             s.files + free_files,
             free_files,
             s.block_size,
