@@ -281,7 +281,9 @@ fn sync_write_survives_a_crash_without_fsync() {
 #[test]
 fn appending_grows_the_region_and_changes_its_region_id() {
     let (_dir, path) = scratch();
-    let fs = create_pool(&path, 64 * MIB);
+    // Big enough that 6 MiB stays below a tenth of the free space: growth doubles all
+    // the way (past a tenth the file would move into the largest region instead).
+    let fs = create_pool(&path, 128 * MIB);
     let (attr, fh) = fs.create(ROOT_INO, b"log", 0o644, caller()).unwrap();
     let ino = attr.ino;
     assert_eq!(
@@ -320,7 +322,7 @@ fn appending_grows_the_region_and_changes_its_region_id() {
     assert_ne!(
         Some(&last_id),
         ids.last(),
-        "6 MiB in an 8 MiB region is trimmed"
+        "6 MiB in a region of a tenth of the pool is trimmed"
     );
     let fs = remount(fs, &path);
     assert_eq!(region_id(&fs, ino).unwrap(), last_id);
@@ -1806,11 +1808,26 @@ fn oversized_writes_and_truncates_give_efbig_and_dirs_refuse_data() {
         Errno::EFBIG
     );
     let too_big = SetAttr {
-        size: Some(MAX_ALLOC_SIZE + 1),
+        size: Some(i64::MAX as u64 + 1),
         ..SetAttr::default()
     };
     assert_eq!(fs.setattr(ino, too_big).unwrap_err(), Errno::EFBIG);
     assert_eq!(read_all(&fs, ino), b"data");
+    // Past the largest region a size is only a zero tail; the data stays capped.
+    let past_regions = SetAttr {
+        size: Some(MAX_ALLOC_SIZE + 1),
+        ..SetAttr::default()
+    };
+    assert_eq!(fs.setattr(ino, past_regions).unwrap().size, MAX_ALLOC_SIZE + 1);
+    let tail = fs
+        .read(ino, MAX_ALLOC_SIZE - 3, 8, |b| b.to_vec())
+        .unwrap();
+    assert_eq!(tail, vec![0; 4]);
+    assert_eq!(fs.read(ino, 0, 8, |b| b.to_vec()).unwrap(), b"data\0\0\0\0");
+    assert_eq!(
+        fs.write(ino, MAX_ALLOC_SIZE, b"x", false).unwrap_err(),
+        Errno::EFBIG
+    );
     assert_eq!(fs.open(ROOT_INO, true).unwrap_err(), Errno::EISDIR);
     assert_eq!(
         fs.read(ROOT_INO, 0, 10, |s| s.len()).unwrap_err(),

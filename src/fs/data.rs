@@ -16,6 +16,10 @@ use crate::pmem::{Oid, MAX_ALLOC_SIZE};
 use crate::store::records::Timestamp;
 use crate::store::{Growth, StoreError, StoreTx};
 
+/// The largest size a file may have (as Linux's MAX_LFS_FILESIZE); only the bytes
+/// its region holds are bounded by libpmemobj's largest allocation.
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+
 /// Zeros handed out for reads of a zero tail (in .bss: no memory until read).
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
@@ -543,6 +547,9 @@ impl WarabiFs {
             meta.region = Oid::NULL;
             meta.set_extent(0, 0);
             return Ok(region);
+        }
+        if size > MAX_FILE_SIZE {
+            return Err(Errno::EFBIG);
         }
         // No allocation either way: up, the new bytes are a zero tail; down, the
         // region keeps its capacity until the last close trims it.

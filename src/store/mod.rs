@@ -178,12 +178,12 @@ const TRIM_WASTE_SHARE: u64 = 8;
 /// for appending does not move back and forth at each close.
 const TRIM_HEADROOM_SHARE: u64 = 16;
 
-/// Geometric growth goes on while its step stays within this fraction (1/N) of the
-/// space the file could have (the free space plus its own region). Past it the file
-/// moves once into the largest region that fits: a later move would need room for the
-/// old region and the new one at once, and that is what keeps a file written from start
-/// to end under half of the pool.
-const GEOMETRIC_REACH_SHARE: u64 = 16;
+/// Geometric growth stops at this fraction (1/N) of the space the file could have (the
+/// free space plus its own region). A file that outgrows that moves once into the
+/// largest region that fits: any later move would need room for the old region and the
+/// new one at once, which is what kept a file written from start to end under half of
+/// the pool. Moving at a tenth lets it reach nine tenths.
+const GEOMETRIC_REACH_SHARE: u64 = 10;
 
 /// Where a file that outgrows its region moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,18 +195,21 @@ pub enum Growth {
     Largest { at_least: u64 },
 }
 
-/// The region a file outgrowing `capacity` moves to when it needs `needed` bytes:
-/// GROWTH_FACTOR times the capacity while that is small against the space the file
-/// could reach, then the largest region that fits.
+/// The region a file outgrowing `capacity` moves to when it needs `needed` bytes: a
+/// first region just fits; then GROWTH_FACTOR times the capacity, up to a tenth of the
+/// space the file could reach; past that, the largest region that fits.
 pub fn growth(needed: u64, capacity: u64, free_bytes: u64, pool_bytes: u64) -> Growth {
+    if capacity == 0 {
+        return Growth::To(region_size_for(needed, pool_bytes));
+    }
     let factor = match pool_bytes >= DENSE_POOL_MIN {
         true => GROWTH_FACTOR,
         false => SMALL_POOL_GROWTH_FACTOR,
     };
     let geometric = needed.max(capacity.saturating_mul(factor));
-    let reach = free_bytes.saturating_add(capacity);
-    if geometric <= reach / GEOMETRIC_REACH_SHARE || geometric <= REGION_CHUNK {
-        return Growth::To(region_size_for(geometric, pool_bytes));
+    let limit = (free_bytes.saturating_add(capacity) / GEOMETRIC_REACH_SHARE).max(REGION_CHUNK);
+    if needed <= limit {
+        return Growth::To(region_size_for(geometric.min(limit), pool_bytes));
     }
     Growth::Largest {
         at_least: region_size_for(needed, pool_bytes),
@@ -822,11 +825,17 @@ mod tests {
             growth(4 * mib + 1, 4 * mib - 16, free, pool),
             Growth::To(region_size_for(32 * mib - 128, pool))
         );
-        // Past a sixteenth of what the file could reach: the largest region that fits.
+        // Geometric steps stop at a tenth of what the file could reach...
+        let tenth = (free + 64 * mib - 16) / 10;
         assert_eq!(
-            growth(100 * mib + 1, 100 * mib - 16, free, pool),
+            growth(64 * mib, 64 * mib - 16, free, pool),
+            Growth::To(region_size_for(tenth, pool))
+        );
+        // ...past which it moves into the largest region that fits.
+        assert_eq!(
+            growth(tenth + 200 * mib, tenth, free, pool),
             Growth::Largest {
-                at_least: region_size_for(100 * mib + 1, pool)
+                at_least: region_size_for(tenth + 200 * mib, pool)
             }
         );
         // A full pool still gets asked for what the write needs (then fails as ENOSPC).
@@ -837,6 +846,11 @@ mod tests {
             }
         );
         assert_eq!(growth(100, 0, free, pool), Growth::To(MIN_REGION));
+        // A first region just fits, however big.
+        assert_eq!(
+            growth(900 * mib, 0, free, pool),
+            Growth::To(region_size_for(900 * mib, pool))
+        );
         // Small pools double.
         let small_pool = 64 * mib;
         assert_eq!(
