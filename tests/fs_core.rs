@@ -281,8 +281,8 @@ fn sync_write_survives_a_crash_without_fsync() {
 #[test]
 fn appending_grows_the_region_and_changes_its_region_id() {
     let (_dir, path) = scratch();
-    // Big enough that 6 MiB stays below a tenth of the free space: growth doubles all
-    // the way (past a tenth the file would move into the largest region instead).
+    // Big enough that 6 MiB stays below a sixteenth of the free space: growth doubles
+    // all the way (past that the file would move into the largest region instead).
     let fs = create_pool(&path, 128 * MIB);
     let (attr, fh) = fs.create(ROOT_INO, b"log", 0o644, caller()).unwrap();
     let ino = attr.ino;
@@ -322,7 +322,7 @@ fn appending_grows_the_region_and_changes_its_region_id() {
     assert_ne!(
         Some(&last_id),
         ids.last(),
-        "6 MiB in a region of a tenth of the pool is trimmed"
+        "6 MiB in a region of a sixteenth of the pool is trimmed"
     );
     let fs = remount(fs, &path);
     assert_eq!(region_id(&fs, ino).unwrap(), last_id);
@@ -1818,10 +1818,11 @@ fn oversized_writes_and_truncates_give_efbig_and_dirs_refuse_data() {
         size: Some(MAX_ALLOC_SIZE + 1),
         ..SetAttr::default()
     };
-    assert_eq!(fs.setattr(ino, past_regions).unwrap().size, MAX_ALLOC_SIZE + 1);
-    let tail = fs
-        .read(ino, MAX_ALLOC_SIZE - 3, 8, |b| b.to_vec())
-        .unwrap();
+    assert_eq!(
+        fs.setattr(ino, past_regions).unwrap().size,
+        MAX_ALLOC_SIZE + 1
+    );
+    let tail = fs.read(ino, MAX_ALLOC_SIZE - 3, 8, |b| b.to_vec()).unwrap();
     assert_eq!(tail, vec![0; 4]);
     assert_eq!(fs.read(ino, 0, 8, |b| b.to_vec()).unwrap(), b"data\0\0\0\0");
     assert_eq!(

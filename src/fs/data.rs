@@ -38,7 +38,12 @@ impl Reserves {
     }
 
     fn all_but(&self, ino: u64) -> Vec<u64> {
-        self.0.lock().iter().copied().filter(|&i| i != ino).collect()
+        self.0
+            .lock()
+            .iter()
+            .copied()
+            .filter(|&i| i != ino)
+            .collect()
     }
 }
 
@@ -163,8 +168,9 @@ impl WarabiFs {
         let mut bytes = vec![0u8; n as usize];
         if off < data_len {
             let stored = (data_len - off) as usize;
-            self.store
-                .read_with(state.region(), off, stored, |d| bytes[..stored].copy_from_slice(d));
+            self.store.read_with(state.region(), off, stored, |d| {
+                bytes[..stored].copy_from_slice(d)
+            });
         }
         Ok(reply(&bytes))
     }
@@ -213,7 +219,11 @@ impl WarabiFs {
             Ok(()) => Ok(end),
             Err(Errno::ENOSPC) if off < state.capacity => {
                 let page_end = state.capacity / 4096 * 4096;
-                Ok(if page_end > off { page_end } else { state.capacity })
+                Ok(if page_end > off {
+                    page_end
+                } else {
+                    state.capacity
+                })
             }
             Err(e) => Err(e),
         }
@@ -275,10 +285,12 @@ impl WarabiFs {
         }
         let exact = self.store.region_size_for(end);
         self.move_region(state, exact)
-            .or_else(|e| match e.errno() == libc::ENOSPC && self.reclaim_reserves(state) {
-                true => self.move_region(state, exact),
-                false => Err(e),
-            })
+            .or_else(
+                |e| match e.errno() == libc::ENOSPC && self.reclaim_reserves(state) {
+                    true => self.move_region(state, exact),
+                    false => Err(e),
+                },
+            )
             .map_err(Errno::from)
     }
 
@@ -347,9 +359,7 @@ impl WarabiFs {
             }
         };
         match self.move_region(state, wanted) {
-            Err(e) if e.errno() == libc::ENOSPC && wanted > exact => {
-                self.move_region(state, exact)
-            }
+            Err(e) if e.errno() == libc::ENOSPC && wanted > exact => self.move_region(state, exact),
             other => other,
         }
     }
@@ -408,7 +418,10 @@ impl WarabiFs {
         let record = state.record.expect("grow needs an adopted inode");
         let old = state.region();
         let data_len = state.meta.data_len();
-        debug_assert!(data_len <= capacity, "moving {data_len} bytes into {capacity}");
+        debug_assert!(
+            data_len <= capacity,
+            "moving {data_len} bytes into {capacity}"
+        );
         let mut tx = self.store.begin()?;
         let new = match capacity {
             0 => Oid::NULL,

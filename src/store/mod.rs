@@ -182,8 +182,10 @@ const TRIM_HEADROOM_SHARE: u64 = 16;
 /// free space plus its own region). A file that outgrows that moves once into the
 /// largest region that fits: any later move would need room for the old region and the
 /// new one at once, which is what kept a file written from start to end under half of
-/// the pool. Moving at a tenth lets it reach nine tenths.
-const GEOMETRIC_REACH_SHARE: u64 = 10;
+/// the pool. The regions it had before stay free in front of the new one, about
+/// 8/7 of the last (or twice it, where growth doubles), so moving at a sixteenth lets
+/// it reach about nine tenths.
+const GEOMETRIC_REACH_SHARE: u64 = 16;
 
 /// Where a file that outgrows its region moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,7 +198,7 @@ pub enum Growth {
 }
 
 /// The region a file outgrowing `capacity` moves to when it needs `needed` bytes: a
-/// first region just fits; then GROWTH_FACTOR times the capacity, up to a tenth of the
+/// first region just fits; then GROWTH_FACTOR times the capacity, up to a sixteenth of the
 /// space the file could reach; past that, the largest region that fits.
 pub fn growth(needed: u64, capacity: u64, free_bytes: u64, pool_bytes: u64) -> Growth {
     if capacity == 0 {
@@ -327,8 +329,12 @@ impl Store {
             .root_with_size(SUPERBLOCK_SIZE)
             .map_err(pmem_err(self.pool.path()))?;
         let mut tx = self.pool.tx().map_err(pmem_err(self.pool.path()))?;
-        tx.write(root, 0, &Superblock::of_version(BASE_FORMAT_VERSION).encode())
-            .map_err(pmem_err(self.pool.path()))?;
+        tx.write(
+            root,
+            0,
+            &Superblock::of_version(BASE_FORMAT_VERSION).encode(),
+        )
+        .map_err(pmem_err(self.pool.path()))?;
         tx.commit().map_err(pmem_err(self.pool.path()))?;
         self.formatted = true;
         self.version.store(BASE_FORMAT_VERSION, Ordering::Relaxed);
@@ -421,7 +427,10 @@ impl Store {
         let size_of = |chunks: u64| (chunks * REGION_CHUNK).saturating_sub(OBJECT_OVERHEAD);
         let _alone = self.allocations.write();
         let fits = |chunks: u64| chunks == 0 || self.pool.can_reserve(size_of(chunks));
-        let most = at_most.min(pmem::MAX_ALLOC_SIZE).saturating_add(OBJECT_OVERHEAD) / REGION_CHUNK;
+        let most = at_most
+            .min(pmem::MAX_ALLOC_SIZE)
+            .saturating_add(OBJECT_OVERHEAD)
+            / REGION_CHUNK;
         if fits(most) {
             return size_of(most);
         }
@@ -710,7 +719,11 @@ impl StoreTx<'_> {
         let guard = self.store.upgrading.lock();
         // Another transaction may have raised it while this one waited.
         if self.store.format_version() < ZERO_TAIL_VERSION {
-            let root = self.store.pool.root().expect("a formatted pool has a superblock");
+            let root = self
+                .store
+                .pool
+                .root()
+                .expect("a formatted pool has a superblock");
             let superblock = Superblock::of_version(ZERO_TAIL_VERSION).encode();
             self.tx
                 .write(root, 0, &superblock)
@@ -825,17 +838,17 @@ mod tests {
             growth(4 * mib + 1, 4 * mib - 16, free, pool),
             Growth::To(region_size_for(32 * mib - 128, pool))
         );
-        // Geometric steps stop at a tenth of what the file could reach...
-        let tenth = (free + 64 * mib - 16) / 10;
+        // Geometric steps stop at a sixteenth of what the file could reach...
+        let limit = (free + 32 * mib - 16) / 16;
         assert_eq!(
-            growth(64 * mib, 64 * mib - 16, free, pool),
-            Growth::To(region_size_for(tenth, pool))
+            growth(32 * mib, 32 * mib - 16, free, pool),
+            Growth::To(region_size_for(limit, pool))
         );
         // ...past which it moves into the largest region that fits.
         assert_eq!(
-            growth(tenth + 200 * mib, tenth, free, pool),
+            growth(limit + 200 * mib, limit, free, pool),
             Growth::Largest {
-                at_least: region_size_for(tenth + 200 * mib, pool)
+                at_least: region_size_for(limit + 200 * mib, pool)
             }
         );
         // A full pool still gets asked for what the write needs (then fails as ENOSPC).
