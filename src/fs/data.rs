@@ -353,9 +353,9 @@ impl WarabiFs {
         let exact = self.store.region_size_for(needed);
         let wanted = match self.store.growth(needed, state.capacity) {
             Growth::To(size) => size,
-            Growth::Largest { at_least } => {
+            Growth::Largest { at_least, keep } => {
                 let writers = self.gate.files_written().max(1);
-                self.store.largest_share(writers).max(at_least)
+                self.store.largest_share(writers, keep).max(at_least)
             }
         };
         match self.move_region(state, wanted) {
@@ -405,7 +405,14 @@ impl WarabiFs {
             self.reserves.note(state.meta.ino, false);
             return;
         };
-        let result = self.move_region(state, trimmed);
+        let fitted = self.store.region_size_for(data_len);
+        let result = match self.move_region(state, trimmed) {
+            // Without the headroom the copy may still fit.
+            Err(e) if e.errno() == libc::ENOSPC && data_len > 0 && fitted < trimmed => {
+                self.move_region(state, fitted)
+            }
+            other => other,
+        };
         if let Err(e) = &result {
             tracing::debug!("region of inode {} not trimmed: {e}", state.meta.ino);
         }

@@ -182,23 +182,28 @@ const TRIM_HEADROOM_SHARE: u64 = 16;
 /// free space plus its own region). A file that outgrows that moves once into the
 /// largest region that fits: any later move would need room for the old region and the
 /// new one at once, which is what kept a file written from start to end under half of
-/// the pool. The regions it had before stay free in front of the new one, about
-/// 8/7 of the last (or twice it, where growth doubles), so moving at a sixteenth lets
-/// it reach about nine tenths.
-const GEOMETRIC_REACH_SHARE: u64 = 16;
+/// the pool. The regions it had before stay free in front of the new one (about 8/7 of
+/// the last, or twice it where growth doubles), and so does LARGEST_KEEP_FACTOR times
+/// it: the file then reaches about nine tenths of the space.
+const GEOMETRIC_REACH_SHARE: u64 = 64;
+/// A file moving into the largest region leaves this many times its old capacity free:
+/// room to move it back into a fitting region when it is closed (up to about five
+/// times that capacity, counting the regions it left), and for other files meanwhile.
+const LARGEST_KEEP_FACTOR: u64 = 4;
 
 /// Where a file that outgrows its region moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Growth {
     /// A region of this size.
     To(u64),
-    /// The largest region the allocator gives (less the transaction reserve), shared
-    /// with the other files being written, but at least `at_least` bytes.
-    Largest { at_least: u64 },
+    /// The largest region the allocator gives, less the transaction reserve and `keep`
+    /// bytes left free, shared with the other files being written, but at least
+    /// `at_least` bytes.
+    Largest { at_least: u64, keep: u64 },
 }
 
 /// The region a file outgrowing `capacity` moves to when it needs `needed` bytes: a
-/// first region just fits; then GROWTH_FACTOR times the capacity, up to a sixteenth of the
+/// first region just fits; then GROWTH_FACTOR times the capacity, up to a 64th of the
 /// space the file could reach; past that, the largest region that fits.
 pub fn growth(needed: u64, capacity: u64, free_bytes: u64, pool_bytes: u64) -> Growth {
     if capacity == 0 {
@@ -215,6 +220,7 @@ pub fn growth(needed: u64, capacity: u64, free_bytes: u64, pool_bytes: u64) -> G
     }
     Growth::Largest {
         at_least: region_size_for(needed, pool_bytes),
+        keep: capacity.saturating_mul(LARGEST_KEEP_FACTOR),
     }
 }
 
@@ -227,9 +233,11 @@ pub fn transaction_reserve(pool_bytes: u64) -> u64 {
 }
 
 /// The size of `writers` files' share of a largest region of `largest` bytes: whole
-/// chunks, less the reserve.
-pub fn largest_share(largest: u64, writers: u64, pool_bytes: u64) -> u64 {
-    let usable = largest.saturating_sub(transaction_reserve(pool_bytes));
+/// chunks, less the reserve and `keep`.
+pub fn largest_share(largest: u64, writers: u64, keep: u64, pool_bytes: u64) -> u64 {
+    let usable = largest
+        .saturating_sub(transaction_reserve(pool_bytes))
+        .saturating_sub(keep);
     let share = usable / writers.max(1);
     ((share + OBJECT_OVERHEAD) / REGION_CHUNK * REGION_CHUNK).saturating_sub(OBJECT_OVERHEAD)
 }
@@ -457,10 +465,10 @@ impl Store {
     }
 
     /// A region for one of `writers` files being written: its share of the largest
-    /// region that fits (see [`largest_share`]).
-    pub fn largest_share(&self, writers: u64) -> u64 {
+    /// region that fits, leaving `keep` bytes (see [`largest_share`]).
+    pub fn largest_share(&self, writers: u64, keep: u64) -> u64 {
         let largest = self.largest_region(pmem::MAX_ALLOC_SIZE);
-        largest_share(largest, writers, self.file_size)
+        largest_share(largest, writers, keep, self.file_size)
     }
 
     /// The region size to trim a closed file to, if any (see [`trim_size`]).
@@ -835,27 +843,29 @@ mod tests {
         let pool = 2 << 30;
         let (mib, free) = (1u64 << 20, 1u64 << 30);
         assert_eq!(
-            growth(4 * mib + 1, 4 * mib - 16, free, pool),
-            Growth::To(region_size_for(32 * mib - 128, pool))
+            growth(mib + 1, mib - 16, free, pool),
+            Growth::To(region_size_for(8 * mib - 128, pool))
         );
-        // Geometric steps stop at a sixteenth of what the file could reach...
-        let limit = (free + 32 * mib - 16) / 16;
+        // Geometric steps stop at a 64th of what the file could reach...
+        let limit = (free + 8 * mib - 16) / 64;
         assert_eq!(
-            growth(32 * mib, 32 * mib - 16, free, pool),
+            growth(8 * mib, 8 * mib - 16, free, pool),
             Growth::To(region_size_for(limit, pool))
         );
         // ...past which it moves into the largest region that fits.
         assert_eq!(
             growth(limit + 200 * mib, limit, free, pool),
             Growth::Largest {
-                at_least: region_size_for(limit + 200 * mib, pool)
+                at_least: region_size_for(limit + 200 * mib, pool),
+                keep: 4 * limit
             }
         );
         // A full pool still gets asked for what the write needs (then fails as ENOSPC).
         assert_eq!(
             growth(3 * mib, mib, 0, pool),
             Growth::Largest {
-                at_least: region_size_for(3 * mib, pool)
+                at_least: region_size_for(3 * mib, pool),
+                keep: 4 * mib
             }
         );
         assert_eq!(growth(100, 0, free, pool), Growth::To(MIN_REGION));
@@ -867,8 +877,8 @@ mod tests {
         // Small pools double.
         let small_pool = 64 * mib;
         assert_eq!(
-            growth(mib + 1, mib - 16, 32 * mib, small_pool),
-            Growth::To(region_size_for(2 * mib - 32, small_pool))
+            growth(256 * 1024 + 1, 256 * 1024 - 16, 60 * mib, small_pool),
+            Growth::To(region_size_for(512 * 1024 - 32, small_pool))
         );
     }
 
@@ -880,12 +890,16 @@ mod tests {
         assert_eq!(transaction_reserve(16 << 20), 2 * REGION_CHUNK);
         let largest = 1000 * REGION_CHUNK - 16;
         assert_eq!(
-            largest_share(largest, 1, pool),
+            largest_share(largest, 1, 0, pool),
             984 * REGION_CHUNK - 16,
             "1000 chunks less 16 reserved"
         );
-        assert_eq!(largest_share(largest, 2, pool), 492 * REGION_CHUNK - 16);
-        assert_eq!(largest_share(reserve, 1, pool), 0);
+        assert_eq!(largest_share(largest, 2, 0, pool), 492 * REGION_CHUNK - 16);
+        assert_eq!(
+            largest_share(largest, 1, 84 * REGION_CHUNK, pool),
+            900 * REGION_CHUNK - 16
+        );
+        assert_eq!(largest_share(reserve, 1, 0, pool), 0);
     }
 
     #[test]
