@@ -768,6 +768,8 @@ impl StoreTx<'_> {
 
     /// Snapshots bytes of a region so that the transaction can undo changes to them.
     pub fn snapshot(&mut self, region: Oid, off: u64, len: u64) -> Result<(), StoreError> {
+        // A large snapshot extends the undo log from the heap: an allocation.
+        let _shared = self.store.allocations.read();
         self.tx
             .add_range(region, off, len as usize)
             .map_err(|e| self.fail(e))
@@ -793,7 +795,11 @@ impl StoreTx<'_> {
         let upgrade = self.upgrade;
         let heap_touched = self.heap_touched;
         crate::fault::point("tx.before_commit");
-        self.tx.commit().map_err(pmem_err(&path))?;
+        {
+            // Committing frees, and may extend the redo log: the heap changes.
+            let _shared = store.allocations.read();
+            self.tx.commit().map_err(pmem_err(&path))?;
+        }
         crate::fault::point("tx.after_commit");
         store.allocated.fetch_add(delta, Ordering::Relaxed);
         if heap_touched {
