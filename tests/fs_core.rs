@@ -464,6 +464,134 @@ fn truncate_up_reads_zeros() {
     assert_eq!(read_all(&fs, ino), got);
 }
 
+/// The pool's format version, as its superblock says (the pool must be closed).
+fn format_version(path: &Path) -> u32 {
+    warabifs::tools::open(path).expect("open").format_version()
+}
+
+#[test]
+fn truncate_up_is_a_zero_tail_that_allocates_nothing() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    leave_garbage(&fs, 3 * MIB as usize);
+    let data = pattern(300 * KIB as usize, 11);
+    let ino = create_file(&fs, ROOT_INO, b"f", &data);
+    let before = fs.statfs();
+    let region = region_oid(&fs, ino);
+    truncate(&fs, ino, 100 << 30);
+    let after = fs.statfs();
+    assert_eq!(
+        (after.free_bytes, after.available_bytes),
+        (before.free_bytes, before.available_bytes),
+        "a truncate up allocated"
+    );
+    assert_eq!(region_oid(&fs, ino), region, "the region moved");
+    // Past the data (and past the capacity, where the garbage lies): zeros.
+    assert_eq!(read_range(&fs, ino, 0, data.len() as u32), data);
+    let past = read_range(&fs, ino, data.len() as u64 - 10, MIB as u32);
+    assert_eq!(past[..10], data[data.len() - 10..]);
+    assert!(past[10..].iter().all(|&b| b == 0), "the tail is not zeros");
+    assert!(read_range(&fs, ino, 99 << 30, 4096).iter().all(|&b| b == 0));
+    assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(data.len() as u64));
+    assert_eq!(fs.lseek(ino, 5 << 30, libc::SEEK_HOLE), Ok(5 << 30));
+    assert_eq!(fs.lseek(ino, 5 << 30, libc::SEEK_DATA), Err(Errno::ENXIO));
+    assert_eq!(fs.lseek(ino, 7, libc::SEEK_DATA), Ok(7));
+    drop(fs);
+    assert_eq!(
+        format_version(&path),
+        2,
+        "a zero tail raises the format version"
+    );
+
+    let fs = mount(&path);
+    assert_eq!(fs.getattr(ino).unwrap().size, 100 << 30);
+    assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(data.len() as u64));
+    // A write into the tail stores it, and zeros before it; the rest stays a hole.
+    fs.write(ino, 2 * MIB, b"tail", false).unwrap();
+    let got = read_range(&fs, ino, 0, 2 * MIB as u32 + 8);
+    assert_eq!(got[..data.len()], data[..]);
+    assert!(got[data.len()..2 * MIB as usize].iter().all(|&b| b == 0));
+    assert_eq!(&got[2 * MIB as usize..], b"tail\0\0\0\0");
+    assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(2 * MIB + 4));
+    fs.fsync(ino).unwrap();
+    let fs = remount(fs, &path);
+    assert_eq!(read_range(&fs, ino, 2 * MIB, 8), b"tail\0\0\0\0");
+    assert_eq!(fs.getattr(ino).unwrap().size, 100 << 30);
+}
+
+#[test]
+fn pools_without_zero_tails_keep_format_version_1() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let ino = create_file(&fs, ROOT_INO, b"f", &pattern(5000, 3));
+    truncate(&fs, ino, 100);
+    fs.write(ino, 200, b"x", false).unwrap();
+    fs.fsync(ino).unwrap();
+    drop(fs);
+    assert_eq!(format_version(&path), 1);
+}
+
+#[test]
+fn punching_the_end_of_the_data_and_copying_a_tail_store_nothing() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let data = pattern(64 * KIB as usize, 5);
+    let ino = create_file(&fs, ROOT_INO, b"f", &data);
+    const PUNCH_HOLE_KEEP_SIZE: i32 = 0x02 | 0x01;
+    fs.fallocate(ino, 4096, 1 << 20, PUNCH_HOLE_KEEP_SIZE)
+        .unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().size, data.len() as u64);
+    assert_eq!(
+        fs.lseek(ino, 0, libc::SEEK_HOLE),
+        Ok(4096),
+        "the data now ends at the hole"
+    );
+    let got = read_all(&fs, ino);
+    assert_eq!(got[..4096], data[..4096]);
+    assert!(got[4096..].iter().all(|&b| b == 0));
+    // A copy out of the zero tail writes zeros over data, and past the target's data
+    // only raises its size.
+    let (target, fh) = fs.create(ROOT_INO, b"t", 0o644, caller()).unwrap();
+    fs.write(target.ino, 0, &[9; 10_000], false).unwrap();
+    assert_eq!(
+        fs.copy_file_range(ino, 4000, target.ino, 0, 20_000)
+            .unwrap(),
+        20_000
+    );
+    let copied = read_all(&fs, target.ino);
+    assert_eq!(copied.len(), 20_000);
+    assert_eq!(copied[..96], data[4000..4096]);
+    assert!(
+        copied[96..].iter().all(|&b| b == 0),
+        "the tail copied as zeros"
+    );
+    assert_eq!(fs.lseek(target.ino, 0, libc::SEEK_HOLE), Ok(96));
+    fs.release(fh).unwrap();
+    let fs = remount(fs, &path);
+    assert_eq!(read_all(&fs, target.ino), copied);
+    assert_eq!(read_all(&fs, ino), got);
+}
+
+#[test]
+fn fallocate_of_what_statfs_offers_fits_a_new_file() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 16 * MIB);
+    for k in 0..8u8 {
+        let ino = create_file(&fs, ROOT_INO, &[b'x', b'0' + k], b"x");
+        fs.setxattr(ino, b"user.big", &vec![k; 64 * KIB as usize], 0)
+            .unwrap();
+    }
+    let offered = fs.statfs().available_bytes;
+    assert!(offered > MIB, "only {offered} bytes offered");
+    let (attr, fh) = fs.create(ROOT_INO, b"big", 0o644, caller()).unwrap();
+    fs.fallocate(attr.ino, 0, offered, 0)
+        .unwrap_or_else(|e| panic!("fallocate of the {offered} bytes offered: {e:?}"));
+    assert_eq!(fs.getattr(attr.ino).unwrap().size, offered);
+    // The transaction reserve still lets small files in.
+    create_file(&fs, ROOT_INO, b"after", b"fits");
+    fs.release(fh).unwrap();
+}
+
 #[test]
 fn truncate_down_then_up_zeroes_the_reexposed_range() {
     let (_dir, path) = scratch();

@@ -358,6 +358,12 @@ impl WarabiFs {
                 self.store.largest_share(writers, keep).max(at_least)
             }
         };
+        tracing::debug!(
+            "inode {}: {} bytes stored, region of {} bytes outgrown by a write to {needed}: moving to {wanted}",
+            state.meta.ino,
+            state.meta.data_len(),
+            state.capacity
+        );
         match self.move_region(state, wanted) {
             Err(e) if e.errno() == libc::ENOSPC && wanted > exact => self.move_region(state, exact),
             other => other,
