@@ -209,7 +209,10 @@ impl WarabiFs {
         FsStats {
             total_bytes: self.store.total_bytes(),
             free_bytes: self.store.free_bytes(),
-            available_bytes: self.store.available_bytes(),
+            available_bytes: match self.opts.read_only {
+                true => self.store.counted_available_bytes(),
+                false => self.store.available_bytes(),
+            },
             files: self.inodes.len() as u64,
             block_size: 4096,
             name_max: NAME_MAX as u32,

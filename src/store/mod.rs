@@ -405,9 +405,18 @@ impl Store {
         heap.saturating_sub(used)
     }
 
+    /// The free space counted, less the transaction reserve: what
+    /// [`Store::available_bytes`] shows where no probe can say more.
+    pub fn counted_available_bytes(&self) -> u64 {
+        self.free_bytes()
+            .saturating_sub(transaction_reserve(self.file_size))
+    }
+
     /// Bytes a new file can get: the largest region the allocator gives now, less the
     /// transaction reserve. Past libpmemobj's largest allocation (pools above 16 GiB),
     /// where one file cannot hold it all, the free space counted less the reserve.
+    /// The probe splits and rejoins free chunks in libpmemobj's heap metadata, so a
+    /// read-only mount asks [`Store::counted_available_bytes`] instead.
     pub fn available_bytes(&self) -> u64 {
         let changes = self.heap_changes.load(Ordering::Acquire);
         let cached = *self.last_probe.lock();
@@ -419,12 +428,10 @@ impl Store {
                 largest
             }
         };
-        let reserve = transaction_reserve(self.file_size);
-        let counted = match largest >= region_size_for(pmem::MAX_ALLOC_SIZE, self.file_size) {
-            true => largest.max(self.free_bytes()),
-            false => largest,
-        };
-        counted.saturating_sub(reserve)
+        if largest >= region_size_for(pmem::MAX_ALLOC_SIZE, self.file_size) {
+            return self.counted_available_bytes().max(largest);
+        }
+        largest.saturating_sub(transaction_reserve(self.file_size))
     }
 
     /// The largest region, in whole chunks less the allocation header and at most
