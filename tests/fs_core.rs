@@ -572,6 +572,43 @@ fn punching_the_end_of_the_data_and_copying_a_tail_store_nothing() {
     assert_eq!(read_all(&fs, ino), got);
 }
 
+/// Writes `len` bytes to a new file in `piece`-sized appends and closes it.
+fn append_file(fs: &WarabiFs, name: &[u8], len: usize, piece: usize) -> u64 {
+    let (attr, fh) = fs.create(ROOT_INO, name, 0o644, caller()).unwrap();
+    let data = pattern(piece, 21);
+    let mut off = 0;
+    while off < len {
+        let n = piece.min(len - off);
+        fs.write(attr.ino, off as u64, &data[..n], false).unwrap();
+        off += n;
+    }
+    fs.release(fh).unwrap();
+    attr.ino
+}
+
+#[test]
+fn a_reserve_that_could_not_be_trimmed_is_given_back_when_space_is_short() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 64 * MIB);
+    let blocker = create_file(&fs, ROOT_INO, b"blocker", &pattern(24 * MIB as usize, 1));
+    // Appended to 16 MiB, the file moves into the largest region; at its close the
+    // 16 MiB copy a trim needs does not fit beside the blocker.
+    let big = append_file(&fs, b"big", 16 * MIB as usize, 256 * KIB as usize);
+    let reserve = fs.getattr(big).unwrap().blocks * 512;
+    assert!(reserve >= 30 * MIB, "the file holds only {reserve} bytes");
+    fs.unlink(ROOT_INO, b"blocker").unwrap();
+    let _ = blocker;
+    // 28 MiB do not fit in what the blocker left, unless the reserve is given back.
+    let needs_room = pattern(28 * MIB as usize, 2);
+    let ino = create_file(&fs, ROOT_INO, b"new", &needs_room);
+    assert!(
+        fs.getattr(big).unwrap().blocks * 512 < 20 * MIB,
+        "the reserve stayed"
+    );
+    assert_eq!(read_all(&fs, ino), needs_room);
+    assert_eq!(read_all(&fs, big).len(), 16 * MIB as usize);
+}
+
 #[test]
 fn fallocate_of_what_statfs_offers_fits_a_new_file() {
     let (_dir, path) = scratch();

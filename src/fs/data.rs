@@ -6,6 +6,7 @@
 //! `data_len` first fills the new range with data or zeros.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -26,24 +27,28 @@ static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 /// Closed files whose region holds much more than their data and could not be moved to
 /// a fitting one (the copy did not fit): tried again when another file runs out of room.
 #[derive(Debug, Default)]
-pub struct Reserves(Mutex<BTreeSet<u64>>);
+pub struct Reserves {
+    inodes: Mutex<BTreeSet<u64>>,
+    /// Whether `inodes` may hold any: most closes then skip the lock.
+    any: AtomicBool,
+}
 
 impl Reserves {
     fn note(&self, ino: u64, untrimmed: bool) {
-        let mut set = self.0.lock();
+        if !untrimmed && !self.any.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut inodes = self.inodes.lock();
         match untrimmed {
-            true => set.insert(ino),
-            false => set.remove(&ino),
+            true => inodes.insert(ino),
+            false => inodes.remove(&ino),
         };
+        self.any.store(!inodes.is_empty(), Ordering::Relaxed);
     }
 
     fn all_but(&self, ino: u64) -> Vec<u64> {
-        self.0
-            .lock()
-            .iter()
-            .copied()
-            .filter(|&i| i != ino)
-            .collect()
+        let inodes = self.inodes.lock();
+        inodes.iter().copied().filter(|&i| i != ino).collect()
     }
 }
 
@@ -92,9 +97,7 @@ impl WarabiFs {
             return Err(Errno::EISDIR);
         }
         state.open_handles += 1;
-        let fh = self
-            .next_fh
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.insert(fh, Handle { ino, writes: write });
         if write {
             self.gate.enter(ino);
@@ -399,6 +402,8 @@ impl WarabiFs {
     /// and is noted, to be given back when another file needs the room.
     fn trim(&self, state: &mut InodeState) {
         if state.reserved || state.record.is_none() || state.region().is_null() {
+            // Nothing to give back: fallocate asked for that room, or there is none.
+            self.reserves.note(state.meta.ino, false);
             return;
         }
         let data_len = state.meta.data_len();
