@@ -15,6 +15,16 @@ use std::process::Command;
 
 use common::{fuse_tests_enabled, pattern, run_ok, ForegroundMount, Rng, Scratch};
 
+/// libpmemobj allocates a pool file in full when it creates it: the tests with pools of
+/// a GiB or more (in /dev/shm, so in memory) take turns.
+static BIG_POOLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn big_pool_turn() -> std::sync::MutexGuard<'static, ()> {
+    BIG_POOLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -60,6 +70,7 @@ fn dd_and_cp_of_900_mib_fit_in_a_fresh_1_gib_pool_and_df_gets_the_space_back() {
     if !fuse_tests_enabled() {
         return;
     }
+    let _turn = big_pool_turn();
     let scratch = Scratch::new();
     let source = scratch.path("source");
     write_source(&source, 900);
@@ -114,6 +125,7 @@ fn truncate_to_100_gib_records_a_size_that_reads_as_a_hole_of_zeros() {
         return;
     }
     const SIZE: u64 = 100 * GIB;
+    let _turn = big_pool_turn();
     let scratch = Scratch::new();
     let pool = scratch.path("p.pmem");
     let mnt_path = scratch.mountpoint("m");
@@ -313,6 +325,7 @@ fn fallocate_of_what_df_offers_less_1_mib_succeeds_on_2_gib() {
     if !fuse_tests_enabled() {
         return;
     }
+    let _turn = big_pool_turn();
     fallocate_what_df_offers_after_a_mix("2G", 2 * GIB, 2001);
 }
 
