@@ -520,6 +520,29 @@ fn truncate_up_is_a_zero_tail_that_allocates_nothing() {
 }
 
 #[test]
+fn a_file_sized_first_gets_one_region_for_its_size_when_filled() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 128 * MIB);
+    let (attr, fh) = fs.create(ROOT_INO, b"sized", 0o644, caller()).unwrap();
+    truncate(&fs, attr.ino, 3 * MIB);
+    let piece = pattern(64 * KIB as usize, 4);
+    fs.write(attr.ino, 0, &piece, false).unwrap();
+    let region = region_id(&fs, attr.ino).unwrap();
+    let capacity = fs.getattr(attr.ino).unwrap().blocks * 512;
+    assert!(
+        (3 * MIB..=3 * MIB + 256 * KIB).contains(&capacity),
+        "a region of {capacity} bytes for a 3 MiB file"
+    );
+    for k in 1..48 {
+        fs.write(attr.ino, k * 64 * KIB, &piece, false).unwrap();
+    }
+    fs.release(fh).unwrap();
+    assert_eq!(region_id(&fs, attr.ino).unwrap(), region, "the file moved");
+    let got = read_all(&fs, attr.ino);
+    assert!(got.chunks(piece.len()).all(|c| c == piece));
+}
+
+#[test]
 fn pools_without_zero_tails_keep_format_version_1() {
     let (_dir, path) = scratch();
     let fs = create_pool(&path, POOL_SIZE);

@@ -354,7 +354,7 @@ impl WarabiFs {
 
     fn grow_once(&self, state: &mut InodeState, needed: u64) -> Result<(), StoreError> {
         let exact = self.store.region_size_for(needed);
-        let wanted = match self.store.growth(needed, state.capacity) {
+        let wanted = match self.store.growth(needed, state.capacity, state.meta.size) {
             Growth::To(size) => size,
             Growth::Largest { at_least, keep } => {
                 let writers = self.gate.files_written().max(1);
@@ -407,19 +407,24 @@ impl WarabiFs {
             return;
         }
         let data_len = state.meta.data_len();
-        let trimmed = match data_len {
+        // A region that holds the whole size keeps it: the file was sized for it.
+        let kept = match state.meta.size <= state.capacity {
+            true => state.meta.size,
+            false => data_len,
+        };
+        let trimmed = match kept {
             // Nothing stored (a zero tail only): no region at all.
             0 => Some(0),
-            _ => self.store.trim_size(data_len, state.capacity),
+            _ => self.store.trim_size(kept, state.capacity),
         };
         let Some(trimmed) = trimmed else {
             self.reserves.note(state.meta.ino, false);
             return;
         };
-        let fitted = self.store.region_size_for(data_len);
+        let fitted = self.store.region_size_for(kept);
         let result = match self.move_region(state, trimmed) {
             // Without the headroom the copy may still fit.
-            Err(e) if e.errno() == libc::ENOSPC && data_len > 0 && fitted < trimmed => {
+            Err(e) if e.errno() == libc::ENOSPC && kept > 0 && fitted < trimmed => {
                 self.move_region(state, fitted)
             }
             other => other,

@@ -202,10 +202,16 @@ pub enum Growth {
     Largest { at_least: u64, keep: u64 },
 }
 
-/// The region a file outgrowing `capacity` moves to when it needs `needed` bytes: a
-/// first region just fits; then GROWTH_FACTOR times the capacity, up to a 64th of the
-/// space the file could reach; past that, the largest region that fits.
-pub fn growth(needed: u64, capacity: u64, free_bytes: u64, pool_bytes: u64) -> Growth {
+/// The region a file of logical `size` outgrowing `capacity` moves to when it needs
+/// `needed` bytes. A write inside the size (into a zero tail: the file was sized first)
+/// gets a region for the whole size, if that takes at most half of what the file could
+/// reach. Otherwise a first region just fits; then GROWTH_FACTOR times the capacity, up
+/// to a 64th of the space the file could reach; past that, the largest region that fits.
+pub fn growth(needed: u64, capacity: u64, size: u64, free_bytes: u64, pool_bytes: u64) -> Growth {
+    let reach = free_bytes.saturating_add(capacity);
+    if needed <= size && size <= reach / 2 {
+        return Growth::To(region_size_for(size, pool_bytes));
+    }
     if capacity == 0 {
         return Growth::To(region_size_for(needed, pool_bytes));
     }
@@ -214,7 +220,7 @@ pub fn growth(needed: u64, capacity: u64, free_bytes: u64, pool_bytes: u64) -> G
         false => SMALL_POOL_GROWTH_FACTOR,
     };
     let geometric = needed.max(capacity.saturating_mul(factor));
-    let limit = (free_bytes.saturating_add(capacity) / GEOMETRIC_REACH_SHARE).max(REGION_CHUNK);
+    let limit = (reach / GEOMETRIC_REACH_SHARE).max(REGION_CHUNK);
     if needed <= limit {
         return Growth::To(region_size_for(geometric.min(limit), pool_bytes));
     }
@@ -467,8 +473,8 @@ impl Store {
     }
 
     /// Where a file outgrowing `capacity` moves (see [`growth`]).
-    pub fn growth(&self, needed: u64, capacity: u64) -> Growth {
-        growth(needed, capacity, self.free_bytes(), self.file_size)
+    pub fn growth(&self, needed: u64, capacity: u64, size: u64) -> Growth {
+        growth(needed, capacity, size, self.free_bytes(), self.file_size)
     }
 
     /// A region for one of `writers` files being written: its share of the largest
@@ -856,18 +862,18 @@ mod tests {
         let pool = 2 << 30;
         let (mib, free) = (1u64 << 20, 1u64 << 30);
         assert_eq!(
-            growth(mib + 1, mib - 16, free, pool),
+            growth(mib + 1, mib - 16, 0, free, pool),
             Growth::To(region_size_for(8 * mib - 128, pool))
         );
         // Geometric steps stop at a 64th of what the file could reach...
         let limit = (free + 8 * mib - 16) / 64;
         assert_eq!(
-            growth(8 * mib, 8 * mib - 16, free, pool),
+            growth(8 * mib, 8 * mib - 16, 0, free, pool),
             Growth::To(region_size_for(limit, pool))
         );
         // ...past which it moves into the largest region that fits.
         assert_eq!(
-            growth(limit + 200 * mib, limit, free, pool),
+            growth(limit + 200 * mib, limit, 0, free, pool),
             Growth::Largest {
                 at_least: region_size_for(limit + 200 * mib, pool),
                 keep: 4 * limit
@@ -875,22 +881,39 @@ mod tests {
         );
         // A full pool still gets asked for what the write needs (then fails as ENOSPC).
         assert_eq!(
-            growth(3 * mib, mib, 0, pool),
+            growth(3 * mib, mib, 0, 0, pool),
             Growth::Largest {
                 at_least: region_size_for(3 * mib, pool),
                 keep: 4 * mib
             }
         );
-        assert_eq!(growth(100, 0, free, pool), Growth::To(MIN_REGION));
+        assert_eq!(growth(100, 0, 0, free, pool), Growth::To(MIN_REGION));
         // A first region just fits, however big.
         assert_eq!(
-            growth(900 * mib, 0, free, pool),
+            growth(900 * mib, 0, 0, free, pool),
             Growth::To(region_size_for(900 * mib, pool))
+        );
+        // A write into a zero tail gets a region for the whole size, if it is small
+        // enough against what the file could reach.
+        assert_eq!(
+            growth(64 * 1024, 0, 300 * mib, free, pool),
+            Growth::To(region_size_for(300 * mib, pool))
+        );
+        assert_eq!(
+            growth(64 * 1024, 0, 600 * mib, free, pool),
+            Growth::To(region_size_for(64 * 1024, pool))
+        );
+        assert_eq!(
+            growth(301 * mib, 300 * mib, 300 * mib, free, pool),
+            Growth::Largest {
+                at_least: region_size_for(301 * mib, pool),
+                keep: 1200 * mib
+            }
         );
         // Small pools double.
         let small_pool = 64 * mib;
         assert_eq!(
-            growth(256 * 1024 + 1, 256 * 1024 - 16, 60 * mib, small_pool),
+            growth(256 * 1024 + 1, 256 * 1024 - 16, 0, 60 * mib, small_pool),
             Growth::To(region_size_for(512 * 1024 - 32, small_pool))
         );
     }
