@@ -3,6 +3,10 @@
 //! WARABIFS_FAULT); then the dead mount is unmounted, the pool checked, remounted and
 //! compared with what the workload knew to be durable.
 //!
+//! The workload writes, appends, overwrites, truncates down and up (a hole past the
+//! region, which reads as zeros), writes into such holes, renames, unlinks and makes and
+//! removes directories.
+//!
 //! `WARABIFS_CRASH_ROUNDS` sets the rounds (default 20; 200 for a long run) and
 //! `WARABIFS_CRASH_SEED` the seed. A violation names the round, the seed and the file.
 
@@ -144,7 +148,7 @@ fn random_op(rng: &mut Rng, m: &Model) -> Op {
         }
     };
     let full = m.live_bytes() > MAX_LIVE_BYTES;
-    match rng.below(10) {
+    match rng.below(12) {
         _ if full && !existing.is_empty() => Op::Unlink {
             path: existing[rng.below(existing.len())].clone(),
         },
@@ -185,6 +189,22 @@ fn random_op(rng: &mut Rng, m: &Model) -> Op {
         7 if !existing.is_empty() => Op::Unlink {
             path: existing[rng.below(existing.len())].clone(),
         },
+        8 if !existing.is_empty() => {
+            // Up, past the region: the new bytes are a hole that reads as zeros.
+            let path = existing[rng.below(existing.len())].clone();
+            let len = m.files[&path].len() + 1 + rng.below(3 << 20);
+            Op::Truncate { path, len }
+        }
+        9 if !existing.is_empty() => {
+            // Into the upper part of a file, where a truncate up left a hole past the
+            // region's end (and sometimes past the size too).
+            let path = existing[rng.below(existing.len())].clone();
+            let size = m.files[&path].len();
+            let off = size - rng.below(size / 2 + 1);
+            let n = rng.below(100_000) + 1;
+            let data = rng.bytes(n);
+            Op::Write { path, off, data }
+        }
         _ => {
             let path = DIRS[rng.below(DIRS.len())].to_string();
             let parent_ok = path

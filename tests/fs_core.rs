@@ -281,7 +281,9 @@ fn sync_write_survives_a_crash_without_fsync() {
 #[test]
 fn appending_grows_the_region_and_changes_its_region_id() {
     let (_dir, path) = scratch();
-    let fs = create_pool(&path, 64 * MIB);
+    // Big enough that 6 MiB stays below a sixteenth of the free space: growth doubles
+    // all the way (past that the file would move into the largest region instead).
+    let fs = create_pool(&path, 128 * MIB);
     let (attr, fh) = fs.create(ROOT_INO, b"log", 0o644, caller()).unwrap();
     let ino = attr.ino;
     assert_eq!(
@@ -320,7 +322,7 @@ fn appending_grows_the_region_and_changes_its_region_id() {
     assert_ne!(
         Some(&last_id),
         ids.last(),
-        "6 MiB in an 8 MiB region is trimmed"
+        "6 MiB in a region of a sixteenth of the pool is trimmed"
     );
     let fs = remount(fs, &path);
     assert_eq!(region_id(&fs, ino).unwrap(), last_id);
@@ -460,6 +462,194 @@ fn truncate_up_reads_zeros() {
 
     let fs = remount(fs, &path);
     assert_eq!(read_all(&fs, ino), got);
+}
+
+/// The pool's format version, as its superblock says (the pool must be closed).
+fn format_version(path: &Path) -> u32 {
+    warabifs::tools::open(path).expect("open").format_version()
+}
+
+#[test]
+fn truncate_up_is_a_zero_tail_that_allocates_nothing() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    leave_garbage(&fs, 3 * MIB as usize);
+    let data = pattern(300 * KIB as usize, 11);
+    let ino = create_file(&fs, ROOT_INO, b"f", &data);
+    let before = fs.statfs();
+    let region = region_oid(&fs, ino);
+    truncate(&fs, ino, 100 << 30);
+    let after = fs.statfs();
+    assert_eq!(
+        (after.free_bytes, after.available_bytes),
+        (before.free_bytes, before.available_bytes),
+        "a truncate up allocated"
+    );
+    assert_eq!(region_oid(&fs, ino), region, "the region moved");
+    // Past the data (and past the capacity, where the garbage lies): zeros.
+    assert_eq!(read_range(&fs, ino, 0, data.len() as u32), data);
+    let past = read_range(&fs, ino, data.len() as u64 - 10, MIB as u32);
+    assert_eq!(past[..10], data[data.len() - 10..]);
+    assert!(past[10..].iter().all(|&b| b == 0), "the tail is not zeros");
+    assert!(read_range(&fs, ino, 99 << 30, 4096).iter().all(|&b| b == 0));
+    assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(data.len() as u64));
+    assert_eq!(fs.lseek(ino, 5 << 30, libc::SEEK_HOLE), Ok(5 << 30));
+    assert_eq!(fs.lseek(ino, 5 << 30, libc::SEEK_DATA), Err(Errno::ENXIO));
+    assert_eq!(fs.lseek(ino, 7, libc::SEEK_DATA), Ok(7));
+    drop(fs);
+    assert_eq!(
+        format_version(&path),
+        2,
+        "a zero tail raises the format version"
+    );
+
+    let fs = mount(&path);
+    assert_eq!(fs.getattr(ino).unwrap().size, 100 << 30);
+    assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(data.len() as u64));
+    // A write into the tail stores it, and zeros before it; the rest stays a hole.
+    fs.write(ino, 2 * MIB, b"tail", false).unwrap();
+    let got = read_range(&fs, ino, 0, 2 * MIB as u32 + 8);
+    assert_eq!(got[..data.len()], data[..]);
+    assert!(got[data.len()..2 * MIB as usize].iter().all(|&b| b == 0));
+    assert_eq!(&got[2 * MIB as usize..], b"tail\0\0\0\0");
+    assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(2 * MIB + 4));
+    fs.fsync(ino).unwrap();
+    let fs = remount(fs, &path);
+    assert_eq!(read_range(&fs, ino, 2 * MIB, 8), b"tail\0\0\0\0");
+    assert_eq!(fs.getattr(ino).unwrap().size, 100 << 30);
+}
+
+#[test]
+fn a_file_sized_first_gets_one_region_for_its_size_when_filled() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 128 * MIB);
+    let (attr, fh) = fs.create(ROOT_INO, b"sized", 0o644, caller()).unwrap();
+    truncate(&fs, attr.ino, 3 * MIB);
+    let piece = pattern(64 * KIB as usize, 4);
+    fs.write(attr.ino, 0, &piece, false).unwrap();
+    let region = region_id(&fs, attr.ino).unwrap();
+    let capacity = fs.getattr(attr.ino).unwrap().blocks * 512;
+    assert!(
+        (3 * MIB..=3 * MIB + 256 * KIB).contains(&capacity),
+        "a region of {capacity} bytes for a 3 MiB file"
+    );
+    for k in 1..48 {
+        fs.write(attr.ino, k * 64 * KIB, &piece, false).unwrap();
+    }
+    fs.release(fh).unwrap();
+    assert_eq!(region_id(&fs, attr.ino).unwrap(), region, "the file moved");
+    let got = read_all(&fs, attr.ino);
+    assert!(got.chunks(piece.len()).all(|c| c == piece));
+}
+
+#[test]
+fn pools_without_zero_tails_keep_format_version_1() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let ino = create_file(&fs, ROOT_INO, b"f", &pattern(5000, 3));
+    truncate(&fs, ino, 100);
+    fs.write(ino, 200, b"x", false).unwrap();
+    fs.fsync(ino).unwrap();
+    drop(fs);
+    assert_eq!(format_version(&path), 1);
+}
+
+#[test]
+fn punching_the_end_of_the_data_and_copying_a_tail_store_nothing() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let data = pattern(64 * KIB as usize, 5);
+    let ino = create_file(&fs, ROOT_INO, b"f", &data);
+    const PUNCH_HOLE_KEEP_SIZE: i32 = 0x02 | 0x01;
+    fs.fallocate(ino, 4096, 1 << 20, PUNCH_HOLE_KEEP_SIZE)
+        .unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().size, data.len() as u64);
+    assert_eq!(
+        fs.lseek(ino, 0, libc::SEEK_HOLE),
+        Ok(4096),
+        "the data now ends at the hole"
+    );
+    let got = read_all(&fs, ino);
+    assert_eq!(got[..4096], data[..4096]);
+    assert!(got[4096..].iter().all(|&b| b == 0));
+    // A copy out of the zero tail writes zeros over data, and past the target's data
+    // only raises its size.
+    let (target, fh) = fs.create(ROOT_INO, b"t", 0o644, caller()).unwrap();
+    fs.write(target.ino, 0, &[9; 10_000], false).unwrap();
+    assert_eq!(
+        fs.copy_file_range(ino, 4000, target.ino, 0, 20_000)
+            .unwrap(),
+        20_000
+    );
+    let copied = read_all(&fs, target.ino);
+    assert_eq!(copied.len(), 20_000);
+    assert_eq!(copied[..96], data[4000..4096]);
+    assert!(
+        copied[96..].iter().all(|&b| b == 0),
+        "the tail copied as zeros"
+    );
+    assert_eq!(fs.lseek(target.ino, 0, libc::SEEK_HOLE), Ok(96));
+    fs.release(fh).unwrap();
+    let fs = remount(fs, &path);
+    assert_eq!(read_all(&fs, target.ino), copied);
+    assert_eq!(read_all(&fs, ino), got);
+}
+
+/// Writes `len` bytes to a new file in `piece`-sized appends and closes it.
+fn append_file(fs: &WarabiFs, name: &[u8], len: usize, piece: usize) -> u64 {
+    let (attr, fh) = fs.create(ROOT_INO, name, 0o644, caller()).unwrap();
+    let data = pattern(piece, 21);
+    let mut off = 0;
+    while off < len {
+        let n = piece.min(len - off);
+        fs.write(attr.ino, off as u64, &data[..n], false).unwrap();
+        off += n;
+    }
+    fs.release(fh).unwrap();
+    attr.ino
+}
+
+#[test]
+fn a_reserve_that_could_not_be_trimmed_is_given_back_when_space_is_short() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 64 * MIB);
+    let blocker = create_file(&fs, ROOT_INO, b"blocker", &pattern(24 * MIB as usize, 1));
+    // Appended to 16 MiB, the file moves into the largest region; at its close the
+    // 16 MiB copy a trim needs does not fit beside the blocker.
+    let big = append_file(&fs, b"big", 16 * MIB as usize, 256 * KIB as usize);
+    let reserve = fs.getattr(big).unwrap().blocks * 512;
+    assert!(reserve >= 30 * MIB, "the file holds only {reserve} bytes");
+    fs.unlink(ROOT_INO, b"blocker").unwrap();
+    let _ = blocker;
+    // 28 MiB do not fit in what the blocker left, unless the reserve is given back.
+    let needs_room = pattern(28 * MIB as usize, 2);
+    let ino = create_file(&fs, ROOT_INO, b"new", &needs_room);
+    assert!(
+        fs.getattr(big).unwrap().blocks * 512 < 20 * MIB,
+        "the reserve stayed"
+    );
+    assert_eq!(read_all(&fs, ino), needs_room);
+    assert_eq!(read_all(&fs, big).len(), 16 * MIB as usize);
+}
+
+#[test]
+fn fallocate_of_what_statfs_offers_fits_a_new_file() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 16 * MIB);
+    for k in 0..8u8 {
+        let ino = create_file(&fs, ROOT_INO, &[b'x', b'0' + k], b"x");
+        fs.setxattr(ino, b"user.big", &vec![k; 64 * KIB as usize], 0)
+            .unwrap();
+    }
+    let offered = fs.statfs().available_bytes;
+    assert!(offered > MIB, "only {offered} bytes offered");
+    let (attr, fh) = fs.create(ROOT_INO, b"big", 0o644, caller()).unwrap();
+    fs.fallocate(attr.ino, 0, offered, 0)
+        .unwrap_or_else(|e| panic!("fallocate of the {offered} bytes offered: {e:?}"));
+    assert_eq!(fs.getattr(attr.ino).unwrap().size, offered);
+    // The transaction reserve still lets small files in.
+    create_file(&fs, ROOT_INO, b"after", b"fits");
+    fs.release(fh).unwrap();
 }
 
 #[test]
@@ -1806,11 +1996,27 @@ fn oversized_writes_and_truncates_give_efbig_and_dirs_refuse_data() {
         Errno::EFBIG
     );
     let too_big = SetAttr {
-        size: Some(MAX_ALLOC_SIZE + 1),
+        size: Some(i64::MAX as u64 + 1),
         ..SetAttr::default()
     };
     assert_eq!(fs.setattr(ino, too_big).unwrap_err(), Errno::EFBIG);
     assert_eq!(read_all(&fs, ino), b"data");
+    // Past the largest region a size is only a zero tail; the data stays capped.
+    let past_regions = SetAttr {
+        size: Some(MAX_ALLOC_SIZE + 1),
+        ..SetAttr::default()
+    };
+    assert_eq!(
+        fs.setattr(ino, past_regions).unwrap().size,
+        MAX_ALLOC_SIZE + 1
+    );
+    let tail = fs.read(ino, MAX_ALLOC_SIZE - 3, 8, |b| b.to_vec()).unwrap();
+    assert_eq!(tail, vec![0; 4]);
+    assert_eq!(fs.read(ino, 0, 8, |b| b.to_vec()).unwrap(), b"data\0\0\0\0");
+    assert_eq!(
+        fs.write(ino, MAX_ALLOC_SIZE, b"x", false).unwrap_err(),
+        Errno::EFBIG
+    );
     assert_eq!(fs.open(ROOT_INO, true).unwrap_err(), Errno::EISDIR);
     assert_eq!(
         fs.read(ROOT_INO, 0, 10, |s| s.len()).unwrap_err(),

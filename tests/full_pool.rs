@@ -1,6 +1,7 @@
 //! A full pool through a real mount: writes, creates and growth fail with ENOSPC (EFBIG
-//! past libpmemobj's largest allocation), nothing written before is lost, deleting gives
-//! the space back, and the pool is consistent and mounts again.
+//! past libpmemobj's largest allocation), a truncate up needs no room (it records a hole),
+//! nothing written before is lost, deleting gives the space back, and the pool is
+//! consistent and mounts again.
 
 mod common;
 
@@ -213,7 +214,8 @@ fn a_full_pool_gives_enospc_keeps_what_was_written_and_frees_space_on_delete() {
             .count()
     );
 
-    // 5. On the full pool: appending again, growing by truncate and by fallocate.
+    // 5. On the full pool: appending again and fallocate fail; a truncate up needs no
+    //    room (the new bytes are a hole of zeros), writing into that hole does.
     let mut grown = OpenOptions::new()
         .append(true)
         .open(mnt.path("grown"))
@@ -224,14 +226,19 @@ fn a_full_pool_gives_enospc_keeps_what_was_written_and_frees_space_on_delete() {
     let small = mnt.path("small-000000");
     let small_len = expected["small-000000"].len() as u64;
     let file = OpenOptions::new().write(true).open(&small).unwrap();
-    assert_enospc(&file.set_len(1 << 20).unwrap_err(), "truncate up");
     assert_eq!(
         nix::fcntl::posix_fallocate(&file, 0, 1 << 20),
         Err(nix::errno::Errno::ENOSPC),
         "posix_fallocate on a full pool"
     );
+    file.set_len(1 << 20).expect("truncate up on a full pool");
+    let err = file.write_at(&[5; 4096], (1 << 20) - 4096).unwrap_err();
+    assert_enospc(&err, "write into the hole");
     close(file, "small-000000");
-    assert_eq!(std::fs::metadata(&small).unwrap().len(), small_len);
+    assert_eq!(std::fs::metadata(&small).unwrap().len(), 1 << 20);
+    let small_data = expected.get_mut("small-000000").unwrap();
+    assert_eq!(small_data.len() as u64, small_len);
+    small_data.resize(1 << 20, 0);
 
     // 6. Everything written before the pool filled is intact.
     verify(&mnt_path, &expected);
@@ -262,9 +269,10 @@ fn a_full_pool_gives_enospc_keeps_what_was_written_and_frees_space_on_delete() {
     grown_data.extend_from_slice(&failed_append);
     expected.insert("grown".into(), grown_data);
     let file = OpenOptions::new().write(true).open(&small).unwrap();
-    file.set_len(1 << 20).expect("truncate up after delete");
+    file.write_all_at(&[5; 4096], (1 << 20) - 4096)
+        .expect("write into the hole after delete");
     close(file, "small-000000");
-    expected.get_mut("small-000000").unwrap().resize(1 << 20, 0);
+    expected.get_mut("small-000000").unwrap()[(1 << 20) - 4096..].fill(5);
     verify(&mnt_path, &expected);
 
     // 8. A clean unmount leaves a consistent pool that mounts again with the same files.
@@ -308,8 +316,6 @@ fn past_the_largest_allocation_is_efbig_and_below_it_enospc() {
         libc::EFBIG,
         "write across {MAX_FILE_SIZE:#x}: {err}"
     );
-    let err = file.set_len(MAX_FILE_SIZE + 1).unwrap_err();
-    assert_eq!(errno(&err), libc::EFBIG, "truncate past the limit: {err}");
     // Ending exactly at the limit is allowed, but a 16 MiB pool cannot hold it.
     let err = file.write_at(b"x", MAX_FILE_SIZE - 1).unwrap_err();
     assert_eq!(
@@ -317,8 +323,23 @@ fn past_the_largest_allocation_is_efbig_and_below_it_enospc() {
         libc::ENOSPC,
         "write ending at the limit: {err}"
     );
-    let err = file.set_len(MAX_FILE_SIZE).unwrap_err();
-    assert_eq!(errno(&err), libc::ENOSPC, "truncate to the limit: {err}");
+    let err = nix::fcntl::posix_fallocate(&file, 0, MAX_FILE_SIZE as i64).unwrap_err();
+    assert_eq!(err, nix::errno::Errno::ENOSPC, "fallocate to the limit");
+    let err = nix::fcntl::posix_fallocate(&file, 0, MAX_FILE_SIZE as i64 + 1).unwrap_err();
+    assert_eq!(err, nix::errno::Errno::EFBIG, "fallocate past the limit");
+    // A size past the limit is a hole: nothing is stored there.
+    file.set_len(MAX_FILE_SIZE + 1)
+        .expect("truncate past the limit");
+    let mut tail = [1u8; 2];
+    file.read_exact_at(&mut tail, MAX_FILE_SIZE - 1).unwrap();
+    assert_eq!(tail, [0, 0]);
+    let err = file.write_at(b"x", MAX_FILE_SIZE).unwrap_err();
+    assert_eq!(
+        errno(&err),
+        libc::EFBIG,
+        "write into the hole past the limit"
+    );
+    file.set_len(data.len() as u64).unwrap();
 
     assert_eq!(file.metadata().unwrap().len(), data.len() as u64);
     close(file, "f");

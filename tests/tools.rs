@@ -160,7 +160,7 @@ fn info_of_a_pool_only_warabi_used_has_no_format() {
     assert_eq!(before.len(), after.len());
 }
 
-/// Breaks a copy of a good pool three ways: an entry naming no inode, a size beyond
+/// Breaks a copy of a good pool three ways: an entry naming no inode, data beyond
 /// the region, and a region whose inode no entry names.
 fn corrupt(path: &Path) -> u64 {
     let store = common::without_spawning(|| {
@@ -231,7 +231,7 @@ fn check_reports_and_repairs_a_corrupted_copy() {
     let text = stdout(&out);
     for kind in [
         "dangling entry",
-        "size beyond capacity",
+        "data beyond its region",
         "unreachable inode",
     ] {
         assert!(text.contains(kind), "{kind} not reported:\n{text}");

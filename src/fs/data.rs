@@ -1,15 +1,56 @@
 //! File data: open handles, read, write, growth, truncate, fsync, and attribute changes.
 //!
-//! Invariant: a file's bytes [0, size) live at the start of its region; bytes between
-//! size and capacity are undefined, so whatever raises the size first fills the new
-//! range with data or zeros.
+//! Invariant: a file's first `data_len` bytes live at the start of its region, and its
+//! bytes from there to its size read as zeros without being stored (a zero tail, such as
+//! a truncate up leaves). Region bytes past `data_len` are undefined, so whatever raises
+//! `data_len` first fills the new range with data or zeros.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
 
 use super::inode::InodeState;
 use super::Attr;
 use super::{Errno, FileKind, FsResult, Handle, WarabiFs};
 use crate::pmem::{Oid, MAX_ALLOC_SIZE};
 use crate::store::records::Timestamp;
-use crate::store::{StoreError, StoreTx};
+use crate::store::{Growth, StoreError, StoreTx};
+
+/// The largest size a file may have (as Linux's MAX_LFS_FILESIZE); only the bytes
+/// its region holds are bounded by libpmemobj's largest allocation.
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+
+/// Zeros handed out for reads of a zero tail (in .bss: no memory until read).
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// Closed files whose region holds much more than their data and could not be moved to
+/// a fitting one (the copy did not fit): tried again when another file runs out of room.
+#[derive(Debug, Default)]
+pub struct Reserves {
+    inodes: Mutex<BTreeSet<u64>>,
+    /// Whether `inodes` may hold any: most closes then skip the lock.
+    any: AtomicBool,
+}
+
+impl Reserves {
+    fn note(&self, ino: u64, untrimmed: bool) {
+        if !untrimmed && !self.any.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut inodes = self.inodes.lock();
+        match untrimmed {
+            true => inodes.insert(ino),
+            false => inodes.remove(&ino),
+        };
+        self.any.store(!inodes.is_empty(), Ordering::Relaxed);
+    }
+
+    fn all_but(&self, ino: u64) -> Vec<u64> {
+        let inodes = self.inodes.lock();
+        inodes.iter().copied().filter(|&i| i != ino).collect()
+    }
+}
 
 /// A time to set with setattr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +86,7 @@ fn without_suid_sgid(mode: u32) -> u32 {
 }
 
 /// How many of `len` bytes at `off` a read of this inode returns (0 at or past the end).
-fn readable(state: &super::inode::InodeState, off: u64, len: u64) -> FsResult<usize> {
+fn readable(state: &InodeState, off: u64, len: u64) -> FsResult<usize> {
     if state.kind() == FileKind::Directory {
         return Err(Errno::EISDIR);
     }
@@ -64,9 +105,7 @@ impl WarabiFs {
             return Err(Errno::EISDIR);
         }
         state.open_handles += 1;
-        let fh = self
-            .next_fh
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.insert(fh, Handle { ino, writes: write });
         if write {
             self.gate.enter(ino);
@@ -111,7 +150,8 @@ impl WarabiFs {
         Ok(())
     }
 
-    /// Reads up to `len` bytes at `off`, handing `reply` a slice of the region itself.
+    /// Reads up to `len` bytes at `off`, handing `reply` a slice of the region itself
+    /// (zeros past the bytes the region stores).
     pub fn read<R>(
         &self,
         ino: u64,
@@ -121,21 +161,42 @@ impl WarabiFs {
     ) -> FsResult<R> {
         let inode = self.inode(ino)?;
         let state = inode.state.read();
-        match readable(&state, off, u64::from(len))? {
-            0 => Ok(reply(&[])),
-            n => Ok(self.store.read_with(state.region(), off, n, reply)),
+        let n = readable(&state, off, u64::from(len))?;
+        let data_len = state.meta.data_len();
+        if n == 0 {
+            return Ok(reply(&[]));
         }
+        if off + n as u64 <= data_len {
+            return Ok(self.store.read_with(state.region(), off, n, reply));
+        }
+        if off >= data_len && n <= ZEROS.len() {
+            return Ok(reply(&ZEROS[..n]));
+        }
+        // Across the end of the data, or a zero tail read bigger than ZEROS.
+        let mut bytes = vec![0u8; n];
+        self.read_stored(&state, off, &mut bytes);
+        Ok(reply(&bytes))
     }
 
-    /// Reads up to `buf.len()` bytes at `off` into `buf`; returns how many.
+    /// Reads up to `buf.len()` bytes at `off` into `buf` (zeros past the bytes the
+    /// region stores); returns how many.
     pub fn read_into(&self, ino: u64, off: u64, buf: &mut [u8]) -> FsResult<usize> {
         let inode = self.inode(ino)?;
         let state = inode.state.read();
         let n = readable(&state, off, buf.len() as u64)?;
-        if n > 0 {
-            self.store.read_into(state.region(), off, &mut buf[..n]);
-        }
+        let stored = self.read_stored(&state, off, &mut buf[..n]);
+        buf[stored..n].fill(0);
         Ok(n)
+    }
+
+    /// Copies what the region stores of `buf.len()` bytes at `off` into the start of
+    /// `buf`; returns how many bytes that was (the rest of the range is zeros).
+    fn read_stored(&self, state: &InodeState, off: u64, buf: &mut [u8]) -> usize {
+        let stored = state.meta.data_len().saturating_sub(off).min(buf.len() as u64) as usize;
+        if stored > 0 {
+            self.store.read_into(state.region(), off, &mut buf[..stored]);
+        }
+        stored
     }
 
     /// Writes `data` at `off`, growing the region when needed. Visible at once, durable
@@ -163,14 +224,33 @@ impl WarabiFs {
             self.write_atomically(&mut state, off, data)?;
             return Ok(data.len());
         }
-        self.ensure_capacity(&mut state, end)?;
-        self.extend_with_zeros(&mut state, off);
+        let end = self.room_for_write(&mut state, off, end)?;
+        let data = &data[..(end - off) as usize];
+        self.fill_to(&mut state, off);
         self.store.write(state.region(), off, data);
         crate::fault::point("write.copied");
         state.dirty.add(off, end);
-        state.meta.size = state.meta.size.max(end);
+        extend_data(&mut state, end);
         self.modified(&mut state, sync)?;
         Ok(data.len())
+    }
+
+    /// Makes the region hold [off, end) and returns `end`; when the pool has no room for
+    /// that, the end of the region (at a page boundary when it can) if the write starts
+    /// before it: the write is cut short there, and only the next one fails with ENOSPC.
+    fn room_for_write(&self, state: &mut InodeState, off: u64, end: u64) -> FsResult<u64> {
+        match self.ensure_capacity(state, end) {
+            Ok(()) => Ok(end),
+            Err(Errno::ENOSPC) if off < state.capacity => {
+                let page_end = state.capacity / 4096 * 4096;
+                Ok(if page_end > off {
+                    page_end
+                } else {
+                    state.capacity
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `-o atomic_writes`: the bytes a write overwrites are snapshotted, the new bytes
@@ -180,23 +260,24 @@ impl WarabiFs {
         let end = off + data.len() as u64;
         self.ensure_capacity(state, end)?;
         self.persist_data(state);
-        let old_size = state.meta.size;
+        let old_data_len = state.meta.data_len();
         let region = state.region();
         let mut tx = self.store.begin()?;
-        if off < old_size {
-            tx.snapshot(region, off, end.min(old_size) - off)?;
+        if off < old_data_len {
+            tx.snapshot(region, off, end.min(old_data_len) - off)?;
         }
-        self.extend_with_zeros(state, off);
+        let before = state.meta.clone();
+        self.fill_to(state, off);
         self.store.write(region, off, data);
         crate::fault::point("write.copied");
-        if end > old_size {
-            // Past the old end nothing needs undoing, but it must be durable at commit.
-            self.store.flush(region, old_size, end - old_size);
+        if end > old_data_len {
+            // Past the old data nothing needs undoing, but it must be durable at commit.
+            self.store.flush(region, old_data_len, end - old_data_len);
             self.store.drain();
         }
         state.dirty.take();
-        let mut meta = state.meta.clone();
-        meta.size = old_size.max(end);
+        let mut meta = before;
+        meta.set_extent(meta.size.max(end), old_data_len.max(end));
         let now = Timestamp::now();
         (meta.mtime, meta.ctime) = (now, now);
         tx.update_inode(state.record.expect("adopted before"), &meta)?;
@@ -217,15 +298,53 @@ impl WarabiFs {
         Ok(())
     }
 
-    /// Raises the size to `end` with zeros (a hole reads as zeros); the capacity must
-    /// already hold `end`.
-    pub(super) fn extend_with_zeros(&self, state: &mut InodeState, end: u64) {
-        let size = state.meta.size;
-        if end > size {
-            self.store.zero(state.region(), size, end - size);
-            state.dirty.add(size, end);
-            state.meta.size = end;
+    /// Like [`WarabiFs::ensure_capacity`], but a region that must grow gets exactly
+    /// what `end` needs (fallocate: the caller says how much it wants).
+    pub(super) fn ensure_capacity_exact(&self, state: &mut InodeState, end: u64) -> FsResult<()> {
+        if end > MAX_ALLOC_SIZE {
+            return Err(Errno::EFBIG);
         }
+        if end <= state.capacity {
+            return Ok(());
+        }
+        let exact = self.store.region_size_for(end);
+        self.move_region(state, exact)
+            .or_else(
+                |e| match e.errno() == libc::ENOSPC && self.reclaim_reserves(state) {
+                    true => self.move_region(state, exact),
+                    false => Err(e),
+                },
+            )
+            .map_err(Errno::from)
+    }
+
+    /// Fills the region with zeros from the end of the data to `off`, so that data can
+    /// follow there; the capacity must already hold `off`.
+    pub(super) fn fill_to(&self, state: &mut InodeState, off: u64) {
+        let data_len = state.meta.data_len();
+        if off > data_len {
+            self.store.zero(state.region(), data_len, off - data_len);
+            state.dirty.add(data_len, off);
+            extend_data(state, off);
+        }
+    }
+
+    /// Makes the file's bytes in [off, end) zeros, leaving the size: those inside the
+    /// data are zeroed in place, unless the range reaches the end of the data, which
+    /// then just ends at `off`.
+    pub(super) fn zero_range(&self, state: &mut InodeState, off: u64, end: u64) {
+        let data_len = state.meta.data_len();
+        if off >= data_len || off >= end {
+            return;
+        }
+        if end >= data_len {
+            state.dirty.truncate(off);
+            let size = state.meta.size;
+            state.meta.set_extent(size, off);
+            return;
+        }
+        self.store.zero(state.region(), off, end - off);
+        state.dirty.add(off, end);
     }
 
     /// Records a content change: new mtime and ctime, persisted now when `sync` or the
@@ -240,44 +359,121 @@ impl WarabiFs {
     }
 
     /// Moves the file to a region of at least `needed` bytes, in one transaction that
-    /// also records the new RegionID. The region grows geometrically (see
-    /// [`crate::store::growth_size`]); on a nearly full pool an exact fit is tried too.
+    /// also records the new RegionID (see [`crate::store::growth`]): geometric steps
+    /// while they are small, then the largest region that fits. When even `needed` does
+    /// not fit, closed files give back their reserves (if their copies fit) and the
+    /// move is tried once more.
     fn grow(&self, state: &mut InodeState, needed: u64) -> FsResult<()> {
-        let generous = self.store.growth_size(needed, state.capacity);
-        let exact = self.store.region_size_for(needed);
-        match self.move_region(state, generous) {
-            Err(e) if e.errno() == libc::ENOSPC && generous > exact => {
-                self.move_region(state, exact)
+        match self.grow_once(state, needed) {
+            Err(e) if e.errno() == libc::ENOSPC && self.reclaim_reserves(state) => {
+                self.grow_once(state, needed)
             }
             other => other,
         }
         .map_err(Errno::from)
     }
 
-    /// At the last close, gives back most of what growth reserved beyond the file's end
-    /// (see [`crate::store::trim_size`]). Failing (a full pool) only leaves the reserve
-    /// in place.
-    fn trim(&self, state: &mut InodeState) {
-        if state.reserved || state.record.is_none() || state.meta.size == 0 {
-            return;
-        }
-        let Some(trimmed) = self.store.trim_size(state.meta.size, state.capacity) else {
-            return;
+    fn grow_once(&self, state: &mut InodeState, needed: u64) -> Result<(), StoreError> {
+        let exact = self.store.region_size_for(needed);
+        let wanted = match self.store.growth(needed, state.capacity, state.meta.size) {
+            Growth::To(size) => size,
+            Growth::Largest { at_least, keep } => {
+                let writers = self.gate.files_written().max(1);
+                self.store.largest_share(writers, keep).max(at_least)
+            }
         };
-        if let Err(e) = self.move_region(state, trimmed) {
-            tracing::debug!("region of inode {} not trimmed: {e}", state.meta.ino);
+        tracing::debug!(
+            "inode {}: {} bytes stored, region of {} bytes outgrown by a write to {needed}: moving to {wanted}",
+            state.meta.ino,
+            state.meta.data_len(),
+            state.capacity
+        );
+        match self.move_region(state, wanted) {
+            Err(e) if e.errno() == libc::ENOSPC && wanted > exact => self.move_region(state, exact),
+            other => other,
         }
     }
 
+    /// Trims the closed files noted in `reserves` (not the one being served, whose lock
+    /// is held, nor files whose locks are busy): true if any region got smaller.
+    fn reclaim_reserves(&self, serving: &InodeState) -> bool {
+        let mut reclaimed = false;
+        for ino in self.reserves.all_but(serving.meta.ino) {
+            let Ok(inode) = self.inode(ino) else {
+                self.reserves.note(ino, false);
+                continue;
+            };
+            let Some(mut state) = inode.state.try_write() else {
+                continue;
+            };
+            if state.open_handles > 0 || state.meta.nlink == 0 {
+                // Its last close trims it, or frees it.
+                self.reserves.note(ino, false);
+                continue;
+            }
+            let before = state.capacity;
+            self.trim(&mut state);
+            reclaimed |= state.capacity < before;
+        }
+        reclaimed
+    }
+
+    /// At the last close, gives back most of what growth reserved beyond the file's data
+    /// (see [`crate::store::trim_size`]). When the copy does not fit, the reserve stays
+    /// and is noted, to be given back when another file needs the room.
+    fn trim(&self, state: &mut InodeState) {
+        if state.reserved || state.record.is_none() || state.region().is_null() {
+            // Nothing to give back: fallocate asked for that room, or there is none.
+            self.reserves.note(state.meta.ino, false);
+            return;
+        }
+        let data_len = state.meta.data_len();
+        // A region that holds the whole size keeps it: the file was sized for it.
+        let kept = match state.meta.size <= state.capacity {
+            true => state.meta.size,
+            false => data_len,
+        };
+        let trimmed = match kept {
+            // Nothing stored (a zero tail only): no region at all.
+            0 => Some(0),
+            _ => self.store.trim_size(kept, state.capacity),
+        };
+        let Some(trimmed) = trimmed else {
+            self.reserves.note(state.meta.ino, false);
+            return;
+        };
+        let fitted = self.store.region_size_for(kept);
+        let result = match self.move_region(state, trimmed) {
+            // Without the headroom the copy may still fit.
+            Err(e) if e.errno() == libc::ENOSPC && kept > 0 && fitted < trimmed => {
+                self.move_region(state, fitted)
+            }
+            other => other,
+        };
+        if let Err(e) = &result {
+            tracing::debug!("region of inode {} not trimmed: {e}", state.meta.ino);
+        }
+        let untrimmed = result.is_err_and(|e| e.errno() == libc::ENOSPC);
+        self.reserves.note(state.meta.ino, untrimmed);
+    }
+
+    /// Moves the file's data into a new region of `capacity` bytes (none for 0).
     fn move_region(&self, state: &mut InodeState, capacity: u64) -> Result<(), StoreError> {
         let record = state.record.expect("grow needs an adopted inode");
         let old = state.region();
-        let size = state.meta.size;
+        let data_len = state.meta.data_len();
+        debug_assert!(
+            data_len <= capacity,
+            "moving {data_len} bytes into {capacity}"
+        );
         let mut tx = self.store.begin()?;
-        let new = tx.create_region(capacity)?;
-        if size > 0 {
-            self.store.copy(old, 0, new, 0, size);
-            self.store.flush(new, 0, size);
+        let new = match capacity {
+            0 => Oid::NULL,
+            _ => tx.create_region(capacity)?,
+        };
+        if data_len > 0 {
+            self.store.copy(old, 0, new, 0, data_len);
+            self.store.flush(new, 0, data_len);
             self.store.drain();
         }
         crate::fault::point("region.filled");
@@ -400,26 +596,31 @@ impl WarabiFs {
             FileKind::Directory => return Err(Errno::EISDIR),
             _ => return Err(Errno::EINVAL),
         }
-        let old = state.meta.size;
         if size == 0 && !state.region().is_null() {
             // An emptied file gives its region back to the pool.
             state.dirty.take();
             state.reserved = false;
             let region = meta.region;
             meta.region = Oid::NULL;
-            meta.size = 0;
+            meta.set_extent(0, 0);
             return Ok(region);
         }
-        self.ensure_capacity(state, size)?;
-        meta.region = state.region();
-        if size > old {
-            self.extend_with_zeros(state, size);
-        } else {
-            state.dirty.truncate(size);
+        if size > MAX_FILE_SIZE {
+            return Err(Errno::EFBIG);
         }
-        meta.size = size;
+        // No allocation either way: up, the new bytes are a zero tail; down, the
+        // region keeps its capacity until the last close trims it.
+        let data_len = state.meta.data_len().min(size);
+        state.dirty.truncate(data_len);
+        meta.set_extent(size, data_len);
         Ok(Oid::NULL)
     }
+}
+
+/// Raises the data (and the size, if it ends before) to `end`.
+fn extend_data(state: &mut InodeState, end: u64) {
+    let (size, data_len) = (state.meta.size, state.meta.data_len());
+    state.meta.set_extent(size.max(end), data_len.max(end));
 }
 
 /// Frees everything an inode holds on the pool (region, record, extended attributes)

@@ -86,6 +86,11 @@ impl WriteGate {
         queued
     }
 
+    /// How many files have writers now.
+    pub fn files_written(&self) -> u64 {
+        self.files.iter().filter(|f| f.writers > 0).count() as u64
+    }
+
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.files.len()

@@ -28,6 +28,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
         handles: DashMap::new(),
         next_fh: AtomicU64::new(1),
         gate: WriteGate::default(),
+        reserves: Default::default(),
     };
     // The scan is consumed as it is loaded: records move into the namespace instead of
     // being copied, which keeps the mount's peak memory down on big pools.

@@ -91,7 +91,12 @@ pub struct Caller {
 #[derive(Clone, Copy, Debug)]
 pub struct FsStats {
     pub total_bytes: u64,
+    /// Bytes no object holds (df's "used" is the rest).
     pub free_bytes: u64,
+    /// Bytes a new file can get (df's "available"): less than free, by what the
+    /// allocator cannot give one region (partly used runs, scattered chunks) and the
+    /// reserve kept for transactions.
+    pub available_bytes: u64,
     pub files: u64,
     pub block_size: u32,
     pub name_max: u32,
@@ -154,6 +159,8 @@ pub struct WarabiFs {
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
     gate: WriteGate,
+    /// Closed files holding reserves they could not give back yet.
+    reserves: data::Reserves,
 }
 
 impl WarabiFs {
@@ -229,6 +236,10 @@ impl WarabiFs {
         FsStats {
             total_bytes: self.store.total_bytes(),
             free_bytes: self.store.free_bytes(),
+            available_bytes: match self.opts.read_only {
+                true => self.store.counted_available_bytes(),
+                false => self.store.available_bytes(),
+            },
             files: self.inodes.len() as u64,
             block_size: 4096,
             name_max: NAME_MAX as u32,

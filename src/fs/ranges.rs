@@ -1,6 +1,7 @@
 //! Operations on byte ranges of a file: fallocate, lseek's SEEK_DATA/SEEK_HOLE and
-//! copy_file_range. A file is one contiguous region, so it has no holes: allocating
-//! means growing the region, and punching a hole means writing zeros.
+//! copy_file_range. A file is one contiguous region and, past it, a zero tail: its only
+//! hole. Allocating means growing the region, and punching a hole means writing zeros,
+//! or ending the data, when the hole reaches its end.
 
 use super::inode::InodeState;
 use super::{Errno, FileKind, FsResult, WarabiFs};
@@ -34,35 +35,33 @@ impl WarabiFs {
         check_regular(&state)?;
         let keep_size = mode & FALLOC_FL_KEEP_SIZE != 0;
         if mode & FALLOC_FL_PUNCH_HOLE == 0 {
-            self.ensure_capacity(&mut state, end)?;
-            state.reserved |= keep_size;
+            self.ensure_capacity_exact(&mut state, end)?;
+            // What was allocated beyond the data is a reservation the last close keeps.
+            state.reserved |= end > state.meta.data_len();
         }
         if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 {
-            self.zero_within_size(&mut state, off, end);
+            self.zero_range(&mut state, off, end);
         }
-        if !keep_size {
-            self.extend_with_zeros(&mut state, end);
+        if !keep_size && end > state.meta.size {
+            // The new bytes are a zero tail: allocated, but not written.
+            let data_len = state.meta.data_len();
+            state.meta.set_extent(end, data_len);
         }
         // Like truncate, fallocate is a metadata change: durable before it returns.
         self.modified(&mut state, true)
     }
 
-    /// Zeroes the part of [off, end) that lies inside the file.
-    fn zero_within_size(&self, state: &mut InodeState, off: u64, end: u64) {
-        let end = end.min(state.meta.size);
-        if off < end {
-            self.store.zero(state.region(), off, end - off);
-            state.dirty.add(off, end);
-        }
-    }
-
-    /// SEEK_DATA and SEEK_HOLE: all of a file is data, and its only hole is its end.
+    /// SEEK_DATA and SEEK_HOLE: what the region holds is data, and the only hole is
+    /// the zero tail after it (or the end of the file).
     pub fn lseek(&self, ino: u64, off: u64, whence: i32) -> FsResult<u64> {
-        let size = self.inode(ino)?.state.read().meta.size;
+        let inode = self.inode(ino)?;
+        let state = inode.state.read();
+        let (size, data_len) = (state.meta.size, state.meta.data_len());
         match whence {
             SEEK_DATA | SEEK_HOLE if off >= size => Err(Errno::ENXIO),
-            SEEK_DATA => Ok(off),
-            SEEK_HOLE => Ok(size),
+            SEEK_DATA if off < data_len => Ok(off),
+            SEEK_DATA => Err(Errno::ENXIO),
+            SEEK_HOLE => Ok(off.max(data_len)),
             _ => Err(Errno::EINVAL),
         }
     }
@@ -113,13 +112,27 @@ impl WarabiFs {
             return Ok(0);
         }
         let end = to_off.checked_add(n).ok_or(Errno::EFBIG)?;
-        self.ensure_capacity(target, end)?;
-        self.extend_with_zeros(target, to_off);
-        let from_region = source.map_or(target.region(), |s| s.region());
-        self.store
-            .copy(from_region, from_off, target.region(), to_off, n);
-        target.dirty.add(to_off, end);
-        target.meta.size = target.meta.size.max(end);
+        // The source's bytes past its data are zeros: only the rest is copied.
+        let source_data_len = source.map_or(target.meta.data_len(), |s| s.meta.data_len());
+        let stored = source_data_len.saturating_sub(from_off).min(n);
+        let stored_end = to_off + stored;
+        if stored > 0 {
+            self.ensure_capacity(target, stored_end)?;
+            self.fill_to(target, to_off);
+            let from_region = source.map_or(target.region(), |s| s.region());
+            self.store
+                .copy(from_region, from_off, target.region(), to_off, stored);
+            target.dirty.add(to_off, stored_end);
+            let (size, data_len) = (target.meta.size, target.meta.data_len());
+            target
+                .meta
+                .set_extent(size.max(stored_end), data_len.max(stored_end));
+        }
+        self.zero_range(target, stored_end, end);
+        if end > target.meta.size {
+            let data_len = target.meta.data_len();
+            target.meta.set_extent(end, data_len);
+        }
         self.modified(target, false)?;
         Ok(n)
     }

@@ -101,7 +101,8 @@ fn statfs_of(fs: &WarabiFs) -> Statfs {
     Statfs {
         blocks: s.total_bytes / bsize,
         bfree: free_blocks,
-        bavail: free_blocks,
+        // What a new file can actually get (the allocator's runs and reserve).
+        bavail: s.available_bytes / bsize,
         files: s.files + free_files,
         ffree: free_files,
         bsize: s.block_size,

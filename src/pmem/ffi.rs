@@ -1,5 +1,5 @@
 //! The few libpmemobj calls that pmdk-sys 0.9.4 does not declare: transactions, the root
-//! object and the consistency check. They resolve from the same static libpmemobj that
+//! object, reservations and the consistency check. They resolve from the same static libpmemobj that
 //! pmdk-sys links.
 
 use libc::{c_char, c_int, c_void};
@@ -16,7 +16,34 @@ pub const POBJ_XALLOC_NO_FLUSH: u64 = 1 << 1;
 /// `POBJ_XALLOC_ZERO`: zero the new object.
 pub const POBJ_XALLOC_ZERO: u64 = 1 << 0;
 
+/// `struct pobj_action` (libpmemobj/action_base.h): opaque to callers, 128 bytes.
+#[repr(C)]
+pub struct PobjAction {
+    kind: c_int,
+    data: [u32; 3],
+    data2: [u64; 14],
+}
+
+impl PobjAction {
+    pub fn empty() -> PobjAction {
+        PobjAction {
+            kind: 0,
+            data: [0; 3],
+            data2: [0; 14],
+        }
+    }
+}
+
 extern "C" {
+    pub fn pmemobj_xreserve(
+        pop: *mut PMEMobjpool,
+        act: *mut PobjAction,
+        size: usize,
+        type_num: u64,
+        flags: u64,
+    ) -> PMEMoid;
+    pub fn pmemobj_cancel(pop: *mut PMEMobjpool, actv: *mut PobjAction, actvcnt: usize);
+
     pub fn pmemobj_root(pop: *mut PMEMobjpool, size: usize) -> PMEMoid;
     pub fn pmemobj_root_size(pop: *mut PMEMobjpool) -> usize;
 

@@ -280,6 +280,26 @@ impl Pool {
         Ok(Oid::from_raw(raw))
     }
 
+    /// Whether libpmemobj would give an object of `size` bytes now: the allocator
+    /// reserves one (`pmemobj_xreserve`), which writes nothing durable, and the
+    /// reservation is cancelled at once (`pmemobj_cancel`). While it is held, other
+    /// allocations see that space taken; callers keep them out meanwhile.
+    pub fn can_reserve(&self, size: u64) -> bool {
+        if size == 0 || size > MAX_ALLOC_SIZE {
+            return false;
+        }
+        let mut action = ffi::PobjAction::empty();
+        // SAFETY: self.pop is open; action is a valid, writable pobj_action that lives
+        // until the reservation is cancelled below; no flags are passed.
+        let raw = unsafe { ffi::pmemobj_xreserve(self.raw(), &mut action, size as usize, 0, 0) };
+        if Oid::from_raw(raw).is_null() {
+            return false;
+        }
+        // SAFETY: action holds the one reservation just made on this pool.
+        unsafe { ffi::pmemobj_cancel(self.raw(), &mut action, 1) };
+        true
+    }
+
     /// Atomically frees an object outside any transaction (Warabi's erase).
     pub fn free(&self, oid: Oid) {
         if !self.owns(oid) {

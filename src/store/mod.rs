@@ -9,15 +9,18 @@ mod probe;
 pub mod records;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::pmem::{self, Oid, PmemError, Pool, Tx, TxAlloc};
 use probe::ProbeError;
 pub use probe::{PoolHeader, PoolKind};
 use records::{
-    DentryRecord, InodeRecord, Superblock, XattrRecord, FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC,
-    SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR,
+    DentryRecord, InodeRecord, Superblock, XattrRecord, BASE_FORMAT_VERSION, FORMAT_VERSION,
+    INODE_HEADER_SIZE, MAGIC, SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR,
+    ZERO_TAIL_VERSION,
 };
 
 /// Warabi's pmem backend configuration.
@@ -115,6 +118,20 @@ pub struct Store {
     header: PoolHeader,
     /// Bytes held by objects, kept up to date by committed transactions.
     allocated: AtomicI64,
+    /// The format version in the superblock (0 before the pool is formatted).
+    version: AtomicU32,
+    /// Held by the transaction that raises the version, until it ends, so that no
+    /// other one writes a record of the new version before the superblock says so.
+    upgrading: Mutex<()>,
+    /// Allocations share it; a probe of what the allocator would give
+    /// ([`Store::largest_region`]) takes it alone, since its reservation makes the
+    /// space look taken while it lasts.
+    allocations: RwLock<()>,
+    /// Counts committed changes of the heap, so that a probe's answer is reused until
+    /// the heap changes.
+    heap_changes: AtomicU64,
+    /// (heap_changes, largest region) of the last probe for statfs.
+    last_probe: Mutex<Option<(u64, u64)>>,
 }
 
 /// Per-object overhead libpmemobj adds to each allocation (its allocation header).
@@ -158,9 +175,6 @@ const GROWTH_FACTOR: u64 = 8;
 /// often leave no contiguous room for the next region of another file (or of the
 /// same one, after a fallback to the exact size).
 const SMALL_POOL_GROWTH_FACTOR: u64 = 2;
-/// Growth reserves beyond what the write needs at most this fraction (1/N) of the
-/// pool's free space, so that one writer leaves room to the others.
-const GROWTH_FREE_SHARE: u64 = 4;
 /// A closed file is moved to a smaller region when its capacity exceeds its fitted size
 /// by this fraction (1/N) of its size, and at least a chunk...
 const TRIM_WASTE_SHARE: u64 = 8;
@@ -168,16 +182,74 @@ const TRIM_WASTE_SHARE: u64 = 8;
 /// for appending does not move back and forth at each close.
 const TRIM_HEADROOM_SHARE: u64 = 16;
 
-/// The region size a file outgrowing `capacity` moves to when it needs `needed` bytes:
-/// GROWTH_FACTOR times the capacity, within GROWTH_FREE_SHARE of the free space.
-pub fn growth_size(needed: u64, capacity: u64, free_bytes: u64, pool_bytes: u64) -> u64 {
+/// Geometric growth stops at this fraction (1/N) of the space the file could have (the
+/// free space plus its own region). A file that outgrows that moves once into the
+/// largest region that fits: any later move would need room for the old region and the
+/// new one at once, which is what kept a file written from start to end under half of
+/// the pool. The regions it had before stay free in front of the new one (about 8/7 of
+/// the last, or twice it where growth doubles), and so does LARGEST_KEEP_FACTOR times
+/// it: the file then reaches about nine tenths of the space.
+const GEOMETRIC_REACH_SHARE: u64 = 64;
+/// A file moving into the largest region leaves this many times its old capacity free:
+/// room to move it back into a fitting region when it is closed (up to about five
+/// times that capacity, counting the regions it left), and for other files meanwhile.
+const LARGEST_KEEP_FACTOR: u64 = 4;
+
+/// Where a file that outgrows its region moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Growth {
+    /// A region of this size.
+    To(u64),
+    /// The largest region the allocator gives, less the transaction reserve and `keep`
+    /// bytes left free, shared with the other files being written, but at least
+    /// `at_least` bytes.
+    Largest { at_least: u64, keep: u64 },
+}
+
+/// The region a file of logical `size` outgrowing `capacity` moves to when it needs
+/// `needed` bytes. A write inside the size (into a zero tail: the file was sized first)
+/// gets a region for the whole size, if that takes at most half of what the file could
+/// reach. Otherwise a first region just fits; then GROWTH_FACTOR times the capacity, up
+/// to a 64th of the space the file could reach; past that, the largest region that fits.
+pub fn growth(needed: u64, capacity: u64, size: u64, free_bytes: u64, pool_bytes: u64) -> Growth {
+    let reach = free_bytes.saturating_add(capacity);
+    if needed <= size && size <= reach / 2 {
+        return Growth::To(region_size_for(size, pool_bytes));
+    }
+    if capacity == 0 {
+        return Growth::To(region_size_for(needed, pool_bytes));
+    }
     let factor = match pool_bytes >= DENSE_POOL_MIN {
         true => GROWTH_FACTOR,
         false => SMALL_POOL_GROWTH_FACTOR,
     };
-    let wanted = needed.max(capacity.saturating_mul(factor));
-    let affordable = needed.saturating_add(free_bytes / GROWTH_FREE_SHARE);
-    region_size_for(wanted.min(affordable), pool_bytes)
+    let geometric = needed.max(capacity.saturating_mul(factor));
+    let limit = (reach / GEOMETRIC_REACH_SHARE).max(REGION_CHUNK);
+    if needed <= limit {
+        return Growth::To(region_size_for(geometric.min(limit), pool_bytes));
+    }
+    Growth::Largest {
+        at_least: region_size_for(needed, pool_bytes),
+        keep: capacity.saturating_mul(LARGEST_KEEP_FACTOR),
+    }
+}
+
+/// Space kept free for transactions when a file takes the largest region, and left
+/// out of the available figure: new records of other files come from runs that need
+/// whole chunks, and large transactions extend their logs from the heap. A 64th of the
+/// pool, from 2 to 16 chunks (512 KiB to 4 MiB).
+pub fn transaction_reserve(pool_bytes: u64) -> u64 {
+    (pool_bytes / 64).clamp(2 * REGION_CHUNK, 16 * REGION_CHUNK) / REGION_CHUNK * REGION_CHUNK
+}
+
+/// The size of `writers` files' share of a largest region of `largest` bytes: whole
+/// chunks, less the reserve and `keep`.
+pub fn largest_share(largest: u64, writers: u64, keep: u64, pool_bytes: u64) -> u64 {
+    let usable = largest
+        .saturating_sub(transaction_reserve(pool_bytes))
+        .saturating_sub(keep);
+    let share = usable / writers.max(1);
+    ((share + OBJECT_OVERHEAD) / REGION_CHUNK * REGION_CHUNK).saturating_sub(OBJECT_OVERHEAD)
 }
 
 /// The region size a closed file of `size` bytes moves to when its region of `capacity`
@@ -212,6 +284,11 @@ impl Store {
             file_size,
             header,
             allocated: AtomicI64::new(0),
+            version: AtomicU32::new(0),
+            upgrading: Mutex::new(()),
+            allocations: RwLock::new(()),
+            heap_changes: AtomicU64::new(0),
+            last_probe: Mutex::new(None),
         };
         store.formatted = !blank_root && store.check_superblock()?;
         if !store.formatted && !read_only {
@@ -258,6 +335,7 @@ impl Store {
                 found: sb.version,
             });
         }
+        self.version.store(sb.version, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -268,10 +346,15 @@ impl Store {
             .root_with_size(SUPERBLOCK_SIZE)
             .map_err(pmem_err(self.pool.path()))?;
         let mut tx = self.pool.tx().map_err(pmem_err(self.pool.path()))?;
-        tx.write(root, 0, &Superblock::current().encode())
-            .map_err(pmem_err(self.pool.path()))?;
+        tx.write(
+            root,
+            0,
+            &Superblock::of_version(BASE_FORMAT_VERSION).encode(),
+        )
+        .map_err(pmem_err(self.pool.path()))?;
         tx.commit().map_err(pmem_err(self.pool.path()))?;
         self.formatted = true;
+        self.version.store(BASE_FORMAT_VERSION, Ordering::Relaxed);
         Ok(())
     }
 
@@ -319,6 +402,11 @@ impl Store {
         self.file_size
     }
 
+    /// The format version the superblock says (0 for a pool not formatted).
+    pub fn format_version(&self) -> u32 {
+        self.version.load(Ordering::Relaxed)
+    }
+
     /// Bytes still free for objects: the heap less what objects hold. libpmemobj's own
     /// fragmentation makes the real figure somewhat lower for large allocations.
     pub fn free_bytes(&self) -> u64 {
@@ -327,14 +415,77 @@ impl Store {
         heap.saturating_sub(used)
     }
 
+    /// The free space counted, less the transaction reserve: what
+    /// [`Store::available_bytes`] shows where no probe can say more.
+    pub fn counted_available_bytes(&self) -> u64 {
+        self.free_bytes()
+            .saturating_sub(transaction_reserve(self.file_size))
+    }
+
+    /// Bytes a new file can get: the largest region the allocator gives now, less the
+    /// transaction reserve. Past libpmemobj's largest allocation (pools above 16 GiB),
+    /// where one file cannot hold it all, the free space counted less the reserve.
+    /// The probe splits and rejoins free chunks in libpmemobj's heap metadata, so a
+    /// read-only mount asks [`Store::counted_available_bytes`] instead.
+    pub fn available_bytes(&self) -> u64 {
+        let changes = self.heap_changes.load(Ordering::Acquire);
+        let cached = *self.last_probe.lock();
+        let largest = match cached {
+            Some((at, largest)) if at == changes => largest,
+            _ => {
+                let largest = self.largest_region(pmem::MAX_ALLOC_SIZE);
+                *self.last_probe.lock() = Some((changes, largest));
+                largest
+            }
+        };
+        if largest >= region_size_for(pmem::MAX_ALLOC_SIZE, self.file_size) {
+            return self.counted_available_bytes().max(largest);
+        }
+        largest.saturating_sub(transaction_reserve(self.file_size))
+    }
+
+    /// The largest region, in whole chunks less the allocation header and at most
+    /// `at_most` bytes, that libpmemobj would allocate now: found by reserving and
+    /// cancelling (a binary search over chunk counts), so runs, chunk rounding and
+    /// fragmentation all count as the allocator sees them. 0 if not even one chunk.
+    pub fn largest_region(&self, at_most: u64) -> u64 {
+        let size_of = |chunks: u64| (chunks * REGION_CHUNK).saturating_sub(OBJECT_OVERHEAD);
+        let _alone = self.allocations.write();
+        let fits = |chunks: u64| chunks == 0 || self.pool.can_reserve(size_of(chunks));
+        let most = at_most
+            .min(pmem::MAX_ALLOC_SIZE)
+            .saturating_add(OBJECT_OVERHEAD)
+            / REGION_CHUNK;
+        if fits(most) {
+            return size_of(most);
+        }
+        // Invariant: `fits` holds for `lo` chunks and not for `hi`.
+        let (mut lo, mut hi) = (0, most);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match fits(mid) {
+                true => lo = mid,
+                false => hi = mid,
+            }
+        }
+        size_of(lo)
+    }
+
     /// The region size to allocate for `bytes` of file data in this pool.
     pub fn region_size_for(&self, bytes: u64) -> u64 {
         region_size_for(bytes, self.file_size)
     }
 
-    /// The region size for a file outgrowing `capacity` (see [`growth_size`]).
-    pub fn growth_size(&self, needed: u64, capacity: u64) -> u64 {
-        growth_size(needed, capacity, self.free_bytes(), self.file_size)
+    /// Where a file outgrowing `capacity` moves (see [`growth`]).
+    pub fn growth(&self, needed: u64, capacity: u64, size: u64) -> Growth {
+        growth(needed, capacity, size, self.free_bytes(), self.file_size)
+    }
+
+    /// A region for one of `writers` files being written: its share of the largest
+    /// region that fits, leaving `keep` bytes (see [`largest_share`]).
+    pub fn largest_share(&self, writers: u64, keep: u64) -> u64 {
+        let largest = self.largest_region(pmem::MAX_ALLOC_SIZE);
+        largest_share(largest, writers, keep, self.file_size)
     }
 
     /// The region size to trim a closed file to, if any (see [`trim_size`]).
@@ -389,6 +540,8 @@ impl Store {
             store: self,
             tx,
             allocated_delta: 0,
+            heap_touched: false,
+            upgrade: None,
         })
     }
 
@@ -575,6 +728,10 @@ pub struct StoreTx<'s> {
     store: &'s Store,
     tx: Tx<'s>,
     allocated_delta: i64,
+    /// Whether it allocates or frees anything.
+    heap_touched: bool,
+    /// Held while this transaction raises the format version (see [`Store::upgrading`]).
+    upgrade: Option<MutexGuard<'s, ()>>,
 }
 
 impl StoreTx<'_> {
@@ -583,10 +740,12 @@ impl StoreTx<'_> {
     }
 
     fn alloc(&mut self, size: u64, type_num: u64, init: TxAlloc) -> Result<Oid, StoreError> {
-        let oid = self
-            .tx
-            .alloc(size, type_num, init)
-            .map_err(|e| self.fail(e))?;
+        let allocated = {
+            let _shared = self.store.allocations.read();
+            self.tx.alloc(size, type_num, init)
+        };
+        let oid = allocated.map_err(|e| self.fail(e))?;
+        self.heap_touched = true;
         self.allocated_delta += (self.store.pool.usable_size(oid) + OBJECT_OVERHEAD) as i64;
         Ok(oid)
     }
@@ -598,11 +757,38 @@ impl StoreTx<'_> {
         }
         let size = self.store.pool.usable_size(oid);
         self.tx.free(oid).map_err(|e| self.fail(e))?;
+        self.heap_touched = true;
         self.allocated_delta -= (size + OBJECT_OVERHEAD) as i64;
         Ok(())
     }
 
+    /// Raises the pool's format version, in this transaction, to the one `rec` needs.
+    fn allow(&mut self, rec: &InodeRecord) -> Result<(), StoreError> {
+        if rec.zero_tail == 0 || self.upgrade.is_some() {
+            return Ok(());
+        }
+        if self.store.format_version() >= ZERO_TAIL_VERSION {
+            return Ok(());
+        }
+        let guard = self.store.upgrading.lock();
+        // Another transaction may have raised it while this one waited.
+        if self.store.format_version() < ZERO_TAIL_VERSION {
+            let root = self
+                .store
+                .pool
+                .root()
+                .expect("a formatted pool has a superblock");
+            let superblock = Superblock::of_version(ZERO_TAIL_VERSION).encode();
+            self.tx
+                .write(root, 0, &superblock)
+                .map_err(|e| self.fail(e))?;
+            self.upgrade = Some(guard);
+        }
+        Ok(())
+    }
+
     pub fn create_inode(&mut self, rec: &InodeRecord) -> Result<Oid, StoreError> {
+        self.allow(rec)?;
         let oid = self.alloc(rec.encoded_len() as u64, TYPE_INODE, TxAlloc::Zeroed)?;
         self.tx
             .write(oid, 0, &rec.encode())
@@ -613,6 +799,7 @@ impl StoreTx<'_> {
     /// Rewrites an inode record's fixed header (all attributes and its region).
     pub fn update_inode(&mut self, oid: Oid, rec: &InodeRecord) -> Result<(), StoreError> {
         debug_assert!(self.store.pool.usable_size(oid) >= INODE_HEADER_SIZE as u64);
+        self.allow(rec)?;
         self.tx
             .write(oid, 0, &rec.encode_header())
             .map_err(|e| self.fail(e))
@@ -627,6 +814,8 @@ impl StoreTx<'_> {
 
     /// Snapshots bytes of a region so that the transaction can undo changes to them.
     pub fn snapshot(&mut self, region: Oid, off: u64, len: u64) -> Result<(), StoreError> {
+        // A large snapshot extends the undo log from the heap: an allocation.
+        let _shared = self.store.allocations.read();
         self.tx
             .add_range(region, off, len as usize)
             .map_err(|e| self.fail(e))
@@ -649,10 +838,23 @@ impl StoreTx<'_> {
         let path = self.store.path().to_path_buf();
         let delta = self.allocated_delta;
         let store = self.store;
+        let upgrade = self.upgrade;
+        let heap_touched = self.heap_touched;
         crate::fault::point("tx.before_commit");
-        self.tx.commit().map_err(pmem_err(&path))?;
+        {
+            // Committing frees, and may extend the redo log: the heap changes.
+            let _shared = store.allocations.read();
+            self.tx.commit().map_err(pmem_err(&path))?;
+        }
         crate::fault::point("tx.after_commit");
         store.allocated.fetch_add(delta, Ordering::Relaxed);
+        if heap_touched {
+            store.heap_changes.fetch_add(1, Ordering::Release);
+        }
+        if upgrade.is_some() {
+            store.version.store(ZERO_TAIL_VERSION, Ordering::Relaxed);
+        }
+        drop(upgrade);
         Ok(())
     }
 }
@@ -689,27 +891,84 @@ mod tests {
     }
 
     #[test]
-    fn growth_multiplies_the_capacity_within_a_share_of_the_free_space() {
+    fn growth_multiplies_the_capacity_then_takes_the_largest_region() {
         let pool = 2 << 30;
         let (mib, free) = (1u64 << 20, 1u64 << 30);
-        let from_10_mib = growth_size(10 * mib + 1, 10 * mib - 16, free, pool);
-        assert_eq!(from_10_mib, region_size_for(80 * mib - 128, pool));
-        // Past a quarter of the free space, growth asks only for that quarter more.
-        let from_100_mib = growth_size(100 * mib + 1, 100 * mib - 16, free, pool);
         assert_eq!(
-            from_100_mib,
-            region_size_for(100 * mib + 1 + free / 4, pool)
+            growth(mib + 1, mib - 16, 0, free, pool),
+            Growth::To(region_size_for(8 * mib - 128, pool))
+        );
+        // Geometric steps stop at a 64th of what the file could reach...
+        let limit = (free + 8 * mib - 16) / 64;
+        assert_eq!(
+            growth(8 * mib, 8 * mib - 16, 0, free, pool),
+            Growth::To(region_size_for(limit, pool))
+        );
+        // ...past which it moves into the largest region that fits.
+        assert_eq!(
+            growth(limit + 200 * mib, limit, 0, free, pool),
+            Growth::Largest {
+                at_least: region_size_for(limit + 200 * mib, pool),
+                keep: 4 * limit
+            }
         );
         // A full pool still gets asked for what the write needs (then fails as ENOSPC).
         assert_eq!(
-            growth_size(3 * mib, mib, 0, pool),
-            region_size_for(3 * mib, pool)
+            growth(3 * mib, mib, 0, 0, pool),
+            Growth::Largest {
+                at_least: region_size_for(3 * mib, pool),
+                keep: 4 * mib
+            }
         );
-        assert_eq!(growth_size(100, 0, free, pool), MIN_REGION);
+        assert_eq!(growth(100, 0, 0, free, pool), Growth::To(MIN_REGION));
+        // A first region just fits, however big.
+        assert_eq!(
+            growth(900 * mib, 0, 0, free, pool),
+            Growth::To(region_size_for(900 * mib, pool))
+        );
+        // A write into a zero tail gets a region for the whole size, if it is small
+        // enough against what the file could reach.
+        assert_eq!(
+            growth(64 * 1024, 0, 300 * mib, free, pool),
+            Growth::To(region_size_for(300 * mib, pool))
+        );
+        assert_eq!(
+            growth(64 * 1024, 0, 600 * mib, free, pool),
+            Growth::To(region_size_for(64 * 1024, pool))
+        );
+        assert_eq!(
+            growth(301 * mib, 300 * mib, 300 * mib, free, pool),
+            Growth::Largest {
+                at_least: region_size_for(301 * mib, pool),
+                keep: 1200 * mib
+            }
+        );
         // Small pools double.
         let small_pool = 64 * mib;
-        let doubled = growth_size(mib + 1, mib - 16, 32 * mib, small_pool);
-        assert_eq!(doubled, region_size_for(2 * mib - 32, small_pool));
+        assert_eq!(
+            growth(256 * 1024 + 1, 256 * 1024 - 16, 0, 60 * mib, small_pool),
+            Growth::To(region_size_for(512 * 1024 - 32, small_pool))
+        );
+    }
+
+    #[test]
+    fn the_largest_region_is_shared_in_whole_chunks_less_the_reserve() {
+        let pool = 1 << 30;
+        let reserve = transaction_reserve(pool);
+        assert_eq!(reserve, 16 * REGION_CHUNK);
+        assert_eq!(transaction_reserve(16 << 20), 2 * REGION_CHUNK);
+        let largest = 1000 * REGION_CHUNK - 16;
+        assert_eq!(
+            largest_share(largest, 1, 0, pool),
+            984 * REGION_CHUNK - 16,
+            "1000 chunks less 16 reserved"
+        );
+        assert_eq!(largest_share(largest, 2, 0, pool), 492 * REGION_CHUNK - 16);
+        assert_eq!(
+            largest_share(largest, 1, 84 * REGION_CHUNK, pool),
+            900 * REGION_CHUNK - 16
+        );
+        assert_eq!(largest_share(reserve, 1, 0, pool), 0);
     }
 
     #[test]

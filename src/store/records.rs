@@ -13,8 +13,14 @@ pub const TYPE_XATTR: u64 = 0x5746_0003;
 pub const TYPE_REGION: u64 = 0;
 
 pub const MAGIC: [u8; 8] = *b"WARABIFS";
-/// The on-pool format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest on-pool format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = ZERO_TAIL_VERSION;
+/// The version a new pool is formatted with: everything but zero tails.
+pub const BASE_FORMAT_VERSION: u32 = 1;
+/// From this version on an inode record may have a zero tail (see
+/// [`InodeRecord::zero_tail`]); a pool is raised to it by the first record that has one,
+/// so pools without them stay readable by builds that know only version 1.
+pub const ZERO_TAIL_VERSION: u32 = 2;
 pub const SUPERBLOCK_SIZE: usize = 64;
 pub const INODE_HEADER_SIZE: usize = 128;
 pub const DENTRY_HEADER_SIZE: usize = 24;
@@ -46,10 +52,11 @@ pub struct Superblock {
 }
 
 impl Superblock {
-    pub fn current() -> Superblock {
+    /// The superblock of a pool of `version`.
+    pub fn of_version(version: u32) -> Superblock {
         Superblock {
             magic: MAGIC,
-            version: FORMAT_VERSION,
+            version,
         }
     }
 
@@ -142,6 +149,10 @@ pub struct InodeRecord {
     pub mtime: Timestamp,
     pub ctime: Timestamp,
     pub region: Oid,
+    /// Bytes at the end of a regular file that are not in its region and read as zeros
+    /// (a size set past what was written). The region holds the first
+    /// [`InodeRecord::data_len`] bytes. 0 for every other record.
+    pub zero_tail: u64,
     /// A boxed slice, not a Vec: one word less in every in-memory inode.
     pub target: Box<[u8]>,
 }
@@ -155,6 +166,7 @@ pub mod inode_field {
     /// atime, mtime, ctime: 16 bytes each from here.
     pub const TIMES: u64 = 48;
     pub const REGION: u64 = 96;
+    pub const ZERO_TAIL: u64 = 112;
 }
 
 impl InodeRecord {
@@ -178,8 +190,22 @@ impl InodeRecord {
             mtime: now,
             ctime: now,
             region: Oid::NULL,
+            zero_tail: 0,
             target: Box::default(),
         }
+    }
+
+    /// Bytes of the file its region holds, from offset 0; the rest of the size reads as
+    /// zeros.
+    pub fn data_len(&self) -> u64 {
+        self.size.saturating_sub(self.zero_tail)
+    }
+
+    /// Sets the size and how much of it the region holds (`data_len` <= `size`).
+    pub fn set_extent(&mut self, size: u64, data_len: u64) {
+        debug_assert!(data_len <= size, "data_len {data_len} past size {size}");
+        self.size = size;
+        self.zero_tail = size - data_len.min(size);
     }
 
     /// Header plus symlink target: the object size this record needs.
@@ -204,6 +230,7 @@ impl InodeRecord {
         self.ctime.encode(&mut out[80..96]);
         out[96..104].copy_from_slice(&self.region.pool_uuid_lo.to_le_bytes());
         out[104..112].copy_from_slice(&self.region.off.to_le_bytes());
+        out[112..120].copy_from_slice(&self.zero_tail.min(self.size).to_le_bytes());
         out
     }
 
@@ -238,6 +265,7 @@ impl InodeRecord {
                 pool_uuid_lo: u64_at(bytes, 96),
                 off: u64_at(bytes, 104),
             },
+            zero_tail: u64_at(bytes, 112),
             target,
         })
     }
@@ -343,6 +371,7 @@ mod tests {
                 pool_uuid_lo: 9,
                 off: 0x4000,
             },
+            zero_tail: 3,
             target: b"/a/path".as_slice().into(),
         }
     }
@@ -350,6 +379,17 @@ mod tests {
     #[test]
     fn inode_records_round_trip() {
         let rec = sample_inode();
+        assert_eq!(InodeRecord::decode(&rec.encode()), Some(rec));
+    }
+
+    #[test]
+    fn a_record_without_a_zero_tail_is_a_version_1_record() {
+        let mut rec = sample_inode();
+        rec.set_extent(100, 100);
+        assert_eq!(rec.zero_tail, 0);
+        assert!(rec.encode_header()[112..].iter().all(|&b| b == 0));
+        rec.set_extent(1 << 40, 10);
+        assert_eq!(rec.data_len(), 10);
         assert_eq!(InodeRecord::decode(&rec.encode()), Some(rec));
     }
 

@@ -1,6 +1,6 @@
 //! `warabifs check`: libpmemobj's own consistency check, then warabifs' metadata:
 //! every record readable and unique, every entry pointing somewhere, every inode
-//! reachable, sizes within capacity, link counts right. `--repair` fixes one problem
+//! reachable, stored data within its region, link counts right. `--repair` fixes one problem
 //! per transaction and reads the pool again before the next, so each fix sees the
 //! result of the one before.
 
@@ -51,7 +51,7 @@ enum Finding {
     DanglingEntry(EntryAt, &'static str),
     ExtraDirectoryEntry(EntryAt),
     MissingRegion(InodeAt),
-    SizeBeyondCapacity(InodeAt, u64),
+    DataBeyondRegion(InodeAt, u64),
     LeftoverOrphan(InodeAt),
     Unreachable(InodeAt),
     WrongLinkCount(InodeAt, u32),
@@ -67,7 +67,7 @@ impl Finding {
             Finding::DanglingEntry(..) => "dangling entry",
             Finding::ExtraDirectoryEntry(_) => "directory with several entries",
             Finding::MissingRegion(_) => "missing region",
-            Finding::SizeBeyondCapacity(..) => "size beyond capacity",
+            Finding::DataBeyondRegion(..) => "data beyond its region",
             Finding::LeftoverOrphan(_) => "orphan inode",
             Finding::Unreachable(_) => "unreachable inode",
             Finding::WrongLinkCount(..) => "wrong link count",
@@ -101,9 +101,11 @@ impl Finding {
                 "inode {} names region {}, which is not a live region",
                 i.meta.ino, i.meta.region
             ),
-            Finding::SizeBeyondCapacity(i, cap) => format!(
-                "inode {} has size {} but its region holds {cap}",
-                i.meta.ino, i.meta.size
+            Finding::DataBeyondRegion(i, cap) => format!(
+                "inode {} stores {} bytes (of size {}) but its region holds {cap}",
+                i.meta.ino,
+                i.meta.data_len(),
+                i.meta.size
             ),
             Finding::LeftoverOrphan(i) => format!(
                 "inode {} was unlinked while open and never reclaimed",
@@ -246,9 +248,10 @@ fn region_problem(store: &Store, inv: &Inventory, i: &InodeAt) -> Option<Finding
     if !region.is_null() && !inv.regions.contains(&region) {
         return Some(Finding::MissingRegion(i.clone()));
     }
+    // A size past the region is a zero tail; only stored bytes must fit in it.
     let capacity = store.capacity(region);
-    (i.meta.size > capacity && i.meta.mode & libc::S_IFMT == libc::S_IFREG)
-        .then(|| Finding::SizeBeyondCapacity(i.clone(), capacity))
+    (i.meta.data_len() > capacity && i.meta.mode & libc::S_IFMT == libc::S_IFREG)
+        .then(|| Finding::DataBeyondRegion(i.clone(), capacity))
 }
 
 fn is_orphan(meta: &InodeRecord) -> bool {
@@ -318,14 +321,11 @@ fn fix(store: &Store, inv: &Inventory, finding: &Finding) -> Result<(), StoreErr
             };
             tx.update_inode(i.record, &meta)?;
         }
-        Finding::SizeBeyondCapacity(i, capacity) => {
-            tx.update_inode(
-                i.record,
-                &InodeRecord {
-                    size: *capacity,
-                    ..i.meta.clone()
-                },
-            )?;
+        Finding::DataBeyondRegion(i, capacity) => {
+            // The size stays; what the region cannot hold reads as zeros.
+            let mut meta = i.meta.clone();
+            meta.set_extent(meta.size, *capacity);
+            tx.update_inode(i.record, &meta)?;
         }
         Finding::LeftoverOrphan(i) => {
             tx.free(i.meta.region)?;

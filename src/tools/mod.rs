@@ -48,6 +48,8 @@ pub struct Listing {
     /// The RegionID holding the data; none for an empty file or a non-file.
     pub region_id: Option<String>,
     pub size: u64,
+    /// Bytes of the file its region holds; the rest of `size` reads as zeros.
+    pub stored: u64,
     pub capacity: u64,
     /// Mode bits (type and permissions).
     pub mode: u32,
@@ -92,6 +94,7 @@ pub fn list(store: &Store, inv: &Inventory) -> Vec<Listing> {
             ino: crate::fs::RAW_REGION_INO_BIT | region.off,
             region_id: Some(region.to_string()),
             size: capacity,
+            stored: capacity,
             capacity,
             mode: libc::S_IFREG | 0o644,
             mtime: None,
@@ -107,6 +110,7 @@ fn file_row(store: &Store, path: String, meta: &InodeRecord) -> Listing {
         ino: meta.ino,
         region_id: region_id(meta.region),
         size: meta.size,
+        stored: meta.data_len(),
         capacity: store.capacity(meta.region),
         mode: meta.mode,
         mtime: Some(rfc3339(meta.mtime)),
@@ -185,15 +189,16 @@ pub fn info(store: &Store, inv: &Inventory) -> Info {
     }
 }
 
-/// `ls` as text: mode, size, capacity, mtime, RegionID and path, one file a line.
+/// `ls` as text: mode, size, bytes stored, capacity, mtime, RegionID and path, one file
+/// a line.
 pub fn render_listing(rows: &[Listing]) -> String {
     let mut out = String::new();
     for r in rows {
         let region = r.region_id.as_deref().unwrap_or("-");
         let mtime = r.mtime.as_deref().map_or("-", |t| &t[..19.min(t.len())]);
         out += &format!(
-            "{:<7} {:06o} {:>12} {:>12} {:<19} {:<32} {}\n",
-            r.kind, r.mode, r.size, r.capacity, mtime, region, r.path
+            "{:<7} {:06o} {:>12} {:>12} {:>12} {:<19} {:<32} {}\n",
+            r.kind, r.mode, r.size, r.stored, r.capacity, mtime, region, r.path
         );
     }
     out
