@@ -612,24 +612,25 @@ fn append_file(fs: &WarabiFs, name: &[u8], len: usize, piece: usize) -> u64 {
 #[test]
 fn a_reserve_that_could_not_be_trimmed_is_given_back_when_space_is_short() {
     let (_dir, path) = scratch();
-    let fs = create_pool(&path, 64 * MIB);
-    let blocker = create_file(&fs, ROOT_INO, b"blocker", &pattern(24 * MIB as usize, 1));
-    // Appended to 16 MiB, the file moves into the largest region; at its close the
-    // 16 MiB copy a trim needs does not fit beside the blocker.
-    let big = append_file(&fs, b"big", 16 * MIB as usize, 256 * KIB as usize);
+    let fs = create_pool(&path, 1024 * MIB);
+    let blocker = create_file(&fs, ROOT_INO, b"blocker", &pattern(384 * MIB as usize, 1));
+    // A pool large enough for files to take the largest region (store::LARGEST_MIN_STEP).
+    // Appended to 256 MiB, the file moves into the largest region; at its close the
+    // 256 MiB copy a trim needs does not fit beside the blocker.
+    let big = append_file(&fs, b"big", 256 * MIB as usize, 4 * MIB as usize);
     let reserve = fs.getattr(big).unwrap().blocks * 512;
-    assert!(reserve >= 30 * MIB, "the file holds only {reserve} bytes");
+    assert!(reserve >= 480 * MIB, "the file holds only {reserve} bytes");
     fs.unlink(ROOT_INO, b"blocker").unwrap();
     let _ = blocker;
-    // 28 MiB do not fit in what the blocker left, unless the reserve is given back.
-    let needs_room = pattern(28 * MIB as usize, 2);
+    // 448 MiB do not fit in what the blocker left, unless the reserve is given back.
+    let needs_room = pattern(448 * MIB as usize, 2);
     let ino = create_file(&fs, ROOT_INO, b"new", &needs_room);
     assert!(
-        fs.getattr(big).unwrap().blocks * 512 < 20 * MIB,
+        fs.getattr(big).unwrap().blocks * 512 < 320 * MIB,
         "the reserve stayed"
     );
     assert_eq!(read_all(&fs, ino), needs_room);
-    assert_eq!(read_all(&fs, big).len(), 16 * MIB as usize);
+    assert_eq!(read_all(&fs, big).len(), 256 * MIB as usize);
 }
 
 #[test]

@@ -192,9 +192,14 @@ impl WarabiFs {
     /// Copies what the region stores of `buf.len()` bytes at `off` into the start of
     /// `buf`; returns how many bytes that was (the rest of the range is zeros).
     fn read_stored(&self, state: &InodeState, off: u64, buf: &mut [u8]) -> usize {
-        let stored = state.meta.data_len().saturating_sub(off).min(buf.len() as u64) as usize;
+        let stored = state
+            .meta
+            .data_len()
+            .saturating_sub(off)
+            .min(buf.len() as u64) as usize;
         if stored > 0 {
-            self.store.read_into(state.region(), off, &mut buf[..stored]);
+            self.store
+                .read_into(state.region(), off, &mut buf[..stored]);
         }
         stored
     }

@@ -190,6 +190,12 @@ const TRIM_HEADROOM_SHARE: u64 = 16;
 /// the last, or twice it where growth doubles), and so does LARGEST_KEEP_FACTOR times
 /// it: the file then reaches about nine tenths of the space.
 const GEOMETRIC_REACH_SHARE: u64 = 64;
+/// The largest region is taken only where geometric growth stops at this size or more
+/// (pools of about 512 MiB and up). In smaller pools a file that moved there while a
+/// few MiB long could not be copied back at close, and would keep nearly the whole
+/// pool; there files grow geometrically all the way (as two regions held at once
+/// allow, about half the free space for one file).
+const LARGEST_MIN_STEP: u64 = 8 << 20;
 /// A file moving into the largest region leaves this many times its old capacity free:
 /// room to move it back into a fitting region when it is closed (up to about five
 /// times that capacity, counting the regions it left), and for other files meanwhile.
@@ -227,6 +233,13 @@ pub fn growth(needed: u64, capacity: u64, size: u64, free_bytes: u64, pool_bytes
     let limit = (reach / GEOMETRIC_REACH_SHARE).max(REGION_CHUNK);
     if needed <= limit {
         return Growth::To(region_size_for(geometric.min(limit), pool_bytes));
+    }
+    if limit < LARGEST_MIN_STEP {
+        // A small pool: a file of a few MiB in the largest region would keep most of
+        // the pool when its copy does not fit at close. Keep growing geometrically,
+        // within a quarter of the free space.
+        let step = geometric.min((free_bytes / 4).max(needed));
+        return Growth::To(region_size_for(step, pool_bytes));
     }
     Growth::Largest {
         at_least: region_size_for(needed, pool_bytes),
@@ -915,11 +928,15 @@ mod tests {
         // A full pool still gets asked for what the write needs (then fails as ENOSPC).
         assert_eq!(
             growth(3 * mib, mib, 0, 0, pool),
-            Growth::Largest {
-                at_least: region_size_for(3 * mib, pool),
-                keep: 4 * mib
-            }
+            Growth::To(region_size_for(3 * mib, pool))
         );
+        // Where geometric growth would stop below LARGEST_MIN_STEP (a pool of 256 MiB),
+        // a file keeps growing geometrically within a quarter of the free space.
+        let (small_pool, small_free) = (256 * mib, 250 * mib);
+        match growth(4 * mib, 4 * mib - 16, 0, small_free, small_pool) {
+            Growth::To(size) => assert!(size > 4 * mib && size <= small_free / 4, "{size}"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(growth(100, 0, 0, free, pool), Growth::To(MIN_REGION));
         // A first region just fits, however big.
         assert_eq!(
