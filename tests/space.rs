@@ -372,10 +372,12 @@ fn a_file_that_outgrows_the_pool_is_cut_short_and_keeps_what_went_in() {
     let (written, err) = append_until_error(&mut file, &block);
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     assert_eq!(file.metadata().unwrap().len(), written as u64);
-    // Growth leaves the file's earlier regions free in front of its last one, so it
-    // cannot take quite all.
+    // In a pool this small a growing file keeps moving geometrically, holding its old
+    // and its new region at once, so it reaches about half of what is offered (in
+    // pools of about 512 MiB and more it moves once into the largest region and takes
+    // nearly all of it: FORMAT.md §5.1, and the 900 MiB test above).
     assert!(
-        written as u64 >= offered / 4 * 3,
+        written as u64 >= offered / 3,
         "one file took {written} bytes of {offered} available"
     );
     println!("one file took {written} bytes of {offered} available");

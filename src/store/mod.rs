@@ -237,8 +237,8 @@ pub fn growth(needed: u64, capacity: u64, size: u64, free_bytes: u64, pool_bytes
     if limit < LARGEST_MIN_STEP {
         // A small pool: a file of a few MiB in the largest region would keep most of
         // the pool when its copy does not fit at close. Keep growing geometrically,
-        // within a quarter of the free space.
-        let step = geometric.min((free_bytes / 4).max(needed));
+        // with room for a quarter of the free space beyond what the write needs.
+        let step = geometric.min(needed.saturating_add(free_bytes / 4));
         return Growth::To(region_size_for(step, pool_bytes));
     }
     Growth::Largest {
@@ -931,7 +931,7 @@ mod tests {
             Growth::To(region_size_for(3 * mib, pool))
         );
         // Where geometric growth would stop below LARGEST_MIN_STEP (a pool of 256 MiB),
-        // a file keeps growing geometrically within a quarter of the free space.
+        // a file keeps growing geometrically by at most a quarter of the free space more than the write needs.
         let (small_pool, small_free) = (256 * mib, 250 * mib);
         match growth(4 * mib, 4 * mib - 16, 0, small_free, small_pool) {
             Growth::To(size) => assert!(size > 4 * mib && size <= small_free / 4, "{size}"),
