@@ -35,6 +35,23 @@ fn available(path: &Path) -> u64 {
     s.blocks_available() * s.fragment_size()
 }
 
+/// What `df` offers once the files just closed are settled: the kernel sends RELEASE
+/// after close(2) returns, and the last release of a file trims its region, which
+/// moves it and changes the largest free region. Waits (up to 10 s) for two readings
+/// 200 ms apart to agree.
+fn settled_available(path: &Path) -> u64 {
+    let mut last = available(path);
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = available(path);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 /// Bytes `df` says are used at `path` (all blocks less the free ones).
 fn used(path: &Path) -> u64 {
     let s = nix::sys::statvfs::statvfs(path).expect("statvfs");
@@ -289,7 +306,7 @@ fn fallocate_what_df_offers_after_a_mix(pool_size: &str, bytes: u64, seed: u64) 
     let create = format!("create_if_missing_with_size={pool_size}");
     let mnt = ForegroundMount::start(&pool, &mnt_path, &[create.as_str()]);
     random_mix(&mnt_path, bytes, seed);
-    let offered = available(&mnt_path);
+    let offered = settled_available(&mnt_path);
     assert!(
         offered > 2 * MIB,
         "{pool_size}: only {offered} bytes available after the mix"
