@@ -322,9 +322,14 @@ impl<O: Operations> Queue<O> {
     /// Serves the request now in entry `token` and commits its reply, or leaves the
     /// entry waiting for a reply that comes later.
     fn answer(&mut self, token: usize) {
-        let slot = Arc::new(Mutex::new(LateSlot::Serving));
-        let (replies, wake) = (self.late.0.clone(), Arc::clone(&self.wake));
-        let mut later = || late_sender(token, &slot, &replies, &wake);
+        // Made only for the operations whose reply may come later (open, setattr), so
+        // that other requests allocate nothing.
+        let mut slot = None;
+        let (replies, wake) = (&self.late.0, &self.wake);
+        let mut later = || {
+            let slot = slot.get_or_insert_with(|| Arc::new(Mutex::new(LateSlot::Serving)));
+            late_sender(token, slot, replies, wake)
+        };
         let entry = &mut self.entries[token];
         // SAFETY: the command of this entry just completed, so the kernel does not own
         // its buffers until the commit of its reply is submitted; these are the only
@@ -357,6 +362,10 @@ impl<O: Operations> Queue<O> {
             }
             Err(e) => self.commit(token, Err(log_unusual(e))),
             Ok(Served::Later) => {
+                let Some(slot) = slot else {
+                    tracing::error!("queue {}: a late reply without its slot", self.qid);
+                    return self.commit(token, Err(Errno::EIO));
+                };
                 let ready = std::mem::replace(&mut *slot.lock(), LateSlot::Waiting);
                 // Most replies are ready before serve returns: commit at once.
                 if let LateSlot::Ready(late) = ready {
