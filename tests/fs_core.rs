@@ -16,7 +16,7 @@ use warabifs::fs::{
 };
 use warabifs::pmem::{Oid, Pool, MAX_ALLOC_SIZE};
 use warabifs::store::records::Timestamp;
-use warabifs::store::{PoolConfig, StoreError};
+use warabifs::store::{transaction_reserve, PoolConfig, StoreError};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -631,6 +631,40 @@ fn a_reserve_that_could_not_be_trimmed_is_given_back_when_space_is_short() {
     );
     assert_eq!(read_all(&fs, ino), needs_room);
     assert_eq!(read_all(&fs, big).len(), 256 * MIB as usize);
+}
+
+#[test]
+fn the_headroom_of_a_file_still_open_is_given_back_when_space_is_short() {
+    // The kernel sends a release after close(2) returns, so the next file's writes
+    // may come while the last one is still open with the headroom growth gave it.
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, 64 * MIB);
+    let (open, fh) = fs.create(ROOT_INO, b"open", 0o644, caller()).unwrap();
+    let data = pattern(MIB as usize, 3);
+    for k in 0..8 {
+        fs.write(open.ino, k * MIB, &data, false).unwrap();
+    }
+    fs.write(open.ino, 8 * MIB, b"one more", false).unwrap();
+    let held = fs.getattr(open.ino).unwrap().blocks * 512;
+    let headroom = held - fs.getattr(open.ino).unwrap().size;
+    assert!(headroom >= MIB, "growth left {headroom} bytes of headroom");
+    // What the allocator gives: the available figure leaves the transaction reserve out.
+    let offered = fs.statfs().available_bytes + transaction_reserve(64 * MIB);
+    let wanted = offered + headroom / 2;
+    let (new, new_fh) = fs.create(ROOT_INO, b"new", 0o644, caller()).unwrap();
+    fs.fallocate(new.ino, 0, wanted, 0)
+        .unwrap_or_else(|e| panic!("fallocate of {wanted} bytes ({offered} offered): {e:?}"));
+    assert!(
+        fs.getattr(open.ino).unwrap().blocks * 512 < held,
+        "the headroom stayed"
+    );
+    let mut expected = data.repeat(8);
+    expected.extend_from_slice(b"one more");
+    assert_eq!(read_all(&fs, open.ino), expected);
+    // Written again, the open file grows again from its fitted region.
+    fs.write(open.ino, 8 * MIB + 8, b"!", false).unwrap();
+    fs.release(fh).unwrap();
+    fs.release(new_fh).unwrap();
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -24,8 +25,14 @@ pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 /// Zeros handed out for reads of a zero tail (in .bss: no memory until read).
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
-/// Closed files whose region holds much more than their data and could not be moved to
-/// a fitting one (the copy did not fit): tried again when another file runs out of room.
+/// How long a write that ran out of room waits for another file's lock to trim it.
+/// Bounded: two files growing at once in a full pool may each wait for the other.
+const RECLAIM_LOCK_WAIT: Duration = Duration::from_millis(100);
+
+/// Files whose region may hold much more than their data: files that growth gave
+/// headroom, and closed files whose move to a fitting region did not fit. They are
+/// trimmed when another file runs out of room; an open file among them too, since its
+/// release (sent by the kernel after close returns) may not have come yet.
 #[derive(Debug, Default)]
 pub struct Reserves {
     inodes: Mutex<BTreeSet<u64>>,
@@ -395,32 +402,33 @@ impl WarabiFs {
         );
         match self.move_region(state, wanted) {
             Err(e) if e.errno() == libc::ENOSPC && wanted > exact => self.move_region(state, exact),
+            Ok(()) if wanted > exact => {
+                self.reserves.note(state.meta.ino, true);
+                Ok(())
+            }
             other => other,
         }
     }
 
-    /// Trims the closed files noted in `reserves` (not the one being served, whose lock
-    /// is held, nor files whose locks are busy): true if any region got smaller.
+    /// Trims the files noted in `reserves` (not the one being served, whose lock is
+    /// held): true if the pool has more free space than before, so that the move that
+    /// did not fit is worth trying again. A file still open grows again if it is
+    /// written again, from a region that fits it.
     fn reclaim_reserves(&self, serving: &InodeState) -> bool {
-        let mut reclaimed = false;
+        let free_before = self.store.free_bytes();
         for ino in self.reserves.all_but(serving.meta.ino) {
             let Ok(inode) = self.inode(ino) else {
                 self.reserves.note(ino, false);
                 continue;
             };
-            let Some(mut state) = inode.state.try_write() else {
+            // A busy file is most often being trimmed by its release right now, which
+            // is the room this write waits for.
+            let Some(mut state) = inode.state.try_write_for(RECLAIM_LOCK_WAIT) else {
                 continue;
             };
-            if state.open_handles > 0 || state.meta.nlink == 0 {
-                // Its last close trims it, or frees it.
-                self.reserves.note(ino, false);
-                continue;
-            }
-            let before = state.capacity;
             self.trim(&mut state);
-            reclaimed |= state.capacity < before;
         }
-        reclaimed
+        self.store.free_bytes() > free_before
     }
 
     /// At the last close, gives back most of what growth reserved beyond the file's data

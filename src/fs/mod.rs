@@ -159,7 +159,7 @@ pub struct WarabiFs {
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
     gate: WriteGate,
-    /// Closed files holding reserves they could not give back yet.
+    /// Files holding headroom or reserves that a full pool asks back (see [`data::Reserves`]).
     reserves: data::Reserves,
 }
 
