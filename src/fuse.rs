@@ -110,7 +110,8 @@ pub fn negotiate(config: &mut KernelConfig, opts: &FsOptions) -> InitFlags {
     // needs no LOOKUP per name, whichever getdents call listed it.
     let mut wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
         | InitFlags::FUSE_PARALLEL_DIROPS
-        | InitFlags::FUSE_DO_READDIRPLUS;
+        | InitFlags::FUSE_DO_READDIRPLUS
+        | InitFlags::FUSE_READDIRPLUS_AUTO;
     // KILLPRIV_V2 moves the clearing of set-user-ID and set-group-ID on write into
     // warabifs. Without it the kernel asks for security.capability before every
     // write, which costs a round trip each.
@@ -160,7 +161,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: a.rdev,
-        blksize: 4096,
+        blksize: if a.kind == FileKind::Directory { 1 << 20 } else { 4096 },
         flags: 0,
     }
 }

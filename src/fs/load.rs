@@ -1,14 +1,14 @@
 //! Mount-time loading: one linear pass over the pool's objects builds the in-memory
 //! namespace; then orphans are reclaimed and Warabi's own regions are listed.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
-use super::inode::{Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
+use super::inode::{FileKind, Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
+use super::regions::ListedRegions;
 use super::{key, Dir, Entry, FsOptions, WarabiFs, WriteGate};
 use crate::pmem::Oid;
 use crate::store::records::{DentryRecord, InodeRecord, Timestamp, XattrRecord, INODE_ORPHAN};
@@ -16,12 +16,17 @@ use crate::store::{Scan, Store, StoreError};
 
 pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError> {
     let scan = store.scan();
+    // Sized once from the scan: growing maps of a million entries rehashes them
+    // several times over.
     let fs = WarabiFs {
         store,
         opts,
-        inodes: DashMap::new(),
-        names: DashMap::new(),
+        inodes: DashMap::with_capacity(scan.inodes.len() + 1),
+        names: DashMap::with_capacity(scan.dentries.len()),
         dirs: DashMap::new(),
+        regions: RwLock::new(ListedRegions::default()),
+        listed_with_inode: AtomicUsize::new(0),
+        mounted_at: Timestamp::now(),
         namespace: Mutex::new(()),
         next_ino: AtomicU64::new(ROOT_INO + 1),
         handles: DashMap::new(),
@@ -37,13 +42,19 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
         regions,
         unreadable,
     } = scan;
-    let live_regions: HashSet<Oid> = regions.iter().copied().collect();
+    // Regions by offset, ascending (pmemobj_next returns them in pool order already):
+    // looked up by binary search and merged with the owned ones, with no hash set of
+    // a million entries.
+    let mut live_regions: Vec<u64> = regions.iter().map(|r| r.off).collect();
+    drop(regions);
+    live_regions.sort_unstable();
     let owned = fs.load_inodes(inodes, &live_regions);
     fs.attach_xattrs(xattrs);
     fs.ensure_root()?;
     fs.load_dentries(dentries);
     fs.reclaim_orphans()?;
-    fs.list_warabi_regions(&regions, &owned);
+    let region_count = live_regions.len();
+    fs.list_warabi_regions(live_regions, &owned);
     if !unreadable.is_empty() {
         tracing::warn!(
             "{} objects of the pool are neither regions nor readable warabifs records; left untouched",
@@ -53,28 +64,30 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
     // The scan read every record once; the namespace now lives in memory.
     fs.store.pool().release_resident_pages();
     tracing::info!(
-        "loaded {} inodes, {} directory entries, {} regions",
+        "loaded {} inodes, {} directory entries, {} regions ({} listed by RegionID)",
         fs.inodes.len(),
         fs.names.len(),
-        regions.len()
+        region_count,
+        fs.regions.read().len()
     );
     Ok(fs)
 }
 
 impl WarabiFs {
-    /// Creates the in-memory inodes; returns the regions they own.
-    fn load_inodes(
-        &self,
-        records: Vec<(Oid, InodeRecord)>,
-        live_regions: &HashSet<Oid>,
-    ) -> HashSet<Oid> {
-        let mut owned = HashSet::with_capacity(records.len());
+    /// Creates the in-memory inodes; returns the offsets of the regions they own,
+    /// ascending. `live_regions` are the offsets of every region, ascending.
+    fn load_inodes(&self, records: Vec<(Oid, InodeRecord)>, live_regions: &[u64]) -> Vec<u64> {
+        let mut owned = Vec::with_capacity(records.len());
         let mut max_ino = ROOT_INO;
+        let uuid_lo = self.store.pool().oid_at(0).pool_uuid_lo;
+        let is_live = |region: Oid| {
+            region.pool_uuid_lo == uuid_lo && live_regions.binary_search(&region.off).is_ok()
+        };
         for (oid, mut rec) in records {
             if rec.ino & RAW_REGION_INO_BIT == 0 {
                 max_ino = max_ino.max(rec.ino);
             }
-            if !rec.region.is_null() && !live_regions.contains(&rec.region) {
+            if !rec.region.is_null() && !is_live(rec.region) {
                 // Erased behind our back (Warabi's erase of the file's RegionID): the
                 // record must not point at freed memory, so the file shows up empty.
                 tracing::error!(
@@ -86,7 +99,7 @@ impl WarabiFs {
                 rec.size = 0;
             }
             if !rec.region.is_null() {
-                owned.insert(rec.region);
+                owned.push(rec.region.off);
             }
             if rec.mode & libc::S_IFMT == libc::S_IFDIR {
                 self.dirs.insert(
@@ -103,6 +116,7 @@ impl WarabiFs {
                 .insert(state.meta.ino, Arc::new(Inode::new(state)));
         }
         self.next_ino.store(max_ino + 1, Ordering::Relaxed);
+        owned.sort_unstable();
         owned
     }
 
@@ -166,7 +180,11 @@ impl WarabiFs {
                 );
                 continue;
             }
-            self.insert_entry(d.parent, &d.name, Entry::recorded(d.ino, oid));
+            let kind = self
+                .inodes
+                .get(&d.ino)
+                .map_or(FileKind::Regular, |i| i.state.read().kind());
+            self.insert_entry(d.parent, &d.name, Entry::recorded(d.ino, kind, oid));
             if let Some(mut child) = self.dirs.get_mut(&d.ino) {
                 child.parent = d.parent;
             }
@@ -208,46 +226,71 @@ impl WarabiFs {
     }
 
     /// Lists every region no inode owns (one Warabi made) in the root directory, named by
-    /// its RegionID and sized by its usable size, as Warabi records no size.
-    fn list_warabi_regions(&self, regions: &[Oid], owned: &HashSet<Oid>) {
-        let now = Timestamp::now();
-        for &region in regions.iter().filter(|r| !owned.contains(r)) {
-            // A file adopted from a region that has since moved keeps that region's
-            // number and name; a new region Warabi made at the same offset then gets a
-            // counter number (stable once adopted) and a suffixed name.
-            let mut ino = RAW_REGION_INO_BIT | region.off;
-            if self.inodes.contains_key(&ino) {
-                ino = self.allocate_ino();
+    /// its RegionID and sized by its usable size, as Warabi records no size. `regions`
+    /// and `owned` are offsets, ascending. Each region is listed by its offset alone
+    /// (regions.rs) unless its name or number is taken by a file.
+    fn list_warabi_regions(&self, regions: Vec<u64>, owned: &[u64]) {
+        let uuid_lo = self.store.pool().oid_at(0).pool_uuid_lo;
+        let may_collide = self.names_or_numbers_like_regions();
+        let mut owned = owned.iter().peekable();
+        let mut listed = regions;
+        listed.retain(|&off| {
+            while owned.next_if(|&&o| o < off).is_some() {}
+            if owned.next_if_eq(&&off).is_some() {
+                return false;
             }
-            let Some(name) = region_names(region)
-                .into_iter()
-                .find(|n| !self.names.contains_key(&key(ROOT_INO, n)))
-            else {
-                tracing::warn!("region {region}: its names are taken by other files; not listed");
-                continue;
+            let region = Oid {
+                pool_uuid_lo: uuid_lo,
+                off,
             };
-            let capacity = self.store.capacity(region);
-            let meta = InodeRecord {
-                size: capacity,
-                region,
-                ..InodeRecord::new(
-                    ino,
-                    libc::S_IFREG | 0o644,
-                    self.opts.uid,
-                    self.opts.gid,
-                    now,
-                )
-            };
-            let state = InodeState::new(meta, None, capacity);
-            self.inodes.insert(ino, Arc::new(Inode::new(state)));
-            let cookie = region.off;
-            let entry = Entry {
-                ino,
-                cookie,
-                has_record: false,
-            };
-            self.insert_entry(ROOT_INO, &name, entry);
+            if may_collide && self.region_collides(region) {
+                self.name_colliding_region(region);
+                return false;
+            }
+            true
+        });
+        listed.shrink_to_fit();
+        *self.regions.write() = ListedRegions::new(uuid_lo, listed);
+    }
+
+    /// Whether some inode has a region-style number (an adopted region's) or some root
+    /// entry a RegionID-style name: only then can a region's name or number be taken,
+    /// and only then is each region checked.
+    fn names_or_numbers_like_regions(&self) -> bool {
+        let region_like = |name: &[u8]| name.len() >= 32 && name[..32].iter().all(u8::is_ascii_hexdigit);
+        self.inodes.iter().any(|i| i.ino & RAW_REGION_INO_BIT != 0)
+            || self
+                .dirs
+                .get(&ROOT_INO)
+                .is_some_and(|root| root.children.values().any(|c| region_like(&c.name)))
+    }
+
+    /// Whether the region's plain name or its inode number is taken.
+    fn region_collides(&self, region: Oid) -> bool {
+        let [plain, _] = region_names(region);
+        self.inodes.contains_key(&(RAW_REGION_INO_BIT | region.off))
+            || self.names.contains_key(&key(ROOT_INO, &plain))
+    }
+
+    /// A region whose name or number a file took: an inode and a named entry of its own.
+    fn name_colliding_region(&self, region: Oid) {
+        // A file adopted from a region that has since moved keeps that region's
+        // number and name; a new region Warabi made at the same offset then gets a
+        // counter number (stable once adopted) and a suffixed name.
+        let mut ino = RAW_REGION_INO_BIT | region.off;
+        if self.inodes.contains_key(&ino) {
+            ino = self.allocate_ino();
         }
+        let Some(name) = region_names(region)
+            .into_iter()
+            .find(|n| !self.names.contains_key(&key(ROOT_INO, n)))
+        else {
+            tracing::warn!("region {region}: its names are taken by other files; not listed");
+            return;
+        };
+        let state = self.region_state(ino, region);
+        self.inodes.insert(ino, Arc::new(Inode::new(state)));
+        self.insert_entry(ROOT_INO, &name, Entry::region(ino, region));
     }
 }
 

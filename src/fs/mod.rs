@@ -14,25 +14,26 @@ mod inode;
 mod load;
 mod namespace;
 mod ranges;
+mod regions;
 mod xattr;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 pub use data::{SetAttr, SetTime};
 pub use error::{Errno, FsResult};
 pub use gate::{Deferred, WriteGate};
-use inode::Inode;
+use inode::{Inode, InodeState};
 pub use inode::{Attr, FileKind, RAW_REGION_INO_BIT, ROOT_INO};
 pub use namespace::{DirEntry, RenameMode};
 pub use xattr::REGION_ID_XATTR;
 
 use crate::pmem::Oid;
-use crate::store::records::NAME_MAX;
+use crate::store::records::{InodeRecord, Timestamp, NAME_MAX};
 use crate::store::{PoolConfig, Store, StoreError};
 
 /// How the file system behaves, from the mount options.
@@ -101,6 +102,8 @@ pub struct FsStats {
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     ino: u64,
+    /// The kind of the inode it names (which never changes), for readdir's d_type.
+    kind: FileKind,
     /// Position in the directory listing (the dentry record's offset): stable across
     /// mounts and unique, so readdir offsets survive concurrent changes.
     cookie: u64,
@@ -111,11 +114,22 @@ struct Entry {
 
 impl Entry {
     /// The entry of a dentry record.
-    fn recorded(ino: u64, dentry: Oid) -> Entry {
+    fn recorded(ino: u64, kind: FileKind, dentry: Oid) -> Entry {
         Entry {
             ino,
+            kind,
             cookie: dentry.off,
             has_record: true,
+        }
+    }
+
+    /// The entry of a Warabi region (no record): it lists at the region's offset.
+    fn region(ino: u64, region: Oid) -> Entry {
+        Entry {
+            ino,
+            kind: FileKind::Regular,
+            cookie: region.off,
+            has_record: false,
         }
     }
 }
@@ -124,7 +138,16 @@ impl Entry {
 #[derive(Debug, Default)]
 struct Dir {
     parent: u64,
-    children: BTreeMap<u64, Name>,
+    children: BTreeMap<u64, Child>,
+}
+
+/// One child of a directory as readdir lists it: everything a getdents entry needs, so
+/// listing takes no other lookup per entry.
+#[derive(Clone, Debug)]
+struct Child {
+    name: Name,
+    ino: u64,
+    kind: FileKind,
 }
 
 /// An open file.
@@ -143,9 +166,19 @@ type NameKey = (u64, Name);
 pub struct WarabiFs {
     store: Store,
     opts: FsOptions,
+    /// Inodes with state in memory: every inode record, and the listed Warabi regions
+    /// something has needed the state of (see `regions`).
     inodes: DashMap<u64, Arc<Inode>>,
+    /// Named entries: dentry records, and Warabi regions that could not be listed in
+    /// `regions`. The root's listed Warabi regions are not in here.
     names: DashMap<NameKey, Entry>,
     dirs: DashMap<u64, Dir>,
+    /// Warabi-made regions listed in the root directory by offset alone (regions.rs).
+    regions: RwLock<regions::ListedRegions>,
+    /// How many of the listed regions also have an inode in `inodes` (for statfs).
+    listed_with_inode: AtomicUsize,
+    /// Times shown for Warabi regions, which have none of their own.
+    mounted_at: Timestamp,
     namespace: Mutex<()>,
     next_ino: AtomicU64,
     handles: DashMap<u64, Handle>,
@@ -169,11 +202,51 @@ impl WarabiFs {
         &self.gate
     }
 
+    /// The inode `ino`, with its state in memory: a listed Warabi region gets one here
+    /// the first time something needs it.
     fn inode(&self, ino: u64) -> FsResult<Arc<Inode>> {
-        self.inodes
-            .get(&ino)
-            .map(|i| Arc::clone(&i))
-            .ok_or(Errno::ENOENT)
+        if let Some(inode) = self.inodes.get(&ino) {
+            return Ok(Arc::clone(&inode));
+        }
+        // Under the listing's lock, so that a region leaving the listing (and then
+        // forgotten) cannot get an inode again after it.
+        let regions = self.regions.read();
+        let region = regions.by_ino(ino).ok_or(Errno::ENOENT)?;
+        let inode = self.inodes.entry(ino).or_insert_with(|| {
+            self.listed_with_inode.fetch_add(1, Ordering::Relaxed);
+            Arc::new(Inode::new(self.region_state(ino, region)))
+        });
+        Ok(Arc::clone(&inode))
+    }
+
+    /// The state of a Warabi region without a record, as its offset and the mount
+    /// options give it: sized by its usable size, as Warabi records no size.
+    fn region_state(&self, ino: u64, region: Oid) -> InodeState {
+        let capacity = self.store.capacity(region);
+        let meta = InodeRecord {
+            size: capacity,
+            region,
+            ..InodeRecord::new(
+                ino,
+                libc::S_IFREG | 0o644,
+                self.opts.uid,
+                self.opts.gid,
+                self.mounted_at,
+            )
+        };
+        InodeState::new(meta, None, capacity)
+    }
+
+    /// The entry `name` of directory `parent`: a named one, or a listed Warabi region.
+    fn entry(&self, parent: u64, name: &[u8]) -> Option<Entry> {
+        if let Some(entry) = self.names.get(&key(parent, name)) {
+            return Some(*entry);
+        }
+        if parent != ROOT_INO {
+            return None;
+        }
+        let region = self.regions.read().by_name(name)?;
+        Some(Entry::region(RAW_REGION_INO_BIT | region.off, region))
     }
 
     /// The dentry record behind `entry`, if it has one.
@@ -195,17 +268,32 @@ impl WarabiFs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        Ok(self.inode(ino)?.state.read().attr())
+        if let Some(inode) = self.inodes.get(&ino).map(|i| Arc::clone(&i)) {
+            return Ok(inode.state.read().attr());
+        }
+        // A listed region nothing has opened: its attributes without making its inode.
+        let region = self.regions.read().by_ino(ino).ok_or(Errno::ENOENT)?;
+        Ok(self.region_state(ino, region).attr())
     }
 
     pub fn statfs(&self) -> FsStats {
         FsStats {
             total_bytes: self.store.total_bytes(),
             free_bytes: self.store.free_bytes(),
-            files: self.inodes.len() as u64,
+            files: self.file_count() as u64,
             block_size: 4096,
             name_max: NAME_MAX as u32,
         }
+    }
+
+    /// Inodes, counting each listed Warabi region once whether it has an inode or not.
+    fn file_count(&self) -> usize {
+        let listed_without_inode = self
+            .regions
+            .read()
+            .len()
+            .saturating_sub(self.listed_with_inode.load(Ordering::Relaxed));
+        self.inodes.len() + listed_without_inode
     }
 
     /// Makes everything durable: called at unmount.

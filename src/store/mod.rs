@@ -288,9 +288,14 @@ impl Store {
             }
             let size = self.pool.usable_size(oid);
             allocated += size + OBJECT_OVERHEAD;
+            let type_num = self.pool.type_num(oid);
+            if type_num == TYPE_REGION {
+                // A region's bytes are file data: the scan does not read them.
+                scan.regions.push(oid);
+                continue;
+            }
             let bytes = self.pool.bytes(oid, 0, size as usize);
-            match self.pool.type_num(oid) {
-                TYPE_REGION => scan.regions.push(oid),
+            match type_num {
                 TYPE_INODE => match InodeRecord::decode(bytes) {
                     Some(rec) => scan.inodes.push((oid, rec)),
                     None => scan.unreadable.push(oid),
