@@ -12,9 +12,11 @@ mod error;
 mod gate;
 mod inode;
 mod load;
+mod names;
 mod namespace;
 mod ranges;
 mod regions;
+mod unloaded;
 mod xattr;
 
 use std::collections::BTreeMap;
@@ -162,17 +164,24 @@ struct Handle {
 type Name = Arc<[u8]>;
 type NameKey = (u64, Name);
 
+/// The file system's concurrent maps. foldhash (seeded per process) instead of SipHash:
+/// a mount of a million names hashes each a few times, and SipHash was a good part of
+/// it.
+type Map<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+
 /// The mounted file system.
 pub struct WarabiFs {
     store: Store,
     opts: FsOptions,
-    /// Inodes with state in memory: every inode record, and the listed Warabi regions
-    /// something has needed the state of (see `regions`).
-    inodes: DashMap<u64, Arc<Inode>>,
+    /// Inodes with state in memory: those something has needed the state of since the
+    /// mount (opened, changed), or made. The others are in `unloaded` or `regions`.
+    inodes: Map<u64, Arc<Inode>>,
+    /// Inodes whose state is still only their record on the pool (unloaded.rs).
+    unloaded: RwLock<unloaded::UnloadedInodes>,
     /// Named entries: dentry records, and Warabi regions that could not be listed in
-    /// `regions`. The root's listed Warabi regions are not in here.
-    names: DashMap<NameKey, Entry>,
-    dirs: DashMap<u64, Dir>,
+    /// `regions` (names.rs). The root's listed Warabi regions are not in here.
+    names: names::NameIndex,
+    dirs: Map<u64, Dir>,
     /// Warabi-made regions listed in the root directory by offset alone (regions.rs).
     regions: RwLock<regions::ListedRegions>,
     /// How many of the listed regions also have an inode in `inodes` (for statfs).
@@ -181,7 +190,7 @@ pub struct WarabiFs {
     mounted_at: Timestamp,
     namespace: Mutex<()>,
     next_ino: AtomicU64,
-    handles: DashMap<u64, Handle>,
+    handles: Map<u64, Handle>,
     next_fh: AtomicU64,
     gate: WriteGate,
 }
@@ -202,11 +211,14 @@ impl WarabiFs {
         &self.gate
     }
 
-    /// The inode `ino`, with its state in memory: a listed Warabi region gets one here
-    /// the first time something needs it.
+    /// The inode `ino`, with its state in memory: an inode known only by its record, or
+    /// a listed Warabi region, is loaded here the first time something needs it.
     fn inode(&self, ino: u64) -> FsResult<Arc<Inode>> {
         if let Some(inode) = self.inodes.get(&ino) {
             return Ok(Arc::clone(&inode));
+        }
+        if let Some(inode) = self.load_inode(ino)? {
+            return Ok(inode);
         }
         // Under the listing's lock, so that a region leaving the listing (and then
         // forgotten) cannot get an inode again after it.
@@ -217,6 +229,39 @@ impl WarabiFs {
             Arc::new(Inode::new(self.region_state(ino, region)))
         });
         Ok(Arc::clone(&inode))
+    }
+
+    /// Loads inode `ino` from its record, unless it is loaded already or has no record.
+    /// Under the unloaded set's write lock, so that an inode is loaded once and never
+    /// missing from both the set and the map.
+    fn load_inode(&self, ino: u64) -> FsResult<Option<Arc<Inode>>> {
+        let mut unloaded = self.unloaded.write();
+        if let Some(inode) = self.inodes.get(&ino) {
+            return Ok(Some(Arc::clone(&inode)));
+        }
+        let Some(off) = unloaded.record_of(ino) else {
+            return Ok(None);
+        };
+        let state = self.unloaded_state(off).ok_or(Errno::EIO)?;
+        unloaded.take(ino);
+        let inode = Arc::new(Inode::new(state));
+        self.inodes.insert(ino, Arc::clone(&inode));
+        Ok(Some(inode))
+    }
+
+    /// The state of an unloaded inode, from its record at offset `off`.
+    fn unloaded_state(&self, off: u64) -> Option<InodeState> {
+        let record = self.store.pool().oid_at(off);
+        let meta = self.store.inode_record(record)?;
+        let capacity = self.store.capacity(meta.region);
+        Some(InodeState::new(meta, Some(record), capacity))
+    }
+
+    /// Whether inode `ino` exists (loaded, unloaded or a listed Warabi region).
+    fn exists(&self, ino: u64) -> bool {
+        self.inodes.contains_key(&ino)
+            || self.unloaded.read().record_of(ino).is_some()
+            || self.regions.read().by_ino(ino).is_some()
     }
 
     /// The state of a Warabi region without a record, as its offset and the mount
@@ -239,8 +284,8 @@ impl WarabiFs {
 
     /// The entry `name` of directory `parent`: a named one, or a listed Warabi region.
     fn entry(&self, parent: u64, name: &[u8]) -> Option<Entry> {
-        if let Some(entry) = self.names.get(&key(parent, name)) {
-            return Some(*entry);
+        if let Some(entry) = self.names.get(&self.store, parent, name) {
+            return Some(entry);
         }
         if parent != ROOT_INO {
             return None;
@@ -271,7 +316,16 @@ impl WarabiFs {
         if let Some(inode) = self.inodes.get(&ino).map(|i| Arc::clone(&i)) {
             return Ok(inode.state.read().attr());
         }
-        // A listed region nothing has opened: its attributes without making its inode.
+        // Nothing has needed the inode's state yet: its attributes from its record (read
+        // under the lock that keeps it from being loaded and freed meanwhile), or from a
+        // listed region, without loading it.
+        {
+            let unloaded = self.unloaded.read();
+            if let Some(off) = unloaded.record_of(ino) {
+                let state = self.unloaded_state(off).ok_or(Errno::EIO)?;
+                return Ok(state.attr());
+            }
+        }
         let region = self.regions.read().by_ino(ino).ok_or(Errno::ENOENT)?;
         Ok(self.region_state(ino, region).attr())
     }
@@ -293,7 +347,7 @@ impl WarabiFs {
             .read()
             .len()
             .saturating_sub(self.listed_with_inode.load(Ordering::Relaxed));
-        self.inodes.len() + listed_without_inode
+        self.inodes.len() + self.unloaded.read().len() + listed_without_inode
     }
 
     /// Makes everything durable: called at unmount.

@@ -69,7 +69,7 @@ impl WarabiFs {
 
     fn lookup_ino(&self, parent: u64, name: &[u8]) -> FsResult<u64> {
         if !self.dirs.contains_key(&parent) {
-            return Err(if self.inodes.contains_key(&parent) {
+            return Err(if self.exists(parent) {
                 Errno::ENOTDIR
             } else {
                 Errno::ENOENT
@@ -102,7 +102,7 @@ impl WarabiFs {
             self.dirs
                 .get(&ino)
                 .map(|d| d.parent)
-                .ok_or(if self.inodes.contains_key(&ino) {
+                .ok_or(if self.exists(ino) {
                     Errno::ENOTDIR
                 } else {
                     Errno::ENOENT
@@ -326,11 +326,11 @@ impl WarabiFs {
             };
             dir.children.insert(entry.cookie, child);
         }
-        self.names.insert((parent, name), entry);
+        self.names.insert(parent, name, entry);
     }
 
     fn remove_entry(&self, parent: u64, name: &[u8]) -> Option<Entry> {
-        if let Some((_, entry)) = self.names.remove(&key(parent, name)) {
+        if let Some(entry) = self.names.remove(&self.store, parent, name) {
             if let Some(mut dir) = self.dirs.get_mut(&parent) {
                 dir.children.remove(&entry.cookie);
             }

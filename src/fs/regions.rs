@@ -121,7 +121,7 @@ mod tests {
     use super::*;
 
     fn listing() -> ListedRegions {
-        ListedRegions::new(7, vec![0x100, 0x200, 0x300, 0x400])
+        ListedRegions::new(0xabcd_ef01, vec![0x100, 0x200, 0x300, 0x400])
     }
 
     #[test]
@@ -137,7 +137,7 @@ mod tests {
     fn listed_regions_are_found_by_number_offset_and_name() {
         let regions = listing();
         let oid = Oid {
-            pool_uuid_lo: 7,
+            pool_uuid_lo: 0xabcd_ef01,
             off: 0x200,
         };
         assert_eq!(regions.by_ino(RAW_REGION_INO_BIT | 0x200), Some(oid));
@@ -147,7 +147,7 @@ mod tests {
         let upper = oid.to_string().to_uppercase();
         assert_eq!(regions.by_name(upper.as_bytes()), None);
         let other_pool = Oid {
-            pool_uuid_lo: 8,
+            pool_uuid_lo: 0xabcd_ef02,
             ..oid
         };
         assert_eq!(regions.by_name(&region_name(other_pool)), None);
