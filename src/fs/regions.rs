@@ -107,13 +107,7 @@ impl ListedRegions {
 
 /// A region's RegionID as a name: 32 lowercase hex digits, without an allocation.
 pub(super) fn region_name(region: Oid) -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut name = [0u8; 32];
-    for (i, byte) in region.to_region_id().into_iter().enumerate() {
-        name[2 * i] = HEX[usize::from(byte >> 4)];
-        name[2 * i + 1] = HEX[usize::from(byte & 0xf)];
-    }
-    name
+    region.region_id_hex()
 }
 
 #[cfg(test)]
