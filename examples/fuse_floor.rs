@@ -27,7 +27,7 @@ use fuser::{
 };
 use parking_lot::Mutex;
 use warabifs::config::MountConfig;
-use warabifs::fs::FsOptions;
+use warabifs::fs::{FsOptions, DIRECTORY_BLKSIZE};
 use warabifs::fuse::{negotiate, open_flags, TTL};
 use warabifs::mount::tune_page_cache;
 
@@ -72,7 +72,10 @@ fn new_attr(ino: u64, kind: FileType, perm: u16, req: &Request) -> FileAttr {
         uid: req.uid(),
         gid: req.gid(),
         rdev: 0,
-        blksize: 4096,
+        blksize: match kind {
+            FileType::Directory => DIRECTORY_BLKSIZE,
+            _ => 4096,
+        },
         flags: 0,
     }
 }
@@ -101,7 +104,7 @@ impl Floor {
                 uid: 0,
                 gid: 0,
                 rdev: 0,
-                blksize: 4096,
+                blksize: DIRECTORY_BLKSIZE,
                 flags: 0,
             },
             children: BTreeMap::new(),

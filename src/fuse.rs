@@ -106,8 +106,10 @@ pub fn open_flags(opts: &FsOptions, flags: OpenFlags) -> FopenFlags {
 pub fn negotiate(config: &mut KernelConfig, opts: &FsOptions) -> InitFlags {
     let _ = config.set_max_write(MAX_WRITE);
     // mmap of direct-I/O files (atomic_writes) needs the kernel's permission.
-    // Readdirplus always (not READDIRPLUS_AUTO): `ls -l` of a large directory then
-    // needs no LOOKUP per name, whichever getdents call listed it.
+    // READDIRPLUS_AUTO: the kernel asks for readdirplus for the first getdents of a
+    // listing and then only while the caller stats what it lists (`ls -l` does, each
+    // entry right after reading it), so `ls` alone does not make a kernel inode and
+    // dentry per name (for a million names that cost more than the listing).
     let mut wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
         | InitFlags::FUSE_PARALLEL_DIROPS
         | InitFlags::FUSE_DO_READDIRPLUS
@@ -161,7 +163,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: a.rdev,
-        blksize: if a.kind == FileKind::Directory { 1 << 20 } else { 4096 },
+        blksize: a.blksize,
         flags: 0,
     }
 }

@@ -30,7 +30,7 @@ pub use data::{SetAttr, SetTime};
 pub use error::{Errno, FsResult};
 pub use gate::{Deferred, WriteGate};
 use inode::{Inode, InodeState};
-pub use inode::{Attr, FileKind, RAW_REGION_INO_BIT, ROOT_INO};
+pub use inode::{Attr, FileKind, DIRECTORY_BLKSIZE, RAW_REGION_INO_BIT, ROOT_INO};
 pub use namespace::{DirEntry, RenameMode};
 pub use xattr::REGION_ID_XATTR;
 
