@@ -51,7 +51,10 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     if args.pool.symlink_metadata().is_ok() {
-        return Err(format!("{} already exists; refusing to overwrite it", args.pool.display()));
+        return Err(format!(
+            "{} already exists; refusing to overwrite it",
+            args.pool.display()
+        ));
     }
     let config = PoolConfig {
         path: args.pool.clone(),

@@ -503,7 +503,7 @@ impl Filesystem for FuseAdapter {
                 INodeNo(e.ino),
                 e.cookie,
                 file_type(e.kind),
-                OsStr::from_bytes(&e.name),
+                OsStr::from_bytes(e.name),
             )
         });
         match result {
@@ -528,7 +528,7 @@ impl Filesystem for FuseAdapter {
             reply.add(
                 INodeNo(e.ino),
                 e.cookie,
-                OsStr::from_bytes(&e.name),
+                OsStr::from_bytes(e.name),
                 &TTL,
                 &file_attr(&attr),
                 Generation(0),

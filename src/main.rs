@@ -103,14 +103,14 @@ fn main() -> ExitCode {
 fn run_tool(tool: Tool) -> ExitCode {
     let _ = logging::init(&logging::LogTarget::Stderr, logging::DEFAULT_FILTER);
     let result = match tool {
-        Tool::Ls { pool, json } => tools::open(&pool).and_then(|store| {
+        Tool::Ls { pool, json } => tools::open(&pool).map(|store| {
             if json {
                 print_as(true, &tools::list(&store), |_| String::new());
             } else if let Err(e) = tools::print_listing(&store) {
                 eprintln!("warabifs: writing the listing: {e}");
-                return Ok(ExitCode::from(2));
+                return ExitCode::from(2);
             }
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }),
         Tool::Info { pool, json } => tools::open(&pool).map(|store| {
             let info = tools::info(&store, &Inventory::new(tools::scan(&store)));

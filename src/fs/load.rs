@@ -112,7 +112,7 @@ fn collect(store: &Store) -> Collected {
         ..Collected::default()
     };
     store.scan_each(|object| match object {
-        Found::Region(oid) => found.regions.push(oid.off),
+        Found::Region(oid, _) => found.regions.push(oid.off),
         Found::Inode(oid, rec) => found.inode(oid, &rec),
         Found::Dentry(record, view) => found.dentries.push(FoundEntry {
             record,
@@ -161,7 +161,10 @@ impl WarabiFs {
         }
         let slots = inodes.iter().map(|&(ino, off, _)| (ino, off)).collect();
         *self.unloaded.write() = UnloadedInodes::new(slots);
-        inodes.into_iter().map(|(ino, _, kind)| (ino, kind)).collect()
+        inodes
+            .into_iter()
+            .map(|(ino, _, kind)| (ino, kind))
+            .collect()
     }
 
     /// Files whose region is no longer a live region (erased behind our back, by
@@ -360,7 +363,10 @@ impl WarabiFs {
         let region_like =
             |name: &[u8]| name.len() >= 32 && name[..32].iter().all(u8::is_ascii_hexdigit);
         self.inodes.iter().any(|i| i.ino & RAW_REGION_INO_BIT != 0)
-            || self.unloaded.read().any_ino(|ino| ino & RAW_REGION_INO_BIT != 0)
+            || self
+                .unloaded
+                .read()
+                .any_ino(|ino| ino & RAW_REGION_INO_BIT != 0)
             || self
                 .dirs
                 .get(&ROOT_INO)

@@ -29,8 +29,8 @@ use parking_lot::{Mutex, RwLock};
 pub use data::{SetAttr, SetTime};
 pub use error::{Errno, FsResult};
 pub use gate::{Deferred, WriteGate};
-use inode::{Inode, InodeState};
 pub use inode::{Attr, FileKind, DIRECTORY_BLKSIZE, RAW_REGION_INO_BIT, ROOT_INO};
+use inode::{Inode, InodeState};
 pub use namespace::{DirEntry, RenameMode};
 pub use xattr::REGION_ID_XATTR;
 

@@ -98,15 +98,15 @@ impl WarabiFs {
         offset: u64,
         mut add: impl FnMut(DirEntry<'_>) -> bool,
     ) -> FsResult<()> {
-        let parent =
-            self.dirs
-                .get(&ino)
-                .map(|d| d.parent)
-                .ok_or(if self.exists(ino) {
-                    Errno::ENOTDIR
-                } else {
-                    Errno::ENOENT
-                })?;
+        let parent = self
+            .dirs
+            .get(&ino)
+            .map(|d| d.parent)
+            .ok_or(if self.exists(ino) {
+                Errno::ENOTDIR
+            } else {
+                Errno::ENOENT
+            })?;
         let dots = [
             (DOT_COOKIE, ino, b"." as &[u8]),
             (DOTDOT_COOKIE, parent, b".."),

@@ -15,8 +15,8 @@ use crate::pmem::{self, Oid, PmemError, Pool, Tx, TxAlloc};
 pub use probe::PoolHeader;
 use probe::ProbeError;
 use records::{
-    DentryRecord, DentryView, InodeRecord, Superblock, XattrRecord, FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC,
-    SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR,
+    DentryRecord, DentryView, InodeRecord, Superblock, XattrRecord, FORMAT_VERSION,
+    INODE_HEADER_SIZE, MAGIC, SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR,
 };
 
 /// Warabi's pmem backend configuration.
@@ -104,8 +104,8 @@ pub struct Scan {
 /// One object as [`Store::scan_each`] meets it.
 #[derive(Debug)]
 pub enum Found<'p> {
-    /// A type-0 object: a Warabi region, owned by an inode or not.
-    Region(Oid),
+    /// A type-0 object: a Warabi region, owned by an inode or not, and its usable size.
+    Region(Oid, u64),
     Inode(Oid, InodeRecord),
     /// A directory entry record, its name borrowed from the pool.
     Dentry(Oid, DentryView<'p>),
@@ -301,7 +301,7 @@ impl Store {
             }
             count += 1;
             match found {
-                Found::Region(oid) => scan.regions.push(oid),
+                Found::Region(oid, _) => scan.regions.push(oid),
                 Found::Inode(oid, rec) => scan.inodes.push((oid, rec)),
                 Found::Dentry(oid, view) => {
                     let rec = DentryRecord {
@@ -327,8 +327,9 @@ impl Store {
             let type_num = self.pool.type_num(oid);
             if type_num == TYPE_REGION {
                 // A region's bytes are file data: the scan does not read them.
-                allocated += self.pool.usable_size(oid) + OBJECT_OVERHEAD;
-                visit(Found::Region(oid));
+                let size = self.pool.usable_size(oid);
+                allocated += size + OBJECT_OVERHEAD;
+                visit(Found::Region(oid, size));
                 continue;
             }
             let bytes = self.pool.object_bytes(oid);

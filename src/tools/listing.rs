@@ -90,7 +90,7 @@ pub fn for_each_row(store: &Store, mut progress: impl FnMut(u64), mut row: impl 
         }
         count += 1;
         match found {
-            Found::Region(oid) => regions.push(oid),
+            Found::Region(oid, size) => regions.push((oid, size)),
             Found::Inode(_, rec) => inodes.push(InodeRow {
                 ino: rec.ino,
                 mode: rec.mode,
@@ -126,9 +126,9 @@ pub fn for_each_row(store: &Store, mut progress: impl FnMut(u64), mut row: impl 
     }
     drop(tree);
     regions.sort_unstable();
-    for region in regions {
+    for (region, size) in regions {
         if owned.binary_search(&region).is_err() {
-            row(region_row(store, region));
+            row(region_row(region, size));
         }
     }
 }
@@ -146,11 +146,14 @@ fn file_row(store: &Store, path: String, meta: &InodeRow) -> Listing {
     }
 }
 
-fn region_row(store: &Store, region: Oid) -> Listing {
-    let capacity = store.capacity(region);
+/// A region Warabi made, of `capacity` usable bytes (its size: Warabi records none).
+fn region_row(region: Oid, capacity: u64) -> Listing {
     let id = region.to_string();
+    let mut path = String::with_capacity(1 + id.len());
+    path.push('/');
+    path.push_str(&id);
     Listing {
-        path: format!("/{id}"),
+        path,
         kind: "region",
         ino: RAW_REGION_INO_BIT | region.off,
         region_id: Some(id),
@@ -165,21 +168,31 @@ fn region_row(store: &Store, region: Oid) -> Listing {
 /// columns (`{:<7} {:06o} {:>12} {:>12} {:<19} {:<32} {}`). Put together by hand: a
 /// million rows through `format!` took longer than the scan of the pool.
 pub fn write_row(out: &mut impl Write, r: &Listing) -> io::Result<()> {
+    thread_local! {
+        /// One line's bytes, kept from row to row.
+        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    LINE.with_borrow_mut(|line| {
+        line.clear();
+        put_row(line, r);
+        out.write_all(line)
+    })
+}
+
+fn put_row(line: &mut Vec<u8>, r: &Listing) {
     let region = r.region_id.as_deref().unwrap_or("-");
     let mtime = r.mtime.as_deref().map_or("-", |t| &t[..19.min(t.len())]);
-    let mut line = Vec::with_capacity(96 + r.path.len());
-    push_left(&mut line, r.kind.as_bytes(), 7);
-    push_number(&mut line, u64::from(r.mode), 8, 6, b'0');
+    push_left(line, r.kind.as_bytes(), 7);
+    push_number(line, u64::from(r.mode), 8, 6, b'0');
     line.push(b' ');
-    push_number(&mut line, r.size, 10, 12, b' ');
+    push_number(line, r.size, 10, 12, b' ');
     line.push(b' ');
-    push_number(&mut line, r.capacity, 10, 12, b' ');
+    push_number(line, r.capacity, 10, 12, b' ');
     line.push(b' ');
-    push_left(&mut line, mtime.as_bytes(), 19);
-    push_left(&mut line, region.as_bytes(), 32);
+    push_left(line, mtime.as_bytes(), 19);
+    push_left(line, region.as_bytes(), 32);
     line.extend_from_slice(r.path.as_bytes());
     line.push(b'\n');
-    out.write_all(&line)
 }
 
 /// `text` padded with spaces to `width`, then a space.
