@@ -742,11 +742,13 @@ def scan_floor(pool: Path) -> float:
     return float(m[1])
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """FIELD of /proc/PID/status in MiB: VmRSS (all resident pages), RssAnon (the
+    daemon's own memory) or RssShmem (pages of the pool mapping, in /dev/shm)."""
     status = Path(f"/proc/{pid}/status").read_text()
-    rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    rss = re.search(rf"^{field}:\s+(\d+) kB", status, re.M)
     if not rss:
-        raise BenchError(f"no VmRSS in /proc/{pid}/status")
+        raise BenchError(f"no {field} in /proc/{pid}/status")
     return int(rss[1]) / 1024
 
 
@@ -779,9 +781,12 @@ def scale_rep(b: Bench, pool: Path, tmpfs: Path, count: int, first: bool, runs: 
         runs["rss_mount"].append(rss_mib(pid))
         runs["ls"].append(timed_listing(mnt, False, count))
         runs["tmpfs_ls"].append(timed_listing(tmpfs, False, count))
+        runs["rss_ls"].append(rss_mib(pid))
         runs["ls_l"].append(timed_listing(mnt, True, count))
         runs["tmpfs_ls_l"].append(timed_listing(tmpfs, True, count))
         runs["rss"].append(rss_mib(pid))
+        runs["rss_anon"].append(rss_mib(pid, "RssAnon"))
+        runs["rss_pool"].append(rss_mib(pid, "RssShmem") + rss_mib(pid, "RssFile"))
 
 
 # (figure, floor, label, unit, bound key): floor None for figures without one.
@@ -791,8 +796,11 @@ SCALE_ROWS = [
     ("ls", "tmpfs_ls", "first ls | wc -l", "s", "ls"),
     ("ls_l", "tmpfs_ls_l", "first ls -l | wc -l", "s", None),
     ("tool_ls", "scan", "warabifs ls POOL", "s", "tool_ls"),
-    ("rss_mount", None, "daemon RSS after mount", "MiB", None),
-    ("rss", None, "daemon RSS after ls, ls -l", "MiB", None),
+    ("rss_mount", None, "daemon RSS after mount", "MiB", "rss"),
+    ("rss_ls", None, "daemon RSS after ls", "MiB", "rss"),
+    ("rss", None, "daemon RSS after ls -l", "MiB", None),
+    ("rss_anon", None, "  of which its own (RssAnon)", "MiB", "rss"),
+    ("rss_pool", None, "  of which pool pages ls -l read", "MiB", None),
 ]
 
 
@@ -822,9 +830,9 @@ def scale_report(results: dict, reps: int) -> tuple[str, list[dict], list[str]]:
             rows.append(row)
             if not checked:
                 pass
-            elif bound and times_floor is not None and times_floor > SCALE_BOUNDS[bound]:
+            elif bound in SCALE_BOUNDS and times_floor is not None and times_floor > SCALE_BOUNDS[bound]:
                 failed.append(f"{count} {kind}: {label} is {times_floor:.2f}x its floor (bound {SCALE_BOUNDS[bound]}x)")
-            if checked and key in ("rss_mount", "rss") and value >= SCALE_RSS_MIB:
+            if checked and bound == "rss" and value >= SCALE_RSS_MIB:
                 failed.append(f"{count} {kind}: {label} {value:.0f} MiB (bound {SCALE_RSS_MIB:.0f} MiB)")
             if checked and growth is not None and growth > SCALE_GROWTH * count / smallest[kind] / 10:
                 bound_growth = SCALE_GROWTH * count / smallest[kind] / 10
