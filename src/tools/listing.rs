@@ -52,25 +52,27 @@ impl Tree {
         &self.entries[start..end]
     }
 
-    fn is_dir(&self, ino: u64) -> bool {
-        self.inode(ino)
-            .is_some_and(|i| i.mode & libc::S_IFMT == libc::S_IFDIR)
-    }
-
-    /// Every path reachable from the root with the inode it names, depth first in
-    /// listing order. A directory is entered once, so a corrupt cycle cannot loop.
-    fn paths(&self) -> Vec<(String, u64)> {
-        let mut out = vec![("/".to_string(), ROOT_INO)];
+    /// Every path reachable from the root with the inode it names (None: an entry
+    /// naming no inode record), depth first in listing order. A directory is entered
+    /// once, so a corrupt cycle cannot loop.
+    fn paths(&self) -> Vec<(String, Option<&InodeRow>)> {
+        let mut out = vec![("/".to_string(), self.inode(ROOT_INO))];
         let mut entered = std::collections::HashSet::from([ROOT_INO]);
         let mut stack = vec![(String::new(), ROOT_INO)];
         while let Some((prefix, dir)) = stack.pop() {
             let mut subdirs = Vec::new();
             for entry in self.children(dir) {
-                let path = format!("{prefix}/{}", String::from_utf8_lossy(&entry.name));
-                if self.is_dir(entry.ino) && entered.insert(entry.ino) {
+                let name = String::from_utf8_lossy(&entry.name);
+                let mut path = String::with_capacity(prefix.len() + 1 + name.len());
+                path.push_str(&prefix);
+                path.push('/');
+                path.push_str(&name);
+                let inode = self.inode(entry.ino);
+                let is_dir = inode.is_some_and(|i| i.mode & libc::S_IFMT == libc::S_IFDIR);
+                if is_dir && entered.insert(entry.ino) {
                     subdirs.push((path.clone(), entry.ino));
                 }
-                out.push((path, entry.ino));
+                out.push((path, inode));
             }
             stack.extend(subdirs.into_iter().rev());
         }
@@ -118,10 +120,11 @@ pub fn for_each_row(store: &Store, mut progress: impl FnMut(u64), mut row: impl 
     entries.sort_unstable_by_key(|e| (e.parent, e.record_off));
     let tree = Tree { inodes, entries };
     let mut paths = tree.paths();
-    paths.sort_unstable();
-    for (path, ino) in paths {
-        if let Some(meta) = tree.inode(ino) {
-            row(file_row(store, path, meta));
+    paths.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut mtimes = MtimeText::default();
+    for (path, inode) in paths {
+        if let Some(meta) = inode {
+            row(file_row(store, path, meta, &mut mtimes));
         }
     }
     drop(tree);
@@ -133,7 +136,28 @@ pub fn for_each_row(store: &Store, mut progress: impl FnMut(u64), mut row: impl 
     }
 }
 
-fn file_row(store: &Store, path: String, meta: &InodeRow) -> Listing {
+/// RFC 3339 times with nanoseconds, the formatting of the date and time of day done
+/// once per second: files made together share it, and formatting took longer than
+/// the rest of their row.
+#[derive(Default)]
+struct MtimeText {
+    secs: Option<i64>,
+    /// `YYYY-MM-DDTHH:MM:SS` of `secs`.
+    seconds: String,
+}
+
+impl MtimeText {
+    fn format(&mut self, t: Timestamp) -> String {
+        if self.secs != Some(t.secs) {
+            let whole = Timestamp { nanos: 0, ..t };
+            self.seconds = rfc3339(whole)[..19].to_string();
+            self.secs = Some(t.secs);
+        }
+        format!("{}.{:09}Z", self.seconds, t.nanos)
+    }
+}
+
+fn file_row(store: &Store, path: String, meta: &InodeRow, mtimes: &mut MtimeText) -> Listing {
     Listing {
         path,
         kind: kind_name(meta.mode),
@@ -142,7 +166,7 @@ fn file_row(store: &Store, path: String, meta: &InodeRow) -> Listing {
         size: meta.size,
         capacity: store.capacity(meta.region),
         mode: meta.mode,
-        mtime: Some(rfc3339(meta.mtime)),
+        mtime: Some(mtimes.format(meta.mtime)),
     }
 }
 
