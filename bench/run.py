@@ -703,11 +703,18 @@ def make_scale_pool(ws: Workspace, kind: str, count: int) -> tuple[Path, float]:
     return pool, time.perf_counter() - start
 
 
-def scale_names(kind: str, count: int) -> list[str]:
-    """Names of the same length as the pool's: RegionIDs (32 hex digits) or f0000000."""
-    if kind == "regions":
-        return [f"{i:032x}" for i in range(count)]
-    return [f"f{i:07d}" for i in range(count)]
+def scale_names(b: Bench, pool: Path, kind: str, count: int) -> list[str]:
+    """The names the pool's root lists, in the order the files were made: the
+    RegionIDs in offset order (from `warabifs ls`), or f0000000, f0000001, ... The order
+    matters to the floor: `ls` sorts what it reads, and a directory read back in (or
+    against) sorted order sorts several times faster."""
+    if kind == "files":
+        return [f"f{i:07d}" for i in range(count)]
+    out = run([b.warabifs.binary, "ls", pool], capture=True).stdout
+    names = [line.rsplit("/", 1)[1] for line in out.splitlines() if line.startswith("region ")]
+    if len(names) != count:
+        raise BenchError(f"warabifs ls listed {len(names)} regions, expected {count}")
+    return names
 
 
 def counted_lines(cmd: str) -> int:
@@ -757,18 +764,17 @@ def scale_case(b: Bench, kind: str, count: int, reps: int) -> dict[str, list[flo
     repetition measuring the floors right after warabifs, so that noise of the shared
     machine hits both."""
     runs: dict[str, list[float]] = defaultdict(list)
-    with b.tmpfs.mounted() as tmpfs:
-        log(f"scale: {count} files in tmpfs")
-        for name in scale_names(kind, count):
+    pool, made = make_scale_pool(b.ws, kind, count)
+    log(f"scale: pool of {count} {kind} made in {made:.1f} s ({pool.stat().st_size // MIB} MiB)")
+    with contextlib.ExitStack() as stack:
+        stack.callback(pool.unlink, missing_ok=True)
+        tmpfs = stack.enter_context(b.tmpfs.mounted())
+        log(f"scale: {count} files of the same names in tmpfs")
+        for name in scale_names(b, pool, kind, count):
             os.close(os.open(tmpfs / name, os.O_CREAT | os.O_WRONLY, 0o644))
-        pool, made = make_scale_pool(b.ws, kind, count)
-        log(f"scale: pool of {count} {kind} made in {made:.1f} s ({pool.stat().st_size // MIB} MiB)")
-        try:
-            for rep in range(reps):
-                scale_rep(b, pool, tmpfs, count, first=rep == 0, runs=runs)
-                log(f"  rep {rep + 1}: " + ", ".join(f"{k}={v[-1]:.3f}" for k, v in runs.items() if v))
-        finally:
-            pool.unlink(missing_ok=True)
+        for rep in range(reps):
+            scale_rep(b, pool, tmpfs, count, first=rep == 0, runs=runs)
+            log(f"  rep {rep + 1}: " + ", ".join(f"{k}={v[-1]:.3f}" for k, v in runs.items() if v))
     return runs
 
 
