@@ -104,7 +104,10 @@ impl WarabiFs {
             self.inodes
                 .insert(state.meta.ino, Arc::new(Inode::new(state)));
         }
-        self.next_ino.store(max_ino + 1, Ordering::Relaxed);
+        // Never below what the superblock says was given out: a number whose inode is
+        // gone is not handed out again (its file handles must stay stale).
+        let next = (max_ino + 1).max(self.store.next_ino());
+        self.next_ino.store(next, Ordering::Relaxed);
         owned
     }
 
