@@ -543,7 +543,10 @@ fn directories_removed_while_open_leave_nothing_after_a_crash() {
     // warabifs check knows them for what they are: orphans the next mount reclaims.
     let check = common::output(common::warabifs().arg("check").arg(&pool));
     let report = String::from_utf8_lossy(&check.stdout).into_owned();
-    let orphans = report.lines().filter(|l| l.starts_with("orphan inode")).count();
+    let orphans = report
+        .lines()
+        .filter(|l| l.starts_with("orphan inode"))
+        .count();
     assert_eq!(orphans, 20, "warabifs check after the crash: {report}");
     let m = ForegroundMount::start(&pool, &mnt, &[POOL_OPTIONS]);
     assert_eq!(

@@ -2296,7 +2296,10 @@ fn the_number_of_a_deleted_inode_is_never_given_out_again_even_after_a_remount()
     for _ in 0..2 {
         fs = remount(fs, &path);
         let new = create_file(&fs, ROOT_INO, b"new", b"");
-        assert!(new > given && new > kept, "{new} reuses a number up to {given}");
+        assert!(
+            new > given && new > kept,
+            "{new} reuses a number up to {given}"
+        );
         fs.unlink(ROOT_INO, b"new").unwrap();
         given = new;
     }
@@ -2323,7 +2326,10 @@ fn a_directory_removed_while_open_keeps_its_inode_until_released() {
         false
     })
     .unwrap();
-    assert_eq!(listed, 0, "a removed directory lists nothing, not even . and ..");
+    assert_eq!(
+        listed, 0,
+        "a removed directory lists nothing, not even . and .."
+    );
     fs.release(fh).unwrap();
     assert_eq!(fs.getattr(dir).err(), Some(Errno::ENOENT));
     assert_eq!(free_bytes(&fs), free_before);
