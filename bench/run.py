@@ -28,6 +28,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -45,6 +46,7 @@ DEFAULT_BINARY = REPO / "target" / "release" / "warabifs"
 # The FUSE floor (--floor): a FUSE file system that does no work (examples/fuse_floor.rs).
 FLOOR_BINARY = REPO / "target" / "release" / "examples" / "fuse_floor"
 DEFAULT_JSON = REPO / "bench" / "results.json"
+DEFAULT_SCALE_JSON = REPO / "bench" / "scale.json"
 MIB = 1 << 20
 POOL_SIZE = "2G"  # every warabifs pool: 512 MiB + 2 x 256 MiB + growth copies fit
 # The pool of 100,000 empty files (about 33 MiB in use). Kept small because it lives for
@@ -856,6 +858,222 @@ def run_all(b: Bench, reps: int, results: dict, errors: list) -> None:
                 log(f"  {shown} ({time.monotonic() - start:.1f} s)")
 
 
+# --------------------------------------------------------------------------- scale
+
+# The scale row (--scale): pools of many Warabi-made regions and of many files, each
+# figure beside its floor. See bench/README.md.
+SCALE_SIZES = (100_000, 1_000_000)
+SCALE_REGION_BYTES = 100  # a busy provider's small regions, as in issue 20
+EXAMPLES = REPO / "target" / "release" / "examples"
+SCALE_EXAMPLES = ("warabi_pool", "files_pool", "pool_scan")
+# Bounds of the scale row for its largest pools: figure / floor at most this, RSS under
+# this, and growth from 10x fewer regions or files at most SCALE_GROWTH (scaled to the
+# sizes run).
+SCALE_BOUNDS = {"mount": 3.0, "ls": 2.0, "tool_ls": 3.0}
+SCALE_RSS_MIB = 200.0
+SCALE_GROWTH = 11.0
+
+
+def scale_pool_bytes(count: int) -> int:
+    """Pool size for COUNT regions or files: 1 KiB each (about five times what their
+    objects take), at least 64 MiB."""
+    return max(64 * MIB, count * 1024)
+
+
+def make_scale_pool(ws: Workspace, kind: str, count: int) -> tuple[Path, float]:
+    """A pool of COUNT Warabi-made regions (made with libpmemobj, as Warabi's backend
+    does) or COUNT empty files (made through warabifs' own core, the records a mount
+    writes). Returns the pool and the seconds making it took."""
+    pool = ws.new_pool(f"scale-{kind}-{count}")
+    size = str(scale_pool_bytes(count))
+    if kind == "regions":
+        cmd = [EXAMPLES / "warabi_pool", pool, "--size", size, "--regions", count]
+        cmd += ["--region-size", SCALE_REGION_BYTES, "--quiet"]
+    else:
+        cmd = [EXAMPLES / "files_pool", pool, "--size", size, "--files", count]
+    # Making the pool is not measured: persist with plain flushes, not msync per object.
+    env = dict(os.environ, PMEM_IS_PMEM_FORCE="1")
+    start = time.perf_counter()
+    run(cmd, env=env)
+    return pool, time.perf_counter() - start
+
+
+def scale_names(b: Bench, pool: Path, kind: str, count: int) -> list[str]:
+    """The names the pool's root lists, in the order the files were made: the
+    RegionIDs in offset order (from `warabifs ls`), or f0000000, f0000001, ... The order
+    matters to the floor: `ls` sorts what it reads, and a directory read back in (or
+    against) sorted order sorts several times faster."""
+    if kind == "files":
+        return [f"f{i:07d}" for i in range(count)]
+    out = run([b.warabifs[0].binary, "ls", pool], capture=True).stdout
+    names = [line.rsplit("/", 1)[1] for line in out.splitlines() if line.startswith("region ")]
+    if len(names) != count:
+        raise BenchError(f"warabifs ls listed {len(names)} regions, expected {count}")
+    return names
+
+
+def counted_lines(cmd: str) -> int:
+    out = run(["sh", "-c", cmd], capture=True).stdout.strip()
+    return int(out)
+
+
+def timed_listing(directory: Path, long: bool, expected: int) -> float:
+    """Seconds of `ls [-l] DIR | wc -l`; checks that it counted EXPECTED entries."""
+    flag = "-l " if long else ""
+    cmd = f"ls {flag}{shlex.quote(str(directory))} | wc -l"
+    lines = 0
+
+    def action() -> None:
+        nonlocal lines
+        lines = counted_lines(cmd)
+
+    seconds = timed(action)
+    want = expected + (1 if long else 0)  # ls -l adds a "total" line
+    if lines != want:
+        raise BenchError(f"{cmd} counted {lines} lines, expected {want}")
+    return seconds
+
+
+def scan_floor(pool: Path) -> float:
+    """libpmemobj's own scan of POOL: open and visit every type-0 object."""
+    warm_free_memory()
+    out = run([EXAMPLES / "pool_scan", pool, "--type-num", "0"], capture=True).stdout
+    m = re.search(r"seconds=([0-9.]+)", out)
+    if not m:
+        raise BenchError(f"cannot parse pool_scan output: {out.strip()}")
+    return float(m[1])
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """FIELD of /proc/PID/status in MiB: VmRSS (all resident pages), RssAnon (the
+    daemon's own memory) or RssShmem (pages of the pool mapping, in /dev/shm)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = re.search(rf"^{field}:\s+(\d+) kB", status, re.M)
+    if not rss:
+        raise BenchError(f"no {field} in /proc/{pid}/status")
+    return int(rss[1]) / 1024
+
+
+def scale_case(b: Bench, kind: str, count: int, reps: int) -> dict[str, list[float]]:
+    """Every figure of one pool (regions or files, COUNT of them), REPS times each, each
+    repetition measuring the floors right after warabifs, so that noise of the shared
+    machine hits both."""
+    runs: dict[str, list[float]] = defaultdict(list)
+    pool, made = make_scale_pool(b.ws, kind, count)
+    log(f"scale: pool of {count} {kind} made in {made:.1f} s ({pool.stat().st_size // MIB} MiB)")
+    with contextlib.ExitStack() as stack:
+        stack.callback(pool.unlink, missing_ok=True)
+        tmpfs = stack.enter_context(b.tmpfs.mounted())
+        log(f"scale: {count} files of the same names in tmpfs")
+        for name in scale_names(b, pool, kind, count):
+            os.close(os.open(tmpfs / name, os.O_CREAT | os.O_WRONLY, 0o644))
+        for rep in range(reps):
+            scale_rep(b, pool, tmpfs, count, first=rep == 0, runs=runs)
+            log(f"  rep {rep + 1}: " + ", ".join(f"{k}={v[-1]:.3f}" for k, v in runs.items() if v))
+    return runs
+
+
+def scale_rep(b: Bench, pool: Path, tmpfs: Path, count: int, first: bool, runs: dict) -> None:
+    runs["scan"].append(scan_floor(pool))
+    # To /dev/null, as a file would take it: read through a pipe by Python, 100 MB of
+    # listing cost more than making it.
+    runs["tool_ls"].append(timed(lambda: run([b.warabifs[0].binary, "ls", pool])))
+    with b.warabifs[0].foreground(pool) as (mnt, pid, mounted):
+        # The first mount of a pool only Warabi has used writes warabifs' metadata.
+        runs["mount_first" if first else "mount"].append(mounted)
+        runs["rss_mount"].append(rss_mib(pid))
+        runs["ls"].append(timed_listing(mnt, False, count))
+        runs["tmpfs_ls"].append(timed_listing(tmpfs, False, count))
+        runs["rss_ls"].append(rss_mib(pid))
+        runs["ls_l"].append(timed_listing(mnt, True, count))
+        runs["tmpfs_ls_l"].append(timed_listing(tmpfs, True, count))
+        runs["rss"].append(rss_mib(pid))
+        runs["rss_anon"].append(rss_mib(pid, "RssAnon"))
+        runs["rss_pool"].append(rss_mib(pid, "RssShmem") + rss_mib(pid, "RssFile"))
+
+
+# (figure, floor, label, unit, bound key): floor None for figures without one.
+SCALE_ROWS = [
+    ("mount_first", "scan", "first mount (until it is live)", "s", "mount"),
+    ("mount", "scan", "mount, later mounts", "s", "mount"),
+    ("ls", "tmpfs_ls", "first ls | wc -l", "s", "ls"),
+    ("ls_l", "tmpfs_ls_l", "first ls -l | wc -l", "s", None),
+    ("tool_ls", "scan", "warabifs ls POOL", "s", "tool_ls"),
+    ("rss_mount", None, "daemon RSS after mount", "MiB", "rss"),
+    ("rss_ls", None, "daemon RSS after ls", "MiB", "rss"),
+    ("rss", None, "daemon RSS after ls -l", "MiB", None),
+    ("rss_anon", None, "  of which its own (RssAnon)", "MiB", "rss"),
+    ("rss_pool", None, "  of which pool pages ls -l read", "MiB", None),
+]
+
+
+def scale_report(results: dict, reps: int) -> tuple[str, list[dict], list[str]]:
+    """The table, its rows, and the done-when bounds that are not met."""
+    med = {case: {k: statistics.median(v) for k, v in runs.items() if v} for case, runs in results.items()}
+    rows, failed = [], []
+    header = ("pool", "figure", "unit", "warabifs", "runs", "floor", "floor is", "x floor", "x from smallest")
+    lines = [header]
+    smallest = {kind: min(c for k, c in results if k == kind) for kind, _ in results}
+    largest = {kind: max(c for k, c in results if k == kind) for kind, _ in results}
+    for case, runs in results.items():
+        kind, count = case
+        # The bounds hold for the largest pool, and for its growth from the smallest.
+        checked = count == largest[kind]
+        for key, floor_key, label, unit, bound in SCALE_ROWS:
+            if key not in med[case]:
+                continue
+            value = med[case][key]
+            floor = med[case].get(floor_key) if floor_key else None
+            times_floor = value / floor if floor else None
+            small = med[(kind, smallest[kind])].get(key)
+            growth = value / small if small and count != smallest[kind] else None
+            row = {"pool": f"{count} {kind}", "key": key, "label": label, "unit": unit, "median": value,
+                   "runs": runs[key], "floor": floor, "floor_key": floor_key, "floor_runs": runs.get(floor_key),
+                   "times_floor": times_floor, "growth_from_smallest": growth}
+            rows.append(row)
+            if not checked:
+                pass
+            elif bound in SCALE_BOUNDS and times_floor is not None and times_floor > SCALE_BOUNDS[bound]:
+                failed.append(f"{count} {kind}: {label} is {times_floor:.2f}x its floor (bound {SCALE_BOUNDS[bound]}x)")
+            if checked and bound == "rss" and value >= SCALE_RSS_MIB:
+                failed.append(f"{count} {kind}: {label} {value:.0f} MiB (bound {SCALE_RSS_MIB:.0f} MiB)")
+            if checked and growth is not None and growth > SCALE_GROWTH * count / smallest[kind] / 10:
+                bound_growth = SCALE_GROWTH * count / smallest[kind] / 10
+                failed.append(f"{count} {kind}: {label} grew {growth:.1f}x from {smallest[kind]} (bound {bound_growth:.3g}x)")
+            spread = ", ".join(f"{v:.3g}" for v in runs[key])
+            floor_name = {"scan": "pool_scan", "tmpfs_ls": "tmpfs ls", "tmpfs_ls_l": "tmpfs ls -l"}.get(floor_key, "")
+            lines.append((
+                f"{count} {kind}", label, unit, f"{value:.3f}" if unit == "s" else f"{value:.1f}", spread,
+                f"{floor:.3f}" if floor else "-", floor_name or "-",
+                f"{times_floor:.2f}" if times_floor else "-", f"{growth:.1f}" if growth else "-",
+            ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+
+    def join(cells) -> str:
+        return "  ".join(c.ljust(w) if i < 3 or i == 6 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    text = [join(lines[0]), join("-" * w for w in widths), *(join(line) for line in lines[1:]), ""]
+    text.append(
+        f"medians of {reps} (first mount: 1 run); floors measured in the same run: pool_scan = libpmemobj opening "
+        "the pool and visiting every object (examples/pool_scan.rs), tmpfs = the same number of empty files"
+    )
+    text.append("bounds: " + ("all met" if not failed else "NOT met: " + "; ".join(failed)))
+    return "\n".join(text), rows, failed
+
+
+def run_scale(b: Bench, reps: int, sizes: tuple[int, ...], kinds: tuple[str, ...]) -> tuple[dict, list]:
+    results: dict = {}
+    errors: list = []
+    for kind in kinds:
+        for count in sizes:
+            try:
+                results[(kind, count)] = scale_case(b, kind, count, reps)
+            except (BenchError, OSError, ValueError) as e:
+                log(f"  ERROR: {e}")
+                errors.append({"group": "scale", "target": f"{count} {kind}", "error": str(e)})
+    return results, errors
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -1017,6 +1235,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--floor", action="store_true", help="also measure fuse_floor, a FUSE file system that does no work")
     transport = "dev: /dev/fuse (default); uring: FUSE-over-io_uring, setting enable_uring for the run; both: each"
     p.add_argument("--transport", choices=TRANSPORTS, default="dev", help=transport)
+    p.add_argument("--scale", action="store_true", help="run the scale row instead: pools of 100k and 1M regions and files")
+    p.add_argument("--scale-sizes", default=",".join(map(str, SCALE_SIZES)), help="with --scale: pool sizes (default %(default)s)")
+    p.add_argument("--scale-kinds", default="regions,files", help="with --scale: regions, files or both (default %(default)s)")
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error("--reps must be at least 1")
@@ -1085,6 +1306,60 @@ def make_bench(
         floors=floors,
         tree=tree,
     )
+def main_scale(args: argparse.Namespace, binary: Path) -> int:
+    """--scale: the scale row alone."""
+    sizes = tuple(int(n) for n in args.scale_sizes.split(",") if n)
+    kinds = tuple(k for k in args.scale_kinds.split(",") if k)
+    if not sizes or any(k not in ("regions", "files") for k in kinds):
+        raise SystemExit("run.py: --scale-sizes takes counts, --scale-kinds regions and/or files")
+    cargo_build_release(*(a for name in SCALE_EXAMPLES for a in ("--example", name)))
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _on_signal)
+    started = time.monotonic()
+    try:
+        ws = Workspace(args.pool_dir)
+        try:
+            snapshot = ws.root / "warabifs"
+            shutil.copy2(binary, snapshot)
+            env = environment(binary, snapshot)
+            if env["busy_processes_start"]:
+                log(f"note: other processes may add noise: {' '.join(env['busy_processes_start'])}")
+            b = Bench(
+                sizes=FULL,
+                want=set(),
+                ws=ws,
+                tmpfs=Tmpfs(ws),
+                warabifs=[Warabifs(ws, snapshot, args.warabifs_options, "dev")],
+                warabifs_force=[],
+                floors=[],
+            )
+            results, errors = run_scale(b, args.reps, sizes, kinds)
+        finally:
+            ws.close()
+    except Interrupted as e:
+        log(f"interrupted ({e}); everything is unmounted")
+        return 130
+    wall = time.monotonic() - started
+    env["loadavg_end"] = os.getloadavg()
+    env["busy_processes_end"] = busy_processes()
+    table, rows, failed = scale_report(results, args.reps)
+    print(table)
+    report = {
+        "environment": env,
+        "settings": {"reps": args.reps, "scale_sizes": sizes, "scale_kinds": kinds,
+                     "region_bytes": SCALE_REGION_BYTES, "warabifs_options": args.warabifs_options,
+                     "pool_dir": str(args.pool_dir), "warm_mib": WARM_MIB, "bounds": SCALE_BOUNDS,
+                     "rss_bound_mib": SCALE_RSS_MIB, "growth_bound": SCALE_GROWTH},
+        "rows": rows,
+        "bounds_not_met": failed,
+        "errors": errors,
+        "wall_seconds": round(wall, 1),
+    }
+    json_path = DEFAULT_SCALE_JSON if args.json == DEFAULT_JSON else args.json
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wall time {wall:.0f} s; JSON written to {json_path}")
+    return 1 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1097,6 +1372,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_binary(binary, args.build)
     if args.floor:
         cargo_build_release("--example", "fuse_floor")
+    if args.scale:
+        return main_scale(args, binary)
     sizes = QUICK if args.quick else FULL
     want = {k for n in (args.only.split(",") if args.only else SELECTABLE) if n for k in SELECTABLE[n]}
     tree = Tree.survey(TREE_SOURCE) if want.intersection(SELECTABLE["tree"]) else None

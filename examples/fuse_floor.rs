@@ -21,7 +21,7 @@ use clap::Parser;
 use fuser::{Config, MountOption, Session};
 use parking_lot::Mutex;
 use warabifs::config::{IoUringMode, MountConfig};
-use warabifs::fs::{Attr, Errno, FileKind, FsOptions};
+use warabifs::fs::{Attr, Errno, FileKind, FsOptions, DIRECTORY_BLKSIZE};
 use warabifs::fuse::adapter::FuserAdapter;
 use warabifs::fuse::open_flags;
 use warabifs::fuse::ops::{
@@ -78,6 +78,10 @@ fn new_attr(ino: u64, kind: FileKind, perm: u16, uid: u32, gid: u32) -> Attr {
         size: 0,
         blocks: 0,
         rdev: 0,
+        blksize: match kind {
+            FileKind::Directory => DIRECTORY_BLKSIZE,
+            _ => 4096,
+        },
         atime: now,
         mtime: now,
         ctime: now,

@@ -2,7 +2,7 @@
 //! on regions that Warabi (not warabifs) made:
 //!
 //! ```text
-//! cargo run --example warabi_pool -- POOL [--size BYTES] [--regions N]
+//! cargo run --example warabi_pool -- POOL [--size BYTES] [--regions N] [--region-size BYTES] [--quiet]
 //! ```
 //!
 //! Like Warabi 0.7.1's `PmemBackend`: `pmemobj_create(POOL, NULL layout, SIZE, 0644)`,
@@ -31,6 +31,12 @@ struct Args {
     /// How many regions to create (sizes cycle through 1000, 65536 and 1048576 bytes).
     #[arg(long, default_value_t = 3)]
     regions: usize,
+    /// Give every region this size instead (a busy provider's many small regions).
+    #[arg(long)]
+    region_size: Option<u64>,
+    /// Print nothing (pools of a million regions, for the scale benchmark).
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -60,12 +66,18 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let pool = Pool::create(&args.pool, args.size)
         .map_err(|e| format!("cannot create {}: {e}", args.pool.display()))?;
-    for (index, size) in REGION_SIZES.iter().cycle().take(args.regions).enumerate() {
+    let sizes: &[u64] = match &args.region_size {
+        Some(size) => std::slice::from_ref(size),
+        None => &REGION_SIZES,
+    };
+    for (index, size) in sizes.iter().cycle().take(args.regions).enumerate() {
         let oid = pool
             .alloc(*size, 0)
             .map_err(|e| format!("region {index} of {size} bytes: {e}"))?;
         fill(&pool, oid, index, *size);
-        println!("{oid} {size}");
+        if !args.quiet {
+            println!("{oid} {size}");
+        }
     }
     Ok(())
 }

@@ -47,8 +47,12 @@ fn run_tool(tool: Tool) -> ExitCode {
     let _ = logging::init(&logging::LogTarget::Stderr, logging::DEFAULT_FILTER);
     let result = match tool {
         Tool::Ls { pool, json } => tools::open(&pool).map(|store| {
-            let rows = tools::list(&store, &Inventory::new(tools::scan(&store)));
-            print_as(json, &rows, |r: &Vec<_>| tools::render_listing(r));
+            if json {
+                print_as(true, &tools::list(&store), |_| String::new());
+            } else if let Err(e) = tools::print_listing(&store) {
+                eprintln!("warabifs: writing the listing: {e}");
+                return ExitCode::from(2);
+            }
             ExitCode::SUCCESS
         }),
         Tool::Info { pool, json } => tools::open(&pool).map(|store| {

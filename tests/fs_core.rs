@@ -135,7 +135,7 @@ fn lookup_ino(fs: &WarabiFs, parent: u64, name: &[u8]) -> u64 {
 fn list(fs: &WarabiFs, dir: u64) -> BTreeMap<Vec<u8>, (u64, FileKind)> {
     let mut entries = BTreeMap::new();
     fs.readdir(dir, 0, |e| {
-        if &*e.name != b"." && &*e.name != b".." {
+        if e.name != b"." && e.name != b".." {
             let previous = entries.insert(e.name.to_vec(), (e.ino, e.kind));
             assert!(previous.is_none(), "name listed twice: {:?}", e.name);
         }
@@ -2084,13 +2084,13 @@ fn readdir_resumes_from_any_cookie_without_losing_or_repeating_entries() {
             if page.len() == 7 {
                 return true;
             }
-            page.push(e);
+            page.push((e.cookie, e.name.to_vec()));
             false
         })
         .unwrap();
-        let Some(last) = page.last() else { break };
-        offset = last.cookie;
-        seen.extend(page.into_iter().map(|e| e.name.to_vec()));
+        let Some(&(last, _)) = page.last() else { break };
+        offset = last;
+        seen.extend(page.into_iter().map(|(_, name)| name));
     }
     assert_eq!(&seen[..2], &[b".".to_vec(), b"..".to_vec()]);
     let listed: BTreeSet<Vec<u8>> = seen[2..].iter().cloned().collect();
@@ -2260,6 +2260,148 @@ fn a_pool_without_metadata_mounted_read_only_cannot_go_read_write() {
     let err = fs.set_read_only(false).unwrap_err();
     assert!(err.contains("no warabifs metadata"), "{err}");
     assert!(fs.is_read_only());
+}
+
+// ---------------------------------------------------------------- many regions and files
+
+/// A formatted pool holding `files` files made through warabifs, then `regions` Warabi
+/// regions made behind its back, remounted: files and regions share the root listing.
+fn pool_of_files_and_regions(path: &Path, files: usize, regions: usize) -> (WarabiFs, Vec<Oid>) {
+    let fs = create_pool(path, POOL_SIZE);
+    for i in 0..files {
+        create_file(&fs, ROOT_INO, format!("file{i}").as_bytes(), b"x");
+    }
+    fs.sync_all();
+    drop(fs);
+    let pool = Pool::open(path).unwrap();
+    let oids = (0..regions)
+        .map(|i| warabi_region(&pool, 100, i as u8).0)
+        .collect();
+    drop(pool);
+    (mount(path), oids)
+}
+
+#[test]
+fn files_and_warabi_regions_list_together_resumably_from_any_cookie() {
+    let (_dir, path) = scratch();
+    let (fs, oids) = pool_of_files_and_regions(&path, 150, 300);
+    let mut expected: BTreeSet<Vec<u8>> =
+        (0..150).map(|i| format!("file{i}").into_bytes()).collect();
+    expected.extend(oids.iter().map(|o| o.to_string().into_bytes()));
+    // Resume after every entry in turn: each listing from there is exactly the rest.
+    let mut all = Vec::new();
+    fs.readdir(ROOT_INO, 0, |e| {
+        all.push((e.cookie, e.name.to_vec(), e.kind));
+        false
+    })
+    .unwrap();
+    let listed: BTreeSet<Vec<u8>> = all[2..].iter().map(|(_, n, _)| n.clone()).collect();
+    assert_eq!(listed, expected);
+    assert_eq!(all.len(), expected.len() + 2, "an entry was listed twice");
+    assert!(
+        all.windows(2).all(|w| w[0].0 < w[1].0),
+        "cookies not ascending"
+    );
+    assert!(all[2..].iter().all(|(_, _, k)| *k == FileKind::Regular));
+    for (i, (cookie, _, _)) in all.iter().enumerate().step_by(37) {
+        let mut rest = Vec::new();
+        fs.readdir(ROOT_INO, *cookie, |e| {
+            rest.push(e.name.to_vec());
+            false
+        })
+        .unwrap();
+        let want: Vec<Vec<u8>> = all[i + 1..].iter().map(|(_, n, _)| n.clone()).collect();
+        assert_eq!(rest, want, "listing resumed after entry {i}");
+    }
+    // Every inode is counted once, whether its state is loaded or not.
+    assert_eq!(fs.statfs().files, 1 + 150 + 300);
+    read_all(&fs, lookup_ino(&fs, ROOT_INO, b"file7"));
+    read_all(
+        &fs,
+        lookup_ino(&fs, ROOT_INO, oids[3].to_string().as_bytes()),
+    );
+    assert_eq!(fs.statfs().files, 1 + 150 + 300);
+}
+
+#[test]
+fn a_listed_region_name_is_taken_and_only_in_its_own_spelling() {
+    let (_dir, path) = scratch();
+    let (fs, oids) = pool_of_files_and_regions(&path, 1, 3);
+    let name = oids[1].to_string();
+    let ino = lookup_ino(&fs, ROOT_INO, name.as_bytes());
+    assert!(
+        fs.getattr(ino).unwrap().size >= 100,
+        "sized by its usable size"
+    );
+    assert_eq!(
+        fs.mknod(
+            ROOT_INO,
+            name.as_bytes(),
+            libc::S_IFREG | 0o644,
+            0,
+            caller()
+        )
+        .unwrap_err(),
+        Errno::EEXIST
+    );
+    assert_eq!(
+        fs.link(
+            lookup_ino(&fs, ROOT_INO, b"file0"),
+            ROOT_INO,
+            name.as_bytes()
+        )
+        .unwrap_err(),
+        Errno::EEXIST
+    );
+    let upper = name.to_uppercase();
+    if upper != name {
+        assert_eq!(
+            fs.lookup(ROOT_INO, upper.as_bytes()).unwrap_err(),
+            Errno::ENOENT
+        );
+    }
+    // Renaming a file onto the region's name replaces the region, as for any file.
+    fs.rename(
+        ROOT_INO,
+        b"file0",
+        ROOT_INO,
+        name.as_bytes(),
+        RenameMode::Replace,
+    )
+    .unwrap();
+    assert_eq!(fs.getattr(ino).unwrap_err(), Errno::ENOENT);
+    let fs = remount(fs, &path);
+    let mut want = name_set(&[name.as_bytes()]);
+    want.extend([&oids[0], &oids[2]].map(|o| o.to_string().into_bytes()));
+    assert_eq!(names(&fs, ROOT_INO), want);
+    assert_eq!(
+        read_all(&fs, lookup_ino(&fs, ROOT_INO, name.as_bytes())),
+        b"x"
+    );
+}
+
+#[test]
+fn names_found_at_mount_can_be_removed_made_again_and_renamed() {
+    let (_dir, path) = scratch();
+    let (fs, _) = pool_of_files_and_regions(&path, 50, 0);
+    fs.unlink(ROOT_INO, b"file3").unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, b"file3").unwrap_err(), Errno::ENOENT);
+    create_file(&fs, ROOT_INO, b"file3", b"again");
+    fs.rename(ROOT_INO, b"file4", ROOT_INO, b"file40", RenameMode::Replace)
+        .unwrap();
+    fs.rename(ROOT_INO, b"file5", ROOT_INO, b"file6", RenameMode::Exchange)
+        .unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, b"file4").unwrap_err(), Errno::ENOENT);
+    assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"file3")), b"again");
+    assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"file40")), b"x");
+    let expected: BTreeSet<Vec<u8>> = (0..50)
+        .filter(|&i| i != 4)
+        .map(|i| format!("file{i}").into_bytes())
+        .collect();
+    assert_eq!(names(&fs, ROOT_INO), expected);
+    let fs = remount(fs, &path);
+    assert_eq!(names(&fs, ROOT_INO), expected);
+    assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"file3")), b"again");
 }
 
 // ------------------------------------------- file handles and removed open directories

@@ -1,121 +1,206 @@
 //! Mount-time loading: one linear pass over the pool's objects builds the in-memory
 //! namespace; then orphans are reclaimed and Warabi's own regions are listed.
+//!
+//! The pass keeps of each object only what the daemon holds (see docs/FORMAT.md §6.1):
+//! where each inode record is, its kind, the directory entries' names, and region
+//! offsets. Inode state is loaded later, when something needs it, except for the few
+//! inodes the mount itself must change or complete (orphans, files whose region was
+//! erased, inodes with extended attributes).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
-use dashmap::DashMap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
-use super::inode::{Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
-use super::{key, Dir, Entry, FsOptions, WarabiFs, WriteGate};
+use super::inode::{FileKind, Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
+use super::names::NameIndex;
+use super::regions::ListedRegions;
+use super::unloaded::UnloadedInodes;
+use super::{Child, Dir, Entry, FsOptions, Map, Name, WarabiFs, WriteGate};
 use crate::pmem::Oid;
-use crate::store::records::{DentryRecord, InodeRecord, Timestamp, XattrRecord, INODE_ORPHAN};
-use crate::store::{Scan, Store, StoreError};
+use crate::store::records::{InodeRecord, Timestamp, XattrRecord, INODE_ORPHAN};
+use crate::store::{Found, Store, StoreError};
+
+/// What the pass keeps of the pool, before it is linked into the namespace.
+#[derive(Default)]
+struct Collected {
+    /// (ino, record offset, kind) of every readable inode record.
+    inodes: Vec<(u64, u64, FileKind)>,
+    /// (ino, region offset) of every inode record with a region.
+    owned: Vec<(u64, u64)>,
+    /// Unlinked while open when the last mount ended.
+    orphans: Vec<u64>,
+    dentries: Vec<FoundEntry>,
+    xattrs: Vec<(Oid, XattrRecord)>,
+    /// Offsets of every region.
+    regions: Vec<u64>,
+    unreadable: usize,
+    max_ino: u64,
+}
+
+/// A directory entry record as the pass found it.
+struct FoundEntry {
+    record: Oid,
+    parent: u64,
+    ino: u64,
+    name: Name,
+}
 
 pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError> {
-    let scan = store.scan();
+    let found = collect(&store);
+    // Never below what the superblock says was given out: a number whose inode is gone
+    // is not handed out again (its file handles must stay stale).
+    let next_ino = (found.max_ino + 1).max(store.next_ino());
+    // Sized once: growing maps of a million entries rehashes them several times over.
     let fs = WarabiFs {
         store,
         read_only: AtomicBool::new(opts.read_only),
         opts,
-        inodes: DashMap::new(),
-        names: DashMap::new(),
-        dirs: DashMap::new(),
+        inodes: Map::default(),
+        unloaded: RwLock::new(UnloadedInodes::default()),
+        names: NameIndex::new(),
+        dirs: Map::default(),
+        regions: RwLock::new(ListedRegions::default()),
+        listed_with_inode: AtomicUsize::new(0),
+        mounted_at: Timestamp::now(),
         namespace: Mutex::new(()),
-        next_ino: AtomicU64::new(ROOT_INO + 1),
-        handles: DashMap::new(),
+        next_ino: AtomicU64::new(next_ino),
+        handles: Map::default(),
         next_fh: AtomicU64::new(1),
         gate: WriteGate::default(),
         reserves: Default::default(),
     };
-    // The scan is consumed as it is loaded: records move into the namespace instead of
-    // being copied, which keeps the mount's peak memory down on big pools.
-    let Scan {
+    let Collected {
         inodes,
+        owned,
+        orphans,
         dentries,
         xattrs,
-        regions,
+        mut regions,
         unreadable,
-    } = scan;
-    let live_regions: HashSet<Oid> = regions.iter().copied().collect();
-    let owned = fs.load_inodes(inodes, &live_regions);
+        max_ino: _,
+    } = found;
+    // Regions by offset, ascending (pmemobj_next returns them in pool order already):
+    // looked up by binary search and merged with the owned ones, with no hash set of
+    // a million entries.
+    regions.sort_unstable();
+    let kinds = fs.index_inodes(inodes);
+    let owned = fs.drop_erased_regions(owned, &regions);
     fs.attach_xattrs(xattrs);
     fs.ensure_root()?;
-    fs.load_dentries(dentries);
-    fs.reclaim_orphans()?;
-    fs.list_warabi_regions(&regions, &owned);
-    if !unreadable.is_empty() {
+    let entries = dentries.len();
+    fs.load_dentries(dentries, &kinds);
+    drop(kinds);
+    fs.reclaim_orphans(orphans)?;
+    let region_count = regions.len();
+    fs.list_warabi_regions(regions, &owned);
+    if unreadable > 0 {
         tracing::warn!(
-            "{} objects of the pool are neither regions nor readable warabifs records; left untouched",
-            unreadable.len()
+            "{unreadable} objects of the pool are neither regions nor readable warabifs records; left untouched"
         );
     }
     // The scan read every record once; the namespace now lives in memory.
     fs.store.release_resident_pages();
     tracing::info!(
-        "loaded {} inodes, {} directory entries, {} regions",
-        fs.inodes.len(),
-        fs.names.len(),
-        regions.len()
+        "loaded {} inode records, {entries} directory entries, {region_count} regions ({} listed by RegionID)",
+        fs.inodes.len() + fs.unloaded.read().len(),
+        fs.regions.read().len()
     );
     Ok(fs)
 }
 
-impl WarabiFs {
-    /// Creates the in-memory inodes; returns the regions they own.
-    fn load_inodes(
-        &self,
-        records: Vec<(Oid, InodeRecord)>,
-        live_regions: &HashSet<Oid>,
-    ) -> HashSet<Oid> {
-        let mut owned = HashSet::with_capacity(records.len());
-        let mut max_ino = ROOT_INO;
-        for (oid, mut rec) in records {
-            if rec.ino & RAW_REGION_INO_BIT == 0 {
-                max_ino = max_ino.max(rec.ino);
-            }
-            if !rec.region.is_null() && !live_regions.contains(&rec.region) {
-                // Erased behind our back (Warabi's erase of the file's RegionID): the
-                // record must not point at freed memory, so the file shows up empty.
-                tracing::error!(
-                    "file inode {} lost its region {} (erased outside warabifs); it reads as empty",
-                    rec.ino,
-                    rec.region
-                );
-                rec.region = Oid::NULL;
-                rec.size = 0;
-            }
-            if !rec.region.is_null() {
-                owned.insert(rec.region);
-            }
-            if rec.mode & libc::S_IFMT == libc::S_IFDIR {
-                self.dirs.insert(
-                    rec.ino,
-                    Dir {
-                        parent: ROOT_INO,
-                        ..Dir::default()
-                    },
-                );
-            }
-            let capacity = self.store.capacity(rec.region);
-            let state = InodeState::new(rec, Some(oid), capacity);
-            self.inodes
-                .insert(state.meta.ino, Arc::new(Inode::new(state)));
+/// The one pass over the pool.
+fn collect(store: &Store) -> Collected {
+    let mut found = Collected {
+        max_ino: ROOT_INO,
+        ..Collected::default()
+    };
+    store.scan_each(|object| match object {
+        Found::Region(oid, _) => found.regions.push(oid.off),
+        Found::Inode(oid, rec) => found.inode(oid, &rec),
+        Found::Dentry(record, view) => found.dentries.push(FoundEntry {
+            record,
+            parent: view.parent,
+            ino: view.ino,
+            name: view.name.into(),
+        }),
+        Found::Xattr(oid, rec) => found.xattrs.push((oid, rec)),
+        Found::Unreadable(_) => found.unreadable += 1,
+    });
+    found
+}
+
+impl Collected {
+    fn inode(&mut self, record: Oid, rec: &InodeRecord) {
+        if rec.ino & RAW_REGION_INO_BIT == 0 {
+            self.max_ino = self.max_ino.max(rec.ino);
         }
-        // Never below what the superblock says was given out: a number whose inode is
-        // gone is not handed out again (its file handles must stay stale).
-        let next = (max_ino + 1).max(self.store.next_ino());
-        self.next_ino.store(next, Ordering::Relaxed);
-        owned
+        let kind = FileKind::from_mode(rec.mode).unwrap_or(FileKind::Regular);
+        self.inodes.push((rec.ino, record.off, kind));
+        if !rec.region.is_null() {
+            self.owned.push((rec.ino, rec.region.off));
+        }
+        if rec.nlink == 0 || rec.flags & INODE_ORPHAN != 0 {
+            self.orphans.push(rec.ino);
+        }
+    }
+}
+
+impl WarabiFs {
+    /// Indexes the inode records (as unloaded inodes) and makes each directory's
+    /// listing; returns every inode's kind, sorted by number, for linking entries.
+    fn index_inodes(&self, mut inodes: Vec<(u64, u64, FileKind)>) -> Vec<(u64, FileKind)> {
+        inodes.sort_unstable_by_key(|&(ino, _, _)| ino);
+        // Two records of one number cannot come from committed transactions; the first
+        // is used (`warabifs check` reports them).
+        inodes.dedup_by_key(|&mut (ino, _, _)| ino);
+        for &(ino, _, kind) in &inodes {
+            if kind == FileKind::Directory {
+                let dir = Dir {
+                    parent: ROOT_INO,
+                    ..Dir::default()
+                };
+                self.dirs.insert(ino, dir);
+            }
+        }
+        let slots = inodes.iter().map(|&(ino, off, _)| (ino, off)).collect();
+        *self.unloaded.write() = UnloadedInodes::new(slots);
+        inodes
+            .into_iter()
+            .map(|(ino, _, kind)| (ino, kind))
+            .collect()
+    }
+
+    /// Files whose region is no longer a live region (erased behind our back, by
+    /// Warabi's erase of the file's RegionID) must not point at freed memory: they show
+    /// up empty. Returns the offsets of the regions inode records own, ascending.
+    fn drop_erased_regions(&self, owned: Vec<(u64, u64)>, regions: &[u64]) -> Vec<u64> {
+        let mut offsets = Vec::with_capacity(owned.len());
+        for (ino, off) in owned {
+            if regions.binary_search(&off).is_ok() {
+                offsets.push(off);
+                continue;
+            }
+            let Ok(inode) = self.inode(ino) else { continue };
+            let mut state = inode.state.write();
+            tracing::error!(
+                "file inode {ino} lost its region {} (erased outside warabifs); it reads as empty",
+                state.meta.region
+            );
+            state.meta.region = Oid::NULL;
+            state.meta.size = 0;
+            state.capacity = 0;
+        }
+        offsets.sort_unstable();
+        offsets
     }
 
     /// Gives each inode its extended attributes; records of a missing inode cannot come
     /// from a committed transaction and are reported and left alone.
     fn attach_xattrs(&self, xattrs: Vec<(Oid, XattrRecord)>) {
         for (oid, x) in xattrs {
-            let Some(inode) = self.inodes.get(&x.ino) else {
+            let Ok(inode) = self.inode(x.ino) else {
                 tracing::warn!("extended attribute record {oid} belongs to no inode; ignored");
                 continue;
             };
@@ -129,7 +214,7 @@ impl WarabiFs {
 
     /// The root directory: its record on a formatted pool, else a read-only stand-in.
     fn ensure_root(&self) -> Result<(), StoreError> {
-        if self.inodes.contains_key(&ROOT_INO) {
+        if self.exists(ROOT_INO) {
             return Ok(());
         }
         let now = Timestamp::now();
@@ -162,97 +247,163 @@ impl WarabiFs {
 
     /// Links directory entries to their inodes. An entry whose parent or inode is
     /// missing cannot come from a committed transaction; it is reported and skipped.
-    fn load_dentries(&self, dentries: Vec<(Oid, DentryRecord)>) {
-        for (oid, d) in dentries {
-            if !self.dirs.contains_key(&d.parent) || !self.inodes.contains_key(&d.ino) {
-                tracing::warn!(
-                    "directory entry {oid} ({:?}) points nowhere; ignored",
-                    String::from_utf8_lossy(&d.name)
-                );
-                continue;
+    /// Each directory's listing is built at once from its entries in cookie order.
+    fn load_dentries(&self, dentries: Vec<FoundEntry>, kinds: &[(u64, FileKind)]) {
+        let kind_of = |ino: u64| {
+            let i = kinds.binary_search_by_key(&ino, |&(i, _)| i).ok()?;
+            Some(kinds[i].1)
+        };
+        let mut listings: BTreeMap<u64, Vec<(u64, Child)>> = BTreeMap::new();
+        // Entries come in runs of one parent: its checks are made once a run.
+        let mut run: Option<(u64, bool)> = None;
+        for d in dentries {
+            let parent_is_dir = match run {
+                Some((parent, is_dir)) if parent == d.parent => is_dir,
+                _ => {
+                    let is_dir = self.dirs.contains_key(&d.parent);
+                    run = Some((d.parent, is_dir));
+                    is_dir
+                }
+            };
+            let known = || self.exists(d.ino).then_some(FileKind::Regular);
+            let kind = match kind_of(d.ino).or_else(known) {
+                Some(kind) if parent_is_dir => kind,
+                _ => {
+                    tracing::warn!(
+                        "directory entry {} ({:?}) points nowhere; ignored",
+                        d.record,
+                        String::from_utf8_lossy(&d.name)
+                    );
+                    continue;
+                }
+            };
+            if kind == FileKind::Directory {
+                if let Some(mut child) = self.dirs.get_mut(&d.ino) {
+                    child.parent = d.parent;
+                }
             }
-            self.insert_entry(d.parent, &d.name, Entry::recorded(d.ino, oid));
-            if let Some(mut child) = self.dirs.get_mut(&d.ino) {
-                child.parent = d.parent;
+            let child = Child {
+                name: d.name,
+                ino: d.ino,
+                kind,
+            };
+            let cookie = d.record.off;
+            match listings.last_entry() {
+                Some(mut last) if *last.key() == d.parent => last.get_mut().push((cookie, child)),
+                _ => listings.entry(d.parent).or_default().push((cookie, child)),
+            }
+        }
+        let entries = listings.iter().flat_map(|(&parent, children)| {
+            children.iter().map(move |(cookie, c)| {
+                let entry = Entry::recorded(c.ino, c.kind, self.store.pool().oid_at(*cookie));
+                (parent, &c.name[..], entry)
+            })
+        });
+        self.names.set_mounted(entries);
+        for (parent, children) in listings {
+            if let Some(mut dir) = self.dirs.get_mut(&parent) {
+                // In cookie order already (the pass is in pool order): a bulk build
+                // fills the tree's nodes, where inserts one by one leave them half full.
+                dir.children = children.into_iter().collect();
             }
         }
     }
 
     /// Frees inodes that were unlinked while open when the last mount ended.
-    fn reclaim_orphans(&self) -> Result<(), StoreError> {
-        let orphans: Vec<u64> = self
-            .inodes
-            .iter()
-            .filter(|i| {
-                let s = i.state.read();
-                s.record.is_some() && (s.meta.nlink == 0 || s.meta.flags & INODE_ORPHAN != 0)
-            })
-            .map(|i| i.ino)
-            .collect();
+    fn reclaim_orphans(&self, orphans: Vec<u64>) -> Result<(), StoreError> {
         if orphans.is_empty() || self.is_read_only() {
             return Ok(());
         }
+        let inodes: Vec<(u64, Arc<Inode>)> = orphans
+            .into_iter()
+            .filter_map(|ino| self.inode(ino).ok().map(|i| (ino, i)))
+            .collect();
         let mut tx = self.store.begin()?;
-        for ino in &orphans {
-            let inode = self
-                .inodes
-                .get(ino)
-                .map(|i| Arc::clone(&i))
-                .expect("listed above");
+        for (_, inode) in &inodes {
             let state = inode.state.read();
             super::data::free_inode(&mut tx, &state)?;
         }
         tx.commit()?;
-        for ino in &orphans {
+        for (ino, _) in &inodes {
             // A directory removed while open is an orphan too: forget its listing as well.
             self.dirs.remove(ino);
             self.inodes.remove(ino);
         }
-        tracing::info!("reclaimed {} files unlinked while open", orphans.len());
+        tracing::info!("reclaimed {} files unlinked while open", inodes.len());
         Ok(())
     }
 
     /// Lists every region no inode owns (one Warabi made) in the root directory, named by
-    /// its RegionID and sized by its usable size, as Warabi records no size.
-    fn list_warabi_regions(&self, regions: &[Oid], owned: &HashSet<Oid>) {
-        let now = Timestamp::now();
-        for &region in regions.iter().filter(|r| !owned.contains(r)) {
-            // A file adopted from a region that has since moved keeps that region's
-            // number and name; a new region Warabi made at the same offset then gets a
-            // counter number (stable once adopted) and a suffixed name.
-            let mut ino = RAW_REGION_INO_BIT | region.off;
-            if self.inodes.contains_key(&ino) {
-                ino = self.allocate_ino();
+    /// its RegionID and sized by its usable size, as Warabi records no size. `regions`
+    /// and `owned` are offsets, ascending. Each region is listed by its offset alone
+    /// (regions.rs) unless its name or number is taken by a file.
+    fn list_warabi_regions(&self, regions: Vec<u64>, owned: &[u64]) {
+        let uuid_lo = self.store.pool().oid_at(0).pool_uuid_lo;
+        let may_collide = self.names_or_numbers_like_regions();
+        let mut owned = owned.iter().peekable();
+        let mut listed = regions;
+        listed.retain(|&off| {
+            while owned.next_if(|&&o| o < off).is_some() {}
+            if owned.next_if_eq(&&off).is_some() {
+                return false;
             }
-            let Some(name) = region_names(region)
-                .into_iter()
-                .find(|n| !self.names.contains_key(&key(ROOT_INO, n)))
-            else {
-                tracing::warn!("region {region}: its names are taken by other files; not listed");
-                continue;
+            let region = Oid {
+                pool_uuid_lo: uuid_lo,
+                off,
             };
-            let capacity = self.store.capacity(region);
-            let meta = InodeRecord {
-                size: capacity,
-                region,
-                ..InodeRecord::new(
-                    ino,
-                    libc::S_IFREG | 0o644,
-                    self.opts.uid,
-                    self.opts.gid,
-                    now,
-                )
-            };
-            let state = InodeState::new(meta, None, capacity);
-            self.inodes.insert(ino, Arc::new(Inode::new(state)));
-            let cookie = region.off;
-            let entry = Entry {
-                ino,
-                cookie,
-                has_record: false,
-            };
-            self.insert_entry(ROOT_INO, &name, entry);
+            if may_collide && self.region_collides(region) {
+                self.name_colliding_region(region);
+                return false;
+            }
+            true
+        });
+        listed.shrink_to_fit();
+        *self.regions.write() = ListedRegions::new(uuid_lo, listed);
+    }
+
+    /// Whether some inode has a region-style number (an adopted region's) or some root
+    /// entry a RegionID-style name: only then can a region's name or number be taken,
+    /// and only then is each region checked.
+    fn names_or_numbers_like_regions(&self) -> bool {
+        let region_like =
+            |name: &[u8]| name.len() >= 32 && name[..32].iter().all(u8::is_ascii_hexdigit);
+        self.inodes.iter().any(|i| i.ino & RAW_REGION_INO_BIT != 0)
+            || self
+                .unloaded
+                .read()
+                .any_ino(|ino| ino & RAW_REGION_INO_BIT != 0)
+            || self
+                .dirs
+                .get(&ROOT_INO)
+                .is_some_and(|root| root.children.values().any(|c| region_like(&c.name)))
+    }
+
+    /// Whether the region's plain name or its inode number is taken.
+    fn region_collides(&self, region: Oid) -> bool {
+        let [plain, _] = region_names(region);
+        self.exists(RAW_REGION_INO_BIT | region.off)
+            || self.names.get(&self.store, ROOT_INO, &plain).is_some()
+    }
+
+    /// A region whose name or number a file took: an inode and a named entry of its own.
+    fn name_colliding_region(&self, region: Oid) {
+        // A file adopted from a region that has since moved keeps that region's
+        // number and name; a new region Warabi made at the same offset then gets a
+        // counter number (stable once adopted) and a suffixed name.
+        let mut ino = RAW_REGION_INO_BIT | region.off;
+        if self.exists(ino) {
+            ino = self.allocate_ino();
         }
+        let Some(name) = region_names(region)
+            .into_iter()
+            .find(|n| self.names.get(&self.store, ROOT_INO, n).is_none())
+        else {
+            tracing::warn!("region {region}: its names are taken by other files; not listed");
+            return;
+        };
+        let state = self.region_state(ino, region);
+        self.inodes.insert(ino, Arc::new(Inode::new(state)));
+        self.insert_entry(ROOT_INO, &name, Entry::region(ino, region));
     }
 }
 

@@ -12,27 +12,30 @@ mod error;
 mod gate;
 mod inode;
 mod load;
+mod names;
 mod namespace;
 mod ranges;
+mod regions;
+mod unloaded;
 mod xattr;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 pub use data::{SetAttr, SetTime};
 pub use error::{Errno, FsResult};
 pub use gate::{Deferred, WriteGate};
-use inode::Inode;
-pub use inode::{Attr, FileKind, RAW_REGION_INO_BIT, ROOT_INO};
+pub use inode::{Attr, FileKind, DIRECTORY_BLKSIZE, RAW_REGION_INO_BIT, ROOT_INO};
+use inode::{Inode, InodeState};
 pub use namespace::{DirEntry, RenameMode};
 pub use xattr::REGION_ID_XATTR;
 
 use crate::pmem::Oid;
-use crate::store::records::NAME_MAX;
+use crate::store::records::{InodeRecord, Timestamp, NAME_MAX};
 use crate::store::{PoolConfig, Store, StoreError};
 
 /// How the file system behaves, from the mount options.
@@ -107,6 +110,8 @@ pub struct FsStats {
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     ino: u64,
+    /// The kind of the inode it names (which never changes), for readdir's d_type.
+    kind: FileKind,
     /// Position in the directory listing (the dentry record's offset): stable across
     /// mounts and unique, so readdir offsets survive concurrent changes.
     cookie: u64,
@@ -117,11 +122,22 @@ struct Entry {
 
 impl Entry {
     /// The entry of a dentry record.
-    fn recorded(ino: u64, dentry: Oid) -> Entry {
+    fn recorded(ino: u64, kind: FileKind, dentry: Oid) -> Entry {
         Entry {
             ino,
+            kind,
             cookie: dentry.off,
             has_record: true,
+        }
+    }
+
+    /// The entry of a Warabi region (no record): it lists at the region's offset.
+    fn region(ino: u64, region: Oid) -> Entry {
+        Entry {
+            ino,
+            kind: FileKind::Regular,
+            cookie: region.off,
+            has_record: false,
         }
     }
 }
@@ -130,7 +146,16 @@ impl Entry {
 #[derive(Debug, Default)]
 struct Dir {
     parent: u64,
-    children: BTreeMap<u64, Name>,
+    children: BTreeMap<u64, Child>,
+}
+
+/// One child of a directory as readdir lists it: everything a getdents entry needs, so
+/// listing takes no other lookup per entry.
+#[derive(Clone, Debug)]
+struct Child {
+    name: Name,
+    ino: u64,
+    kind: FileKind,
 }
 
 /// An open file.
@@ -145,18 +170,35 @@ struct Handle {
 type Name = Arc<[u8]>;
 type NameKey = (u64, Name);
 
+/// The file system's concurrent maps. foldhash (seeded per process) instead of SipHash:
+/// a mount of a million names hashes each a few times, and SipHash was a good part of
+/// it.
+type Map<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+
 /// The mounted file system.
 pub struct WarabiFs {
     store: Store,
     /// Whether changes are refused, as mounted or as last remounted.
     read_only: AtomicBool,
     opts: FsOptions,
-    inodes: DashMap<u64, Arc<Inode>>,
-    names: DashMap<NameKey, Entry>,
-    dirs: DashMap<u64, Dir>,
+    /// Inodes with state in memory: those something has needed the state of since the
+    /// mount (opened, changed), or made. The others are in `unloaded` or `regions`.
+    inodes: Map<u64, Arc<Inode>>,
+    /// Inodes whose state is still only their record on the pool (unloaded.rs).
+    unloaded: RwLock<unloaded::UnloadedInodes>,
+    /// Named entries: dentry records, and Warabi regions that could not be listed in
+    /// `regions` (names.rs). The root's listed Warabi regions are not in here.
+    names: names::NameIndex,
+    dirs: Map<u64, Dir>,
+    /// Warabi-made regions listed in the root directory by offset alone (regions.rs).
+    regions: RwLock<regions::ListedRegions>,
+    /// How many of the listed regions also have an inode in `inodes` (for statfs).
+    listed_with_inode: AtomicUsize,
+    /// Times shown for Warabi regions, which have none of their own.
+    mounted_at: Timestamp,
     namespace: Mutex<()>,
     next_ino: AtomicU64,
-    handles: DashMap<u64, Handle>,
+    handles: Map<u64, Handle>,
     next_fh: AtomicU64,
     gate: WriteGate,
     /// Files holding headroom or reserves that a full pool asks back (see [`data::Reserves`]).
@@ -179,11 +221,87 @@ impl WarabiFs {
         &self.gate
     }
 
+    /// The inode `ino`, with its state in memory: an inode known only by its record, or
+    /// a listed Warabi region, is loaded here the first time something needs it.
     fn inode(&self, ino: u64) -> FsResult<Arc<Inode>> {
-        self.inodes
-            .get(&ino)
-            .map(|i| Arc::clone(&i))
-            .ok_or(Errno::ENOENT)
+        if let Some(inode) = self.inodes.get(&ino) {
+            return Ok(Arc::clone(&inode));
+        }
+        if let Some(inode) = self.load_inode(ino)? {
+            return Ok(inode);
+        }
+        // Under the listing's lock, so that a region leaving the listing (and then
+        // forgotten) cannot get an inode again after it.
+        let regions = self.regions.read();
+        let region = regions.by_ino(ino).ok_or(Errno::ENOENT)?;
+        let inode = self.inodes.entry(ino).or_insert_with(|| {
+            self.listed_with_inode.fetch_add(1, Ordering::Relaxed);
+            Arc::new(Inode::new(self.region_state(ino, region)))
+        });
+        Ok(Arc::clone(&inode))
+    }
+
+    /// Loads inode `ino` from its record, unless it is loaded already or has no record.
+    /// Under the unloaded set's write lock, so that an inode is loaded once and never
+    /// missing from both the set and the map.
+    fn load_inode(&self, ino: u64) -> FsResult<Option<Arc<Inode>>> {
+        let mut unloaded = self.unloaded.write();
+        if let Some(inode) = self.inodes.get(&ino) {
+            return Ok(Some(Arc::clone(&inode)));
+        }
+        let Some(off) = unloaded.record_of(ino) else {
+            return Ok(None);
+        };
+        let state = self.unloaded_state(off).ok_or(Errno::EIO)?;
+        unloaded.take(ino);
+        let inode = Arc::new(Inode::new(state));
+        self.inodes.insert(ino, Arc::clone(&inode));
+        Ok(Some(inode))
+    }
+
+    /// The state of an unloaded inode, from its record at offset `off`.
+    fn unloaded_state(&self, off: u64) -> Option<InodeState> {
+        let record = self.store.pool().oid_at(off);
+        let meta = self.store.inode_record(record)?;
+        let capacity = self.store.capacity(meta.region);
+        Some(InodeState::new(meta, Some(record), capacity))
+    }
+
+    /// Whether inode `ino` exists (loaded, unloaded or a listed Warabi region).
+    fn exists(&self, ino: u64) -> bool {
+        self.inodes.contains_key(&ino)
+            || self.unloaded.read().record_of(ino).is_some()
+            || self.regions.read().by_ino(ino).is_some()
+    }
+
+    /// The state of a Warabi region without a record, as its offset and the mount
+    /// options give it: sized by its usable size, as Warabi records no size.
+    fn region_state(&self, ino: u64, region: Oid) -> InodeState {
+        let capacity = self.store.capacity(region);
+        let meta = InodeRecord {
+            size: capacity,
+            region,
+            ..InodeRecord::new(
+                ino,
+                libc::S_IFREG | 0o644,
+                self.opts.uid,
+                self.opts.gid,
+                self.mounted_at,
+            )
+        };
+        InodeState::new(meta, None, capacity)
+    }
+
+    /// The entry `name` of directory `parent`: a named one, or a listed Warabi region.
+    fn entry(&self, parent: u64, name: &[u8]) -> Option<Entry> {
+        if let Some(entry) = self.names.get(&self.store, parent, name) {
+            return Some(entry);
+        }
+        if parent != ROOT_INO {
+            return None;
+        }
+        let region = self.regions.read().by_name(name)?;
+        Some(Entry::region(RAW_REGION_INO_BIT | region.off, region))
     }
 
     /// The dentry record behind `entry`, if it has one.
@@ -229,21 +347,45 @@ impl WarabiFs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        Ok(self.inode(ino)?.state.read().attr())
+        if let Some(inode) = self.inodes.get(&ino).map(|i| Arc::clone(&i)) {
+            return Ok(inode.state.read().attr());
+        }
+        // Nothing has needed the inode's state yet: its attributes from its record (read
+        // under the lock that keeps it from being loaded and freed meanwhile), or from a
+        // listed region, without loading it.
+        {
+            let unloaded = self.unloaded.read();
+            if let Some(off) = unloaded.record_of(ino) {
+                let state = self.unloaded_state(off).ok_or(Errno::EIO)?;
+                return Ok(state.attr());
+            }
+        }
+        let region = self.regions.read().by_ino(ino).ok_or(Errno::ENOENT)?;
+        Ok(self.region_state(ino, region).attr())
     }
 
     pub fn statfs(&self) -> FsStats {
         FsStats {
             total_bytes: self.store.total_bytes(),
             free_bytes: self.store.free_bytes(),
-            available_bytes: match self.opts.read_only {
+            available_bytes: match self.is_read_only() {
                 true => self.store.counted_available_bytes(),
                 false => self.store.available_bytes(),
             },
-            files: self.inodes.len() as u64,
+            files: self.file_count() as u64,
             block_size: 4096,
             name_max: NAME_MAX as u32,
         }
+    }
+
+    /// Inodes, counting each listed Warabi region once whether it has an inode or not.
+    fn file_count(&self) -> usize {
+        let listed_without_inode = self
+            .regions
+            .read()
+            .len()
+            .saturating_sub(self.listed_with_inode.load(Ordering::Relaxed));
+        self.inodes.len() + self.unloaded.read().len() + listed_without_inode
     }
 
     /// Makes everything durable: called at unmount. Failures are logged.

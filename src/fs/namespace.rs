@@ -1,12 +1,15 @@
 //! Names: lookup, listing, and every change to the tree, each one transaction.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::RwLockWriteGuard;
 
-use super::inode::{Inode, InodeState, ROOT_INO};
+use super::inode::{Inode, InodeState, RAW_REGION_INO_BIT, ROOT_INO};
+use super::regions::region_name;
 use super::Attr;
-use super::{check_name, key, Caller, Dir, Entry, Errno, FileKind, FsResult, Name, WarabiFs};
+use super::{check_name, key, Caller, Child, Dir, Entry, Errno, FileKind, FsResult, WarabiFs};
+use crate::pmem::Oid;
 use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN};
 use crate::store::StoreTx;
 
@@ -15,14 +18,14 @@ const SYMLINK_MAX: usize = 4096;
 /// Most hard links one inode may have.
 const LINK_MAX: u32 = 65_000;
 
-/// One entry of a directory listing.
-#[derive(Clone, Debug)]
-pub struct DirEntry {
+/// One entry of a directory listing, borrowed for the call that receives it.
+#[derive(Clone, Copy, Debug)]
+pub struct DirEntry<'a> {
     pub ino: u64,
     /// Pass this back to continue the listing after this entry.
     pub cookie: u64,
     pub kind: FileKind,
-    pub name: Arc<[u8]>,
+    pub name: &'a [u8],
 }
 
 /// The flavours of rename(2).
@@ -41,6 +44,22 @@ const DOT_COOKIE: u64 = 1;
 const DOTDOT_COOKIE: u64 = 2;
 /// Directory entries readdir copies out per `dirs` lookup.
 const READDIR_BATCH: usize = 128;
+
+/// An entry of a listing batch: a child of the directory at its cookie, or (in the
+/// root) a listed Warabi region, whose cookie is its offset.
+enum Listed {
+    Child(u64, Child),
+    Region(Oid),
+}
+
+impl Listed {
+    fn cookie(&self) -> u64 {
+        match self {
+            Listed::Child(cookie, _) => *cookie,
+            Listed::Region(region) => region.off,
+        }
+    }
+}
 
 impl WarabiFs {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
@@ -82,7 +101,7 @@ impl WarabiFs {
 
     fn lookup_ino(&self, parent: u64, name: &[u8]) -> FsResult<u64> {
         if !self.dirs.contains_key(&parent) {
-            return Err(if self.inodes.contains_key(&parent) {
+            return Err(if self.exists(parent) {
                 Errno::ENOTDIR
             } else {
                 Errno::ENOENT
@@ -96,32 +115,32 @@ impl WarabiFs {
         if name.len() > crate::store::records::NAME_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
-        self.names
-            .get(&key(parent, name))
-            .map(|e| e.ino)
-            .ok_or(Errno::ENOENT)
+        self.entry(parent, name).map(|e| e.ino).ok_or(Errno::ENOENT)
     }
 
     /// Entries of a directory after `offset` (0 starts from the beginning), with "." and
     /// "..", in a stable order. `add` returns true when the caller's buffer is full.
+    ///
+    /// Each call costs the entries it hands out: it resumes at `offset` in the
+    /// directory's ordered children (and, in the root, in the ordered listing of Warabi
+    /// regions), and takes no other lookup per entry.
     pub fn readdir(
         &self,
         ino: u64,
         offset: u64,
-        mut add: impl FnMut(DirEntry) -> bool,
+        mut add: impl FnMut(DirEntry<'_>) -> bool,
     ) -> FsResult<()> {
-        if self.is_removed_dir(ino) {
-            return Ok(());
-        }
-        let parent =
-            self.dirs
-                .get(&ino)
-                .map(|d| d.parent)
-                .ok_or(if self.inodes.contains_key(&ino) {
-                    Errno::ENOTDIR
-                } else {
-                    Errno::ENOENT
-                })?;
+        let Some(parent) = self.dirs.get(&ino).map(|d| d.parent) else {
+            // A directory removed while open lists nothing.
+            if self.is_removed_dir(ino) {
+                return Ok(());
+            }
+            return Err(if self.exists(ino) {
+                Errno::ENOTDIR
+            } else {
+                Errno::ENOENT
+            });
+        };
         let dots = [
             (DOT_COOKIE, ino, b"." as &[u8]),
             (DOTDOT_COOKIE, parent, b".."),
@@ -132,7 +151,7 @@ impl WarabiFs {
                     ino: target,
                     cookie,
                     kind: FileKind::Directory,
-                    name: name.into(),
+                    name,
                 })
             {
                 return Ok(());
@@ -140,24 +159,26 @@ impl WarabiFs {
         }
         let mut after = offset.max(DOTDOT_COOKIE);
         loop {
-            let batch = self.children_after(ino, after);
-            let Some(&(last, _)) = batch.last() else {
+            let batch = self.listing_after(ino, after);
+            let Some(last) = batch.last().map(Listed::cookie) else {
                 return Ok(());
             };
-            for (cookie, name) in batch {
-                let Some(entry) = self.names.get(&key(ino, &name)).map(|e| *e) else {
-                    continue;
+            for listed in &batch {
+                let full = match listed {
+                    Listed::Child(cookie, child) => add(DirEntry {
+                        ino: child.ino,
+                        cookie: *cookie,
+                        kind: child.kind,
+                        name: &child.name,
+                    }),
+                    Listed::Region(region) => add(DirEntry {
+                        ino: RAW_REGION_INO_BIT | region.off,
+                        cookie: region.off,
+                        kind: FileKind::Regular,
+                        name: &region_name(*region),
+                    }),
                 };
-                let kind = self
-                    .inode(entry.ino)
-                    .map(|i| i.state.read().kind())
-                    .unwrap_or(FileKind::Regular);
-                if add(DirEntry {
-                    ino: entry.ino,
-                    cookie,
-                    kind,
-                    name,
-                }) {
+                if full {
                     return Ok(());
                 }
             }
@@ -165,18 +186,29 @@ impl WarabiFs {
         }
     }
 
-    /// Up to READDIR_BATCH children of `dir` listed after `cookie`, copied out: readdir
-    /// must not hold a `dirs` shard lock while it locks an inode or calls `add`, since
-    /// namespace changes lock inodes first and then `dirs` (that order deadlocked).
-    fn children_after(&self, dir: u64, cookie: u64) -> Vec<(u64, Name)> {
-        let Some(dir) = self.dirs.get(&dir) else {
-            return Vec::new();
+    /// Up to READDIR_BATCH entries of `dir` listed after `cookie`, in cookie order,
+    /// copied out: readdir must not hold a `dirs` shard lock (or the region listing's)
+    /// while it calls `add`, since namespace changes lock inodes first and then `dirs`
+    /// (that order deadlocked). The root merges its children with its Warabi regions.
+    fn listing_after(&self, dir: u64, cookie: u64) -> Vec<Listed> {
+        let mut batch: Vec<Listed> = match self.dirs.get(&dir) {
+            Some(d) => d
+                .children
+                .range(cookie + 1..)
+                .take(READDIR_BATCH)
+                .map(|(&c, child)| Listed::Child(c, child.clone()))
+                .collect(),
+            None => return Vec::new(),
         };
-        dir.children
-            .range(cookie + 1..)
-            .take(READDIR_BATCH)
-            .map(|(&c, name)| (c, name.clone()))
-            .collect()
+        if dir == ROOT_INO {
+            let regions = self.regions.read().after(cookie, READDIR_BATCH);
+            if !regions.is_empty() {
+                batch.extend(regions.into_iter().map(Listed::Region));
+                batch.sort_unstable_by_key(Listed::cookie);
+                batch.truncate(READDIR_BATCH);
+            }
+        }
+        batch
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
@@ -251,7 +283,7 @@ impl WarabiFs {
         check_name(name)?;
         let _ns = self.namespace.lock();
         let dir = self.directory(parent)?;
-        if self.names.contains_key(&key(parent, name)) {
+        if self.entry(parent, name).is_some() {
             return Err(Errno::EEXIST);
         }
         let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
@@ -292,7 +324,7 @@ impl WarabiFs {
                 },
             );
         }
-        self.insert_entry(parent, name, Entry::recorded(attr.ino, dentry));
+        self.insert_entry(parent, name, Entry::recorded(attr.ino, attr.kind, dentry));
         Ok(attr)
     }
 
@@ -321,15 +353,40 @@ impl WarabiFs {
     pub(super) fn insert_entry(&self, parent: u64, name: &[u8], entry: Entry) {
         let (parent, name) = key(parent, name);
         if let Some(mut dir) = self.dirs.get_mut(&parent) {
-            dir.children.insert(entry.cookie, Arc::clone(&name));
+            let child = Child {
+                name: Arc::clone(&name),
+                ino: entry.ino,
+                kind: entry.kind,
+            };
+            dir.children.insert(entry.cookie, child);
         }
-        self.names.insert((parent, name), entry);
+        self.names.insert(parent, name, entry);
     }
 
     fn remove_entry(&self, parent: u64, name: &[u8]) -> Option<Entry> {
-        let (_, entry) = self.names.remove(&key(parent, name))?;
-        if let Some(mut dir) = self.dirs.get_mut(&parent) {
-            dir.children.remove(&entry.cookie);
+        if let Some(entry) = self.names.remove(&self.store, parent, name) {
+            if let Some(mut dir) = self.dirs.get_mut(&parent) {
+                dir.children.remove(&entry.cookie);
+            }
+            return Some(entry);
+        }
+        self.unlist_region(parent, name)
+    }
+
+    /// Takes a Warabi region out of the root's listing (it was adopted or deleted).
+    fn unlist_region(&self, parent: u64, name: &[u8]) -> Option<Entry> {
+        if parent != ROOT_INO {
+            return None;
+        }
+        let region: Oid = {
+            let mut regions = self.regions.write();
+            let region = regions.by_name(name)?;
+            regions.remove(region.off);
+            region
+        };
+        let entry = Entry::region(RAW_REGION_INO_BIT | region.off, region);
+        if self.inodes.contains_key(&entry.ino) {
+            self.listed_with_inode.fetch_sub(1, Ordering::Relaxed);
         }
         Some(entry)
     }
@@ -346,11 +403,7 @@ impl WarabiFs {
         }
         let name = super::load::region_names(state.region())
             .into_iter()
-            .find(|n| {
-                self.names
-                    .get(&key(ROOT_INO, n))
-                    .is_some_and(|e| e.ino == ino)
-            })
+            .find(|n| self.entry(ROOT_INO, n).is_some_and(|e| e.ino == ino))
             .ok_or(Errno::ENOENT)?;
         let mut tx = self.store.begin()?;
         let record = tx.create_inode(&state.meta)?;
@@ -364,7 +417,8 @@ impl WarabiFs {
         // The entry now lists at its record's offset: the region's offset it listed at
         // before may be reused once the file moves.
         self.remove_entry(ROOT_INO, &name);
-        self.insert_entry(ROOT_INO, &name, Entry::recorded(ino, dentry));
+        let entry = Entry::recorded(ino, FileKind::Regular, dentry);
+        self.insert_entry(ROOT_INO, &name, entry);
         Ok(())
     }
 
@@ -383,7 +437,7 @@ impl WarabiFs {
         let _ns = self.namespace.lock();
         let inode = self.inode(ino)?;
         let dir = self.directory(newparent)?;
-        if self.names.contains_key(&key(newparent, newname)) {
+        if self.entry(newparent, newname).is_some() {
             return Err(Errno::EEXIST);
         }
         let mut state = inode.state.write();
@@ -415,7 +469,8 @@ impl WarabiFs {
         tx.commit()?;
         apply_meta(&mut state, meta);
         apply_meta(&mut dir_state, dir_meta);
-        self.insert_entry(newparent, newname, Entry::recorded(ino, dentry));
+        let entry = Entry::recorded(ino, state.kind(), dentry);
+        self.insert_entry(newparent, newname, entry);
         Ok(state.attr())
     }
 
@@ -438,11 +493,7 @@ impl WarabiFs {
         let ino = self.lookup_ino(parent, name)?;
         self.adopt_if_raw(ino)?;
         let _ns = self.namespace.lock();
-        let entry = self
-            .names
-            .get(&key(parent, name))
-            .map(|e| *e)
-            .ok_or(Errno::ENOENT)?;
+        let entry = self.entry(parent, name).ok_or(Errno::ENOENT)?;
         let dir = self.directory(parent)?;
         let inode = self.inode(entry.ino)?;
         let is_dir = self.dirs.contains_key(&entry.ino);
@@ -534,12 +585,8 @@ impl WarabiFs {
             }
         }
         let _ns = self.namespace.lock();
-        let source = self
-            .names
-            .get(&key(parent, name))
-            .map(|e| *e)
-            .ok_or(Errno::ENOENT)?;
-        let target = self.names.get(&key(newparent, newname)).map(|e| *e);
+        let source = self.entry(parent, name).ok_or(Errno::ENOENT)?;
+        let target = self.entry(newparent, newname);
         self.directory(newparent)?;
         let source_is_dir = self.dirs.contains_key(&source.ino);
         if source_is_dir && self.is_ancestor(source.ino, newparent) {
@@ -677,7 +724,8 @@ impl WarabiFs {
             self.forget_if_freed(t.ino, freed_target, self.dirs.contains_key(&t.ino));
         }
         self.remove_entry(parent, name);
-        self.insert_entry(newparent, newname, Entry::recorded(source.ino, dentry));
+        let moved = Entry::recorded(source.ino, source.kind, dentry);
+        self.insert_entry(newparent, newname, moved);
         if let (true, Some(mut d)) = (source_is_dir, self.dirs.get_mut(&source.ino)) {
             d.parent = newparent;
         }
@@ -741,8 +789,8 @@ impl WarabiFs {
         drop(guards);
         self.remove_entry(parent, name);
         self.remove_entry(newparent, newname);
-        self.insert_entry(newparent, newname, Entry::recorded(a.ino, new_a));
-        self.insert_entry(parent, name, Entry::recorded(b.ino, new_b));
+        self.insert_entry(newparent, newname, Entry::recorded(a.ino, a.kind, new_a));
+        self.insert_entry(parent, name, Entry::recorded(b.ino, b.kind, new_b));
         for (dir, is_dir, new_parent) in [(a.ino, a_dir, newparent), (b.ino, b_dir, parent)] {
             if let (true, Some(mut d)) = (is_dir, self.dirs.get_mut(&dir)) {
                 d.parent = new_parent;

@@ -73,7 +73,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: a.rdev,
-        blksize: 4096,
+        blksize: a.blksize,
         flags: 0,
     }
 }

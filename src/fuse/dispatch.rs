@@ -355,7 +355,7 @@ impl Operations for WarabiOps {
         sink: &mut dyn DirSink,
     ) -> Result<(), Errno> {
         self.fs
-            .readdir(ino, offset, |e| sink.add(e.ino, e.cookie, e.kind, &e.name))
+            .readdir(ino, offset, |e| sink.add(e.ino, e.cookie, e.kind, e.name))
     }
 
     fn readdirplus(
@@ -369,7 +369,7 @@ impl Operations for WarabiOps {
         self.fs.readdir(ino, offset, |e| {
             // An entry removed since it was listed is skipped, not an error.
             match self.fs.getattr(e.ino) {
-                Ok(attr) => sink.add(&attr, e.cookie, &e.name),
+                Ok(attr) => sink.add(&attr, e.cookie, e.name),
                 Err(_) => false,
             }
         })

@@ -78,11 +78,14 @@ pub fn open_flags(opts: &FsOptions, flags: i32) -> u32 {
 pub fn negotiate(config: &mut KernelConfig, opts: &FsOptions, io_uring: bool) -> InitFlags {
     let _ = config.set_max_write(MAX_WRITE);
     // mmap of direct-I/O files (atomic_writes) needs the kernel's permission.
-    // Readdirplus always (not READDIRPLUS_AUTO): `ls -l` of a large directory then
-    // needs no LOOKUP per name, whichever getdents call listed it.
+    // READDIRPLUS_AUTO: the kernel asks for readdirplus for the first getdents of a
+    // listing and then only while the caller stats what it lists (`ls -l` does, each
+    // entry right after reading it), so `ls` alone does not make a kernel inode and
+    // dentry per name (for a million names that cost more than the listing).
     let mut wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
         | InitFlags::FUSE_PARALLEL_DIROPS
-        | InitFlags::FUSE_DO_READDIRPLUS;
+        | InitFlags::FUSE_DO_READDIRPLUS
+        | InitFlags::FUSE_READDIRPLUS_AUTO;
     // KILLPRIV_V2 moves the clearing of set-user-ID and set-group-ID on write into
     // warabifs. Without it the kernel asks for security.capability before every
     // write, which costs a round trip each.

@@ -375,6 +375,19 @@ impl Pool {
         unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 
+    /// All the bytes an object can hold (its usable size), borrowed from the mapping: one
+    /// lookup of the object's size where `bytes(oid, 0, usable_size(oid))` takes two.
+    pub fn object_bytes(&self, oid: Oid) -> &[u8] {
+        let len = self.usable_size(oid) as usize;
+        if len == 0 {
+            return &[];
+        }
+        // SAFETY: oid belongs to this pool (usable_size checked it, else len is 0) and its
+        // usable size is `len`, so the range lies inside the pool mapping, which outlives
+        // &self.
+        unsafe { std::slice::from_raw_parts(sys::pmemobj_direct(oid.to_raw()) as *const u8, len) }
+    }
+
     /// Hands `with` `len` bytes of an object from `off`: large ranges read from the pool
     /// file into a per-thread buffer, since bringing pages into the mapping costs a
     /// page-table update per 4 KiB page the first time, more than copying them. The

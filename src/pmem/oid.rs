@@ -41,6 +41,17 @@ impl Oid {
         id
     }
 
+    /// The RegionID as 32 lowercase hex digits, without an allocation.
+    pub fn region_id_hex(self) -> [u8; 32] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (i, byte) in self.to_region_id().into_iter().enumerate() {
+            hex[2 * i] = HEX[usize::from(byte >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+        }
+        hex
+    }
+
     pub fn from_region_id(id: [u8; 16]) -> Oid {
         let (lo, off) = id.split_at(8);
         Oid {
@@ -53,10 +64,8 @@ impl Oid {
 /// RegionID as 32 lowercase hex digits of its 16 bytes.
 impl fmt::Display for Oid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.to_region_id() {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        let hex = self.region_id_hex();
+        f.pad(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
     }
 }
 

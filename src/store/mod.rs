@@ -18,9 +18,9 @@ use crate::pmem::{self, Oid, PmemError, Pool, Tx, TxAlloc};
 use probe::ProbeError;
 pub use probe::{PoolHeader, PoolKind};
 use records::{
-    DentryRecord, InodeRecord, Superblock, XattrRecord, BASE_FORMAT_VERSION, COUNTED_INO_LIMIT,
-    FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC, SUPERBLOCK_NEXT_INO, SUPERBLOCK_SIZE, TYPE_DENTRY,
-    TYPE_INODE, TYPE_REGION, TYPE_XATTR, ZERO_TAIL_VERSION,
+    DentryRecord, DentryView, InodeRecord, Superblock, XattrRecord, BASE_FORMAT_VERSION,
+    COUNTED_INO_LIMIT, FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC, SUPERBLOCK_NEXT_INO,
+    SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR, ZERO_TAIL_VERSION,
 };
 
 /// Warabi's pmem backend configuration.
@@ -105,6 +105,19 @@ pub struct Scan {
     pub regions: Vec<Oid>,
     /// Records that could not be decoded, and objects of type numbers no one here uses.
     pub unreadable: Vec<Oid>,
+}
+
+/// One object as [`Store::scan_each`] meets it.
+#[derive(Debug)]
+pub enum Found<'p> {
+    /// A type-0 object: a Warabi region, owned by an inode or not, and its usable size.
+    Region(Oid, u64),
+    Inode(Oid, InodeRecord),
+    /// A directory entry record, its name borrowed from the pool.
+    Dentry(Oid, DentryView<'p>),
+    Xattr(Oid, XattrRecord),
+    /// A record that could not be decoded, or an object of a type number no one here uses.
+    Unreadable(Oid),
 }
 
 /// An open pool holding (or about to hold) warabifs metadata.
@@ -390,33 +403,65 @@ impl Store {
     /// few thousand objects (for a progress display on big pools).
     pub fn scan_with_progress(&self, mut progress: impl FnMut(u64)) -> Scan {
         let mut scan = Scan::default();
-        let mut allocated = 0u64;
-        for (count, oid) in self.pool.objects().enumerate() {
+        let mut count = 0u64;
+        self.scan_each(|found| {
             if count % 4096 == 0 {
-                progress(count as u64);
+                progress(count);
             }
-            let size = self.pool.usable_size(oid);
-            allocated += size + OBJECT_OVERHEAD;
-            let bytes = self.pool.bytes(oid, 0, size as usize);
-            match self.pool.type_num(oid) {
-                TYPE_REGION => scan.regions.push(oid),
-                TYPE_INODE => match InodeRecord::decode(bytes) {
-                    Some(rec) => scan.inodes.push((oid, rec)),
-                    None => scan.unreadable.push(oid),
-                },
-                TYPE_DENTRY => match DentryRecord::decode(bytes) {
-                    Some(rec) => scan.dentries.push((oid, rec)),
-                    None => scan.unreadable.push(oid),
-                },
-                TYPE_XATTR => match XattrRecord::decode(bytes) {
-                    Some(rec) => scan.xattrs.push((oid, rec)),
-                    None => scan.unreadable.push(oid),
-                },
-                _ => scan.unreadable.push(oid),
+            count += 1;
+            match found {
+                Found::Region(oid, _) => scan.regions.push(oid),
+                Found::Inode(oid, rec) => scan.inodes.push((oid, rec)),
+                Found::Dentry(oid, view) => {
+                    let rec = DentryRecord {
+                        parent: view.parent,
+                        ino: view.ino,
+                        name: view.name.to_vec(),
+                    };
+                    scan.dentries.push((oid, rec));
+                }
+                Found::Xattr(oid, rec) => scan.xattrs.push((oid, rec)),
+                Found::Unreadable(oid) => scan.unreadable.push(oid),
             }
+        });
+        scan
+    }
+
+    /// One pass over the pool's objects, handing each to `visit` decoded, in pool order,
+    /// without collecting them: a mount keeps only what it needs of each. Sets the
+    /// space accounting (see [`Store::free_bytes`]).
+    pub fn scan_each(&self, mut visit: impl FnMut(Found<'_>)) {
+        let mut allocated = 0u64;
+        for oid in self.pool.objects() {
+            let type_num = self.pool.type_num(oid);
+            if type_num == TYPE_REGION {
+                // A region's bytes are file data: the scan does not read them.
+                let size = self.pool.usable_size(oid);
+                allocated += size + OBJECT_OVERHEAD;
+                visit(Found::Region(oid, size));
+                continue;
+            }
+            let bytes = self.pool.object_bytes(oid);
+            allocated += bytes.len() as u64 + OBJECT_OVERHEAD;
+            let found = match type_num {
+                TYPE_INODE => InodeRecord::decode(bytes).map(|rec| Found::Inode(oid, rec)),
+                TYPE_DENTRY => DentryView::decode(bytes).map(|view| Found::Dentry(oid, view)),
+                TYPE_XATTR => XattrRecord::decode(bytes).map(|rec| Found::Xattr(oid, rec)),
+                _ => None,
+            };
+            visit(found.unwrap_or(Found::Unreadable(oid)));
         }
         self.allocated.store(allocated as i64, Ordering::Relaxed);
-        scan
+    }
+
+    /// The directory entry record at `record`, read in place; None if it does not decode.
+    pub fn dentry_record(&self, record: Oid) -> Option<DentryView<'_>> {
+        DentryView::decode(self.pool.object_bytes(record))
+    }
+
+    /// The inode record at `record`, read from the pool; None if it does not decode.
+    pub fn inode_record(&self, record: Oid) -> Option<InodeRecord> {
+        InodeRecord::decode(self.pool.object_bytes(record))
     }
 
     /// Pool size in bytes (what `df` shows as the size): the pool file's length, or the

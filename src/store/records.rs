@@ -304,6 +304,25 @@ impl DentryRecord {
 
     /// Decodes a record; `None` when the name length is impossible.
     pub fn decode(bytes: &[u8]) -> Option<DentryRecord> {
+        DentryView::decode(bytes).map(|view| DentryRecord {
+            parent: view.parent,
+            ino: view.ino,
+            name: view.name.to_vec(),
+        })
+    }
+}
+
+/// A directory entry record read in place: its name borrowed from the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DentryView<'a> {
+    pub parent: u64,
+    pub ino: u64,
+    pub name: &'a [u8],
+}
+
+impl<'a> DentryView<'a> {
+    /// Decodes a record; `None` when the name length is impossible.
+    pub fn decode(bytes: &'a [u8]) -> Option<DentryView<'a>> {
         if bytes.len() < DENTRY_HEADER_SIZE {
             return None;
         }
@@ -311,13 +330,10 @@ impl DentryRecord {
         if name_len == 0 || name_len > NAME_MAX {
             return None;
         }
-        let name = bytes
-            .get(DENTRY_HEADER_SIZE..DENTRY_HEADER_SIZE + name_len)?
-            .to_vec();
-        Some(DentryRecord {
+        Some(DentryView {
             parent: u64_at(bytes, 0),
             ino: u64_at(bytes, 8),
-            name,
+            name: bytes.get(DENTRY_HEADER_SIZE..DENTRY_HEADER_SIZE + name_len)?,
         })
     }
 }

@@ -3,8 +3,9 @@
 
 mod check;
 mod inventory;
+mod listing;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use serde::Serialize;
@@ -14,7 +15,7 @@ pub use inventory::Inventory;
 
 use crate::pmem::Oid;
 use crate::store::poolset::PartInfo;
-use crate::store::records::{InodeRecord, Timestamp, FORMAT_VERSION};
+use crate::store::records::{Timestamp, FORMAT_VERSION};
 use crate::store::{PoolConfig, PoolKind, Scan, Store, StoreError};
 
 /// Opens an existing pool for inspection: never creates, formats or reclaims anything.
@@ -29,14 +30,20 @@ pub fn open(path: &Path) -> Result<Store, StoreError> {
 
 /// Scans the pool, with a spinner on a terminal (big pools take a moment).
 pub fn scan(store: &Store) -> Scan {
+    with_spinner(|progress| store.scan_with_progress(progress))
+}
+
+/// Runs `work`, which reports how many objects it has read, with a spinner showing
+/// that count on a terminal.
+fn with_spinner<R>(work: impl FnOnce(&mut dyn FnMut(u64)) -> R) -> R {
     if !std::io::stderr().is_terminal() {
-        return store.scan();
+        return work(&mut |_| {});
     }
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message("reading pool objects");
-    let scan = store.scan_with_progress(|n| spinner.set_position(n));
+    let result = work(&mut |n| spinner.set_position(n));
     spinner.finish_and_clear();
-    scan
+    result
 }
 
 /// One line of `warabifs ls`.
@@ -78,42 +85,30 @@ fn region_id(region: Oid) -> Option<String> {
     (!region.is_null()).then(|| region.to_string())
 }
 
-/// Every path in the pool, then every region Warabi made (listed by RegionID).
-pub fn list(store: &Store, inv: &Inventory) -> Vec<Listing> {
-    let mut rows: Vec<Listing> = inv
-        .paths()
-        .into_iter()
-        .filter_map(|(path, ino)| inv.inodes.get(&ino).map(|i| file_row(store, path, &i.meta)))
-        .collect();
-    rows.sort_by(|a, b| a.path.cmp(&b.path));
-    rows.extend(inv.warabi_regions().into_iter().map(|region| {
-        let capacity = store.capacity(region);
-        Listing {
-            path: format!("/{region}"),
-            kind: "region",
-            ino: crate::fs::RAW_REGION_INO_BIT | region.off,
-            region_id: Some(region.to_string()),
-            size: capacity,
-            stored: capacity,
-            capacity,
-            mode: libc::S_IFREG | 0o644,
-            mtime: None,
-        }
-    }));
+/// Every path in the pool (sorted by path), then every region Warabi made (listed by
+/// RegionID), from one scan.
+pub fn list(store: &Store) -> Vec<Listing> {
+    let mut rows = Vec::new();
+    with_spinner(|progress| listing::for_each_row(store, progress, |row| rows.push(row)));
     rows
 }
 
-fn file_row(store: &Store, path: String, meta: &InodeRecord) -> Listing {
-    Listing {
-        path,
-        kind: kind_name(meta.mode),
-        ino: meta.ino,
-        region_id: region_id(meta.region),
-        size: meta.size,
-        stored: meta.data_len(),
-        capacity: store.capacity(meta.region),
-        mode: meta.mode,
-        mtime: Some(rfc3339(meta.mtime)),
+/// `ls` as text on standard output, each line written as it is made (a pool of a
+/// million regions lists without holding a million rows). A closed pipe (`| head`)
+/// ends the listing quietly.
+pub fn print_listing(store: &Store) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut result = Ok(());
+    with_spinner(|progress| {
+        listing::for_each_row(store, progress, |row| {
+            if result.is_ok() {
+                result = listing::write_row(&mut out, &row);
+            }
+        })
+    });
+    match result.and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 
@@ -187,21 +182,6 @@ pub fn info(store: &Store, inv: &Inventory) -> Info {
             None => "unknown",
         },
     }
-}
-
-/// `ls` as text: mode, size, bytes stored, capacity, mtime, RegionID and path, one file
-/// a line.
-pub fn render_listing(rows: &[Listing]) -> String {
-    let mut out = String::new();
-    for r in rows {
-        let region = r.region_id.as_deref().unwrap_or("-");
-        let mtime = r.mtime.as_deref().map_or("-", |t| &t[..19.min(t.len())]);
-        out += &format!(
-            "{:<7} {:06o} {:>12} {:>12} {:>12} {:<19} {:<32} {}\n",
-            r.kind, r.mode, r.size, r.stored, r.capacity, mtime, region, r.path
-        );
-    }
-    out
 }
 
 /// `info` as text: one "name: value" line each.

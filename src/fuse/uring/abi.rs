@@ -256,7 +256,7 @@ fn put_attr(w: &mut Writer, a: &Attr) -> Result<(), Errno> {
         .u32(a.uid)?
         .u32(a.gid)?
         .u32(a.rdev)?
-        .u32(4096)?
+        .u32(a.blksize)?
         .u32(0)?;
     Ok(())
 }
@@ -761,6 +761,7 @@ mod tests {
             size: 9,
             blocks: 1,
             rdev: 0,
+            blksize: 4096,
             atime: t,
             mtime: t,
             ctime: t,
