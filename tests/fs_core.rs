@@ -2490,3 +2490,31 @@ fn a_directory_removed_while_open_keeps_its_inode_until_released() {
     assert_eq!(free_bytes(&fs), free_before);
     assert_eq!(fs.opendir(ROOT_INO).map(|_| ()), Ok(()));
 }
+
+#[test]
+fn a_number_given_to_a_region_is_never_given_to_a_file_on_a_later_mount() {
+    let (_dir, path) = scratch();
+    let pool = Pool::create(&path, POOL_SIZE).unwrap();
+    let (old, _) = warabi_region(&pool, 1000, 20);
+    drop(pool);
+    let fs = mount(&path);
+    let adopted = lookup_ino(&fs, ROOT_INO, old.to_string().as_bytes());
+    fs.write(adopted, 2000, b"x", true).unwrap();
+    drop(fs);
+    let pool = Pool::open(&path).unwrap();
+    let (new, _) = warabi_region(&pool, 1000, 21);
+    drop(pool);
+    assert_eq!(new, old, "libpmemobj reuses the freed offset");
+    // The new region's number collides with the adopted file's: it gets a counter
+    // number, which a file handle may now hold.
+    let fs = mount(&path);
+    let region_ino = lookup_ino(&fs, ROOT_INO, format!("{new}.region").as_bytes());
+    drop(fs);
+    // Warabi erases the region; a file made on the next mount must get another number.
+    let pool = Pool::open(&path).unwrap();
+    pool.free(new);
+    drop(pool);
+    let fs = mount(&path);
+    let file = create_file(&fs, ROOT_INO, b"file", b"");
+    assert!(file > region_ino, "file {file} after region {region_ino}");
+}

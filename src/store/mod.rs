@@ -881,6 +881,14 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    /// Records that every counted number below `next` has been given out.
+    pub fn claim_inos_below(&mut self, next: u64) -> Result<(), StoreError> {
+        match next.checked_sub(1) {
+            Some(last) => self.claim_ino(last),
+            None => Ok(()),
+        }
+    }
+
     /// The lowest inode number not given out yet, counting this transaction's claims.
     pub fn next_free_ino(&self) -> u64 {
         self.next_ino.unwrap_or_else(|| self.store.next_ino())
