@@ -900,7 +900,7 @@ def make_scale_pool(ws: Workspace, kind: str, count: int) -> tuple[Path, float]:
 
 def scale_names(b: Bench, pool: Path, kind: str, count: int) -> list[str]:
     """The names the pool's root lists, in the order the files were made: the
-    RegionIDs in offset order (from `warabifs ls`), or f0000000, f0000001, ... The order
+    RegionIDs in their sorted order (from `warabifs ls`, which lists them as readdir does), or f0000000, f0000001, ... The order
     matters to the floor: `ls` sorts what it reads, and a directory read back in (or
     against) sorted order sorts several times faster."""
     if kind == "files":

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parking_lot::RwLockWriteGuard;
 
 use super::inode::{Inode, InodeState, RAW_REGION_INO_BIT, ROOT_INO};
-use super::regions::region_name;
+use super::regions::{listed_cookie, region_name};
 use super::Attr;
 use super::{check_name, key, Caller, Child, Dir, Entry, Errno, FileKind, FsResult, WarabiFs};
 use crate::pmem::Oid;
@@ -46,7 +46,7 @@ const DOTDOT_COOKIE: u64 = 2;
 const READDIR_BATCH: usize = 128;
 
 /// An entry of a listing batch: a child of the directory at its cookie, or (in the
-/// root) a listed Warabi region, whose cookie is its offset.
+/// root) a listed Warabi region, at [`listed_cookie`].
 enum Listed {
     Child(u64, Child),
     Region(Oid),
@@ -56,7 +56,7 @@ impl Listed {
     fn cookie(&self) -> u64 {
         match self {
             Listed::Child(cookie, _) => *cookie,
-            Listed::Region(region) => region.off,
+            Listed::Region(region) => listed_cookie(region.off),
         }
     }
 }
@@ -173,7 +173,7 @@ impl WarabiFs {
                     }),
                     Listed::Region(region) => add(DirEntry {
                         ino: RAW_REGION_INO_BIT | region.off,
-                        cookie: region.off,
+                        cookie: listed_cookie(region.off),
                         kind: FileKind::Regular,
                         name: &region_name(*region),
                     }),

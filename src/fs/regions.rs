@@ -9,33 +9,64 @@
 //! the inode map from then on. A busy provider's pool of a million regions then costs
 //! about 8 MiB here.
 //!
+//! The root lists them after its directory entries, in RegionID order.
+//!
 //! Regions that cannot be listed this way (their RegionID name or their inode number is
 //! taken by a file) are given an inode and an entry at mount, as files are.
 
 use super::inode::RAW_REGION_INO_BIT;
 use crate::pmem::Oid;
 
-/// Offsets of listed regions, ascending, and which of them have left the listing since
-/// the mount (adopted into a record, or deleted).
+/// The cookies of listed regions: this bit, above every pool offset (the cookies of
+/// directory entries), so the root lists its files first and its listed regions after
+/// them, and below the sign bit of the kernel's directory position.
+const LISTED_COOKIE_BIT: u64 = 1 << 62;
+
+/// Where a region's name sorts among RegionIDs that share the pool's `uuid_lo`: the
+/// offset's little-endian bytes, which the name spells in order, read as one number.
+fn name_key(off: u64) -> u64 {
+    u64::from_be_bytes(off.to_le_bytes())
+}
+
+fn off_of_key(key: u64) -> u64 {
+    u64::from_le_bytes(key.to_be_bytes())
+}
+
+/// The readdir cookie of the listed region at `off`. A name key's two low bits are the
+/// two high bits of an offset, which no pool reaches, so the shift loses nothing.
+pub(super) fn listed_cookie(off: u64) -> u64 {
+    debug_assert!(off >> 62 == 0, "offset {off:#x} past any pool");
+    LISTED_COOKIE_BIT | name_key(off) >> 2
+}
+
+/// Listed regions in RegionID order (as `ls` sorts them: a listing that comes sorted
+/// sorts several times faster), held as the name keys of their offsets, and which of
+/// them have left the listing since the mount (adopted into a record, or deleted).
 #[derive(Debug, Default)]
 pub(super) struct ListedRegions {
     /// The pool's `uuid_lo`: every listed RegionID carries it.
     uuid_lo: u64,
-    offsets: Vec<u64>,
-    /// One bit per offset: set once the region left the listing.
+    /// [`name_key`]s of the offsets, ascending.
+    keys: Vec<u64>,
+    /// One bit per key: set once the region left the listing.
     gone: Vec<u64>,
     listed: usize,
 }
 
 impl ListedRegions {
-    /// `offsets` must be ascending and distinct.
+    /// `offsets` must be distinct.
     pub(super) fn new(uuid_lo: u64, offsets: Vec<u64>) -> ListedRegions {
-        debug_assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+        let mut keys = offsets;
+        for off in &mut keys {
+            *off = name_key(*off);
+        }
+        keys.sort_unstable();
+        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
         ListedRegions {
             uuid_lo,
-            gone: vec![0; offsets.len().div_ceil(64)],
-            listed: offsets.len(),
-            offsets,
+            gone: vec![0; keys.len().div_ceil(64)],
+            listed: keys.len(),
+            keys,
         }
     }
 
@@ -48,9 +79,9 @@ impl ListedRegions {
         self.gone[index / 64] & (1 << (index % 64)) != 0
     }
 
-    /// Where `off` is among the listed offsets.
+    /// Where `off` is among the listed regions.
     fn index_of(&self, off: u64) -> Option<usize> {
-        let index = self.offsets.binary_search(&off).ok()?;
+        let index = self.keys.binary_search(&name_key(off)).ok()?;
         (!self.is_gone(index)).then_some(index)
     }
 
@@ -87,13 +118,17 @@ impl ListedRegions {
         true
     }
 
-    /// Up to `limit` listed regions after offset `cookie`, in offset order.
+    /// Up to `limit` listed regions whose cookie ([`listed_cookie`]) is past `cookie`,
+    /// in RegionID order.
     pub(super) fn after(&self, cookie: u64, limit: usize) -> Vec<Oid> {
-        let start = self.offsets.partition_point(|&off| off <= cookie);
-        (start..self.offsets.len())
+        let start = match cookie.checked_sub(LISTED_COOKIE_BIT) {
+            None => 0,
+            Some(shifted) => self.keys.partition_point(|&key| key >> 2 <= shifted),
+        };
+        (start..self.keys.len())
             .filter(|&i| !self.is_gone(i))
             .take(limit)
-            .map(|i| self.oid(self.offsets[i]))
+            .map(|i| self.oid(off_of_key(self.keys[i])))
             .collect()
     }
 
@@ -156,8 +191,35 @@ mod tests {
         assert_eq!(regions.by_offset(0x200), None);
         let offs = |v: Vec<Oid>| v.into_iter().map(|o| o.off).collect::<Vec<_>>();
         assert_eq!(offs(regions.after(0, 10)), [0x100, 0x300, 0x400]);
-        assert_eq!(offs(regions.after(0x100, 1)), [0x300]);
-        assert_eq!(offs(regions.after(0x250, 10)), [0x300, 0x400]);
-        assert_eq!(offs(regions.after(0x400, 10)), Vec::<u64>::new());
+        assert_eq!(offs(regions.after(listed_cookie(0x100), 1)), [0x300]);
+        assert_eq!(
+            offs(regions.after(listed_cookie(0x200), 10)),
+            [0x300, 0x400]
+        );
+        assert_eq!(
+            offs(regions.after(listed_cookie(0x400), 10)),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[test]
+    fn regions_are_listed_in_region_id_order_after_every_entry_cookie() {
+        let offsets = vec![0x10_0000, 0x1f0, 0x2_0040, 0x40, 0xff_ff80, 0x1_0000_0000];
+        let regions = ListedRegions::new(7, offsets.clone());
+        let listed = regions.after(0, 100);
+        let names: Vec<[u8; 32]> = listed.iter().map(|&o| region_name(o)).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(listed.len(), offsets.len());
+        // Cookies grow along the listing, each past any pool offset.
+        let cookies: Vec<u64> = listed.iter().map(|o| listed_cookie(o.off)).collect();
+        assert!(cookies.windows(2).all(|w| w[0] < w[1]));
+        assert!(cookies.iter().all(|&c| c > 1 << 56 && c < 1 << 63));
+        // A directory entry's cookie (a pool offset) resumes before every region.
+        assert_eq!(regions.after(0x7fff_ffff_ffff, 100).len(), offsets.len());
+        for (i, &c) in cookies.iter().enumerate() {
+            assert_eq!(regions.after(c, 100), listed[i + 1..]);
+        }
     }
 }

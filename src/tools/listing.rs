@@ -129,7 +129,7 @@ pub fn for_each_row(store: &Store, mut progress: impl FnMut(u64), mut row: impl 
         }
     }
     drop(tree);
-    regions.sort_unstable();
+    regions.sort_unstable_by_key(|(region, _)| region.to_region_id());
     for (region, size) in regions {
         if owned.binary_search(&region).is_err() {
             row(region_row(region, size));
