@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use fuser::{Config, InitFlags, MountOption, Session, SessionACL};
+use fuser::{Config, INodeNo, InitFlags, MountOption, Session, SessionACL};
 use nix::mount::MsFlags;
 
 use crate::config::{IoUringMode, MountConfig};
@@ -55,6 +55,11 @@ pub fn mount(config: &MountConfig) -> Result<Mounted, String> {
     let adapter = FuserAdapter::new(Arc::clone(&ops), want_uring.is_ok(), Arc::clone(&granted));
     let session = Session::new(adapter, &config.mountpoint, &fuse_config(config))
         .map_err(|e| format!("cannot mount on {}: {e}", config.mountpoint.display()))?;
+    let notifier = session.notifier();
+    ops.set_attr_invalidator(Box::new(move |ino| {
+        // An inode the kernel does not know (ENOENT) has nothing cached to drop.
+        let _ = notifier.inval_inode(INodeNo(ino), -1, 0);
+    }));
     let rings = start_rings(config.io_uring, want_uring, &granted, &session, ops)?;
     if config.read_push && !fs.options().every_open_direct() {
         let started = ReadPush::start(Arc::clone(&fs), session.notifier())

@@ -500,3 +500,75 @@ fn the_pool_survives_sigkill_at_any_moment() {
         model = round.run(&pool, &mnt, &model, fresh_free);
     }
 }
+
+/// Directories removed (by rmdir, or by a rename over them) while open keep their
+/// inode until the last close; a crash before that must not leak it: the next mount
+/// reclaims it, as it does files unlinked while open.
+#[test]
+fn directories_removed_while_open_leave_nothing_after_a_crash() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool = scratch.path("removed-dirs.pmem");
+    let mnt = scratch.mountpoint("m");
+    let m = ForegroundMount::start(&pool, &mnt, &[POOL_OPTIONS]);
+    let fresh_free = free_blocks(&mnt);
+    let mut open = Vec::new();
+    for i in 0..20 {
+        let dir = mnt.join(format!("d{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        // An extended attribute record that must go with the directory.
+        xattr_set(&dir, "user.note", b"removed while open");
+        open.push(std::fs::File::open(&dir).unwrap());
+        if i % 2 == 0 {
+            std::fs::remove_dir(&dir).unwrap();
+        } else {
+            std::fs::create_dir(mnt.join("other")).unwrap();
+            std::fs::rename(mnt.join("other"), &dir).unwrap();
+            std::fs::remove_dir(&dir).unwrap();
+        }
+    }
+    for dir in &open {
+        let st = nix::sys::stat::fstat(dir).expect("fstat of a removed directory");
+        assert_eq!(st.st_nlink, 0);
+    }
+    let mut m = m;
+    m.kill9();
+    drop(open);
+    assert!(common::unmount(&mnt), "the dead mount was not listed");
+    common::wait_pool_released(&pool);
+    drop(m);
+    common::assert_pmempool_consistent(&pool, "after the crash");
+    // warabifs check knows them for what they are: orphans the next mount reclaims.
+    let check = common::output(common::warabifs().arg("check").arg(&pool));
+    let report = String::from_utf8_lossy(&check.stdout).into_owned();
+    let orphans = report
+        .lines()
+        .filter(|l| l.starts_with("orphan inode"))
+        .count();
+    assert_eq!(orphans, 20, "warabifs check after the crash: {report}");
+    let m = ForegroundMount::start(&pool, &mnt, &[POOL_OPTIONS]);
+    assert_eq!(
+        free_blocks(&mnt),
+        fresh_free,
+        "the removed directories' records leaked"
+    );
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
+    m.unmount();
+    common::assert_pool_consistent(&pool, "after reclaiming");
+}
+
+fn xattr_set(path: &Path, name: &str, value: &[u8]) {
+    let out = std::process::Command::new("setfattr")
+        .args(["-n", name, "-v"])
+        .arg(format!("0x{}", hex(value)))
+        .arg(path)
+        .output()
+        .expect("setfattr (Debian attr)");
+    assert!(out.status.success(), "setfattr: {out:?}");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

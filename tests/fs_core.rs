@@ -2403,3 +2403,118 @@ fn names_found_at_mount_can_be_removed_made_again_and_renamed() {
     assert_eq!(names(&fs, ROOT_INO), expected);
     assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"file3")), b"again");
 }
+
+// ------------------------------------------- file handles and removed open directories
+
+#[test]
+fn dot_of_any_live_inode_is_itself_and_of_a_removed_one_is_enoent() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let file = create_file(&fs, ROOT_INO, b"f", b"data");
+    let dir = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap().ino;
+    // What the kernel asks when it decodes a handle of an inode it has forgotten.
+    assert_eq!(fs.lookup(file, b".").unwrap().ino, file);
+    assert_eq!(fs.lookup(dir, b".").unwrap().ino, dir);
+    assert_eq!(fs.lookup(dir, b"..").unwrap().ino, ROOT_INO);
+    fs.unlink(ROOT_INO, b"f").unwrap();
+    assert_eq!(fs.lookup(file, b".").err(), Some(Errno::ENOENT));
+    // An open-unlinked file has no name: "." of it is stale as well.
+    let open = create_file(&fs, ROOT_INO, b"g", b"data");
+    let fh = fs.open(open, false).unwrap();
+    fs.unlink(ROOT_INO, b"g").unwrap();
+    assert_eq!(fs.lookup(open, b".").err(), Some(Errno::ENOENT));
+    fs.release(fh).unwrap();
+}
+
+#[test]
+fn the_number_of_a_deleted_inode_is_never_given_out_again_even_after_a_remount() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let kept = create_file(&fs, ROOT_INO, b"kept", b"");
+    let highest = create_file(&fs, ROOT_INO, b"highest", b"");
+    fs.unlink(ROOT_INO, b"highest").unwrap();
+    let mut fs = fs;
+    let mut given = highest;
+    for _ in 0..2 {
+        fs = remount(fs, &path);
+        let new = create_file(&fs, ROOT_INO, b"new", b"");
+        assert!(
+            new > given && new > kept,
+            "{new} reuses a number up to {given}"
+        );
+        fs.unlink(ROOT_INO, b"new").unwrap();
+        given = new;
+    }
+}
+
+#[test]
+fn a_directory_removed_while_open_keeps_its_inode_until_released() {
+    let (_dir, path) = scratch();
+    let fs = create_pool(&path, POOL_SIZE);
+    let free_before = free_bytes(&fs);
+    let dir = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap().ino;
+    let fh = fs.opendir(dir).unwrap();
+    fs.rmdir(ROOT_INO, b"d").unwrap();
+    let attr = fs.getattr(dir).unwrap();
+    assert_eq!((attr.kind, attr.nlink), (FileKind::Directory, 0));
+    let change = SetAttr {
+        mode: Some(0o700),
+        ..SetAttr::default()
+    };
+    assert_eq!(fs.setattr(dir, change).unwrap().perm, 0o700);
+    let mut listed = 0;
+    fs.readdir(dir, 0, |_| {
+        listed += 1;
+        false
+    })
+    .unwrap();
+    assert_eq!(
+        listed, 0,
+        "a removed directory lists nothing, not even . and .."
+    );
+    fs.release(fh).unwrap();
+    assert_eq!(fs.getattr(dir).err(), Some(Errno::ENOENT));
+    assert_eq!(free_bytes(&fs), free_before);
+
+    // Renamed over while open: the same, and a crash before the release leaves
+    // nothing behind once the pool is mounted again.
+    let victim = fs.mkdir(ROOT_INO, b"victim", 0o755, caller()).unwrap().ino;
+    fs.mkdir(ROOT_INO, b"other", 0o755, caller()).unwrap();
+    let _fh = fs.opendir(victim).unwrap();
+    fs.rename(ROOT_INO, b"other", ROOT_INO, b"victim", RenameMode::Replace)
+        .unwrap();
+    assert_eq!(fs.getattr(victim).unwrap().nlink, 0);
+    fs.rmdir(ROOT_INO, b"victim").unwrap();
+    let fs = remount(fs, &path); // the handle was never released: a crash
+    assert_eq!(fs.getattr(victim).err(), Some(Errno::ENOENT));
+    assert_eq!(free_bytes(&fs), free_before);
+    assert_eq!(fs.opendir(ROOT_INO).map(|_| ()), Ok(()));
+}
+
+#[test]
+fn a_number_given_to_a_region_is_never_given_to_a_file_on_a_later_mount() {
+    let (_dir, path) = scratch();
+    let pool = Pool::create(&path, POOL_SIZE).unwrap();
+    let (old, _) = warabi_region(&pool, 1000, 20);
+    drop(pool);
+    let fs = mount(&path);
+    let adopted = lookup_ino(&fs, ROOT_INO, old.to_string().as_bytes());
+    fs.write(adopted, 2000, b"x", true).unwrap();
+    drop(fs);
+    let pool = Pool::open(&path).unwrap();
+    let (new, _) = warabi_region(&pool, 1000, 21);
+    drop(pool);
+    assert_eq!(new, old, "libpmemobj reuses the freed offset");
+    // The new region's number collides with the adopted file's: it gets a counter
+    // number, which a file handle may now hold.
+    let fs = mount(&path);
+    let region_ino = lookup_ino(&fs, ROOT_INO, format!("{new}.region").as_bytes());
+    drop(fs);
+    // Warabi erases the region; a file made on the next mount must get another number.
+    let pool = Pool::open(&path).unwrap();
+    pool.free(new);
+    drop(pool);
+    let fs = mount(&path);
+    let file = create_file(&fs, ROOT_INO, b"file", b"");
+    assert!(file > region_ino, "file {file} after region {region_ino}");
+}

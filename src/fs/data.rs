@@ -538,17 +538,17 @@ impl WarabiFs {
     /// Clears set-user-ID and set-group-ID before a write by a caller without
     /// CAP_FSETID. The kernel leaves this to the file system when it caches writes
     /// (FUSE_HANDLE_KILLPRIV_V2) and says when in each write request. A file without
-    /// those bits, the usual case, costs one read lock.
-    pub fn clear_suid_sgid(&self, ino: u64) -> FsResult<()> {
+    /// those bits, the usual case, costs one read lock. Returns whether a bit went.
+    pub fn clear_suid_sgid(&self, ino: u64) -> FsResult<bool> {
         let mode = self.inode(ino)?.state.read().meta.mode;
         if without_suid_sgid(mode) == mode {
-            return Ok(());
+            return Ok(false);
         }
         let change = SetAttr {
             clear_suid_sgid: true,
             ..SetAttr::default()
         };
-        self.setattr(ino, change).map(|_| ())
+        self.setattr(ino, change).map(|_| true)
     }
 
     /// Changes attributes in one transaction (a truncate that needs a bigger region

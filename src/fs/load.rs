@@ -8,7 +8,7 @@
 //! erased, inodes with extended attributes).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -49,6 +49,9 @@ struct FoundEntry {
 
 pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError> {
     let found = collect(&store);
+    // Never below what the superblock says was given out: a number whose inode is gone
+    // is not handed out again (its file handles must stay stale).
+    let next_ino = (found.max_ino + 1).max(store.next_ino());
     // Sized once: growing maps of a million entries rehashes them several times over.
     let fs = WarabiFs {
         store,
@@ -62,7 +65,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
         listed_with_inode: AtomicUsize::new(0),
         mounted_at: Timestamp::now(),
         namespace: Mutex::new(()),
-        next_ino: AtomicU64::new(found.max_ino + 1),
+        next_ino: AtomicU64::new(next_ino),
         handles: Map::default(),
         next_fh: AtomicU64::new(1),
         gate: WriteGate::default(),
@@ -92,6 +95,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
     fs.reclaim_orphans(orphans)?;
     let region_count = regions.len();
     fs.list_warabi_regions(regions, &owned);
+    fs.claim_numbers_given_to_regions(next_ino)?;
     if unreadable > 0 {
         tracing::warn!(
             "{unreadable} objects of the pool are neither regions nor readable warabifs records; left untouched"
@@ -356,6 +360,21 @@ impl WarabiFs {
         });
         listed.shrink_to_fit();
         *self.regions.write() = ListedRegions::new(uuid_lo, listed);
+    }
+
+    /// A region whose number a file took got a counter number (`counted_from` was the
+    /// counter before the listing): record that it was given out, so that no later
+    /// mount gives it to a file and a handle of the region never opens that file.
+    /// Nothing to do in the usual case, where the counter did not move, and nothing
+    /// can be written on a read-only mount.
+    fn claim_numbers_given_to_regions(&self, counted_from: u64) -> Result<(), StoreError> {
+        let next = self.next_ino.load(Ordering::Relaxed);
+        if next == counted_from || self.is_read_only() || !self.store.is_formatted() {
+            return Ok(());
+        }
+        let mut tx = self.store.begin()?;
+        tx.claim_inos_below(next)?;
+        tx.commit()
     }
 
     /// Whether some inode has a region-style number (an adopted region's) or some root

@@ -63,8 +63,40 @@ impl Listed {
 
 impl WarabiFs {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
+        if name == b"." {
+            return self.lookup_self(parent);
+        }
         let ino = self.lookup_ino(parent, name)?;
         self.getattr(ino)
+    }
+
+    /// "." of any inode, directory or not: what the kernel asks when it turns a file
+    /// handle back into an inode it no longer has in memory. An inode that is gone, or
+    /// has no name left (the kernel holds those it still has open), is `ENOENT`, which
+    /// the kernel reports as a stale handle.
+    fn lookup_self(&self, ino: u64) -> FsResult<Attr> {
+        let attr = self.getattr(ino)?;
+        match attr.nlink {
+            0 => Err(Errno::ENOENT),
+            _ => Ok(attr),
+        }
+    }
+
+    /// Opens a directory: an open directory keeps its inode after it is removed, until
+    /// the handle is released (as an open file does).
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        if self.inode(ino)?.state.read().kind() != FileKind::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        self.open(ino, false)
+    }
+
+    /// Whether `ino` is a directory that was removed while open: it lists nothing.
+    fn is_removed_dir(&self, ino: u64) -> bool {
+        self.inode(ino).is_ok_and(|i| {
+            let state = i.state.read();
+            state.kind() == FileKind::Directory && state.meta.nlink == 0
+        })
     }
 
     fn lookup_ino(&self, parent: u64, name: &[u8]) -> FsResult<u64> {
@@ -98,15 +130,17 @@ impl WarabiFs {
         offset: u64,
         mut add: impl FnMut(DirEntry<'_>) -> bool,
     ) -> FsResult<()> {
-        let parent = self
-            .dirs
-            .get(&ino)
-            .map(|d| d.parent)
-            .ok_or(if self.exists(ino) {
+        let Some(parent) = self.dirs.get(&ino).map(|d| d.parent) else {
+            // A directory removed while open lists nothing.
+            if self.is_removed_dir(ino) {
+                return Ok(());
+            }
+            return Err(if self.exists(ino) {
                 Errno::ENOTDIR
             } else {
                 Errno::ENOENT
-            })?;
+            });
+        };
         let dots = [
             (DOT_COOKIE, ino, b"." as &[u8]),
             (DOTDOT_COOKIE, parent, b".."),

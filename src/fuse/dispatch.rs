@@ -24,7 +24,15 @@ pub struct WarabiOps {
     /// The kernel agreed to FUSE_HANDLE_KILLPRIV_V2: warabifs clears set-user-ID and
     /// set-group-ID on write, truncate and chown itself.
     clears_suid_sgid: AtomicBool,
+    /// Tells the kernel that its cached attributes of an inode are stale (set once
+    /// the session exists): after warabifs clears set-user-ID or set-group-ID in a
+    /// request whose reply carries no attributes (write, fallocate, copy_file_range).
+    invalidate_attr: OnceLock<AttrInvalidator>,
 }
+
+/// Drops the kernel's cached attributes of an inode (FUSE_NOTIFY_INVAL_INODE with a
+/// negative offset: attributes only, no page of the file).
+pub type AttrInvalidator = Box<dyn Fn(u64) + Send + Sync>;
 
 impl WarabiOps {
     pub fn new(fs: Arc<WarabiFs>, push: Arc<OnceLock<ReadPush>>) -> WarabiOps {
@@ -32,7 +40,33 @@ impl WarabiOps {
             fs,
             push,
             clears_suid_sgid: AtomicBool::new(false),
+            invalidate_attr: OnceLock::new(),
         }
+    }
+
+    /// Hands over the session's way of invalidating cached attributes.
+    pub fn set_attr_invalidator(&self, invalidate: AttrInvalidator) {
+        let _ = self.invalidate_attr.set(invalidate);
+    }
+
+    /// Clears set-user-ID and set-group-ID of `ino` (as Linux does when a file is
+    /// changed by a caller without CAP_FSETID) and, when a bit went, tells the kernel:
+    /// the reply of the request that caused it carries no attributes, and the kernel
+    /// would otherwise keep showing the old mode from its cache.
+    fn kill_suid_sgid(&self, ino: u64) -> Result<(), Errno> {
+        if self.fs.clear_suid_sgid(ino)? {
+            if let Some(invalidate) = self.invalidate_attr.get() {
+                invalidate(ino);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a change of a file's data by this caller must clear its set-ID bits
+    /// although the request does not say so (fallocate and copy_file_range carry no
+    /// flag for it): as for a truncate, "without CAP_FSETID" is taken as "not root".
+    fn unprivileged_change(&self, req: &RequestInfo) -> bool {
+        self.clears_suid_sgid() && req.uid != 0
     }
 
     /// Runs `op`, which may change the data of `ino`, as a writer of the push gate: now,
@@ -283,7 +317,7 @@ impl Operations for WarabiOps {
         data: &[u8],
     ) -> Result<u32, Errno> {
         if args.write_flags & WRITE_KILL_SUIDGID != 0 {
-            self.fs.clear_suid_sgid(ino)?;
+            self.kill_suid_sgid(ino)?;
         }
         let sync = args.open_flags & (libc::O_SYNC | libc::O_DSYNC) != 0;
         self.fs
@@ -304,10 +338,12 @@ impl Operations for WarabiOps {
     }
 
     fn opendir(&self, _req: &RequestInfo, ino: u64, _flags: i32) -> Result<Opened, Errno> {
-        match self.fs.getattr(ino)?.kind {
-            crate::fs::FileKind::Directory => Ok(Opened { fh: 0, flags: 0 }),
-            _ => Err(Errno::ENOTDIR),
-        }
+        let fh = self.fs.opendir(ino)?;
+        Ok(Opened { fh, flags: 0 })
+    }
+
+    fn releasedir(&self, _req: &RequestInfo, _ino: u64, fh: u64) -> Result<(), Errno> {
+        self.fs.release(fh)
     }
 
     fn readdir(
@@ -406,14 +442,18 @@ impl Operations for WarabiOps {
 
     fn fallocate(
         &self,
-        _req: &RequestInfo,
+        req: &RequestInfo,
         ino: u64,
         _fh: u64,
         offset: u64,
         length: u64,
         mode: i32,
     ) -> Result<(), Errno> {
-        self.fs.fallocate(ino, offset, length, mode)
+        self.fs.fallocate(ino, offset, length, mode)?;
+        if self.unprivileged_change(req) {
+            self.kill_suid_sgid(ino)?;
+        }
+        Ok(())
     }
 
     fn lseek(
@@ -424,7 +464,9 @@ impl Operations for WarabiOps {
         offset: i64,
         whence: i32,
     ) -> Result<i64, Errno> {
-        let offset = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        // A negative offset is past no data and no hole: ENXIO, as Linux's own file
+        // systems answer it.
+        let offset = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
         self.fs
             .lseek(ino, offset, whence)
             .map(|position| position as i64)
@@ -439,21 +481,23 @@ impl Operations for WarabiOps {
         Errno(libc::ENOTTY)
     }
 
-    fn copy_file_range(&self, _req: &RequestInfo, range: CopyRange) -> Result<u32, Errno> {
+    fn copy_file_range(&self, req: &RequestInfo, range: CopyRange) -> Result<u32, Errno> {
         if range.flags != 0 {
             return Err(Errno::EINVAL);
         }
         // The reply carries a 32-bit count; callers loop for the rest.
         let len = range.len.min(u64::from(u32::MAX) & !0xfff);
-        self.fs
-            .copy_file_range(
-                range.ino_in,
-                range.offset_in,
-                range.ino_out,
-                range.offset_out,
-                len,
-            )
-            .map(|n| n as u32)
+        let copied = self.fs.copy_file_range(
+            range.ino_in,
+            range.offset_in,
+            range.ino_out,
+            range.offset_out,
+            len,
+        )?;
+        if copied > 0 && self.unprivileged_change(req) {
+            self.kill_suid_sgid(range.ino_out)?;
+        }
+        Ok(copied as u32)
     }
 }
 

@@ -90,6 +90,9 @@ pub fn negotiate(config: &mut KernelConfig, opts: &FsOptions, io_uring: bool) ->
     // warabifs. Without it the kernel asks for security.capability before every
     // write, which costs a round trip each.
     wanted |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+    // File handles (name_to_handle_at, NFS export): the kernel may then look up "."
+    // and ".." of inodes by number, for handles of inodes it has forgotten.
+    wanted |= InitFlags::FUSE_EXPORT_SUPPORT;
     // With writeback_cache, writes through the page cache are cached and sent
     // later, in large requests.
     if opts.writeback_cache && !opts.every_open_direct() {

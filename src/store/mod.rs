@@ -19,8 +19,8 @@ use probe::ProbeError;
 pub use probe::{PoolHeader, PoolKind};
 use records::{
     DentryRecord, DentryView, InodeRecord, Superblock, XattrRecord, BASE_FORMAT_VERSION,
-    FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC, SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE,
-    TYPE_REGION, TYPE_XATTR, ZERO_TAIL_VERSION,
+    COUNTED_INO_LIMIT, FORMAT_VERSION, INODE_HEADER_SIZE, MAGIC, SUPERBLOCK_NEXT_INO,
+    SUPERBLOCK_SIZE, TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR, ZERO_TAIL_VERSION,
 };
 
 /// Warabi's pmem backend configuration.
@@ -136,6 +136,8 @@ pub struct Store {
     /// Held by the transaction that raises the version, until it ends, so that no
     /// other one writes a record of the new version before the superblock says so.
     upgrading: Mutex<()>,
+    /// The superblock's next inode number as committed (see [`Superblock::next_ino`]).
+    next_ino: AtomicU64,
     /// Allocations share it; a probe of what the allocator would give
     /// ([`Store::largest_region`]) takes it alone, since its reservation makes the
     /// space look taken while it lasts.
@@ -312,6 +314,7 @@ impl Store {
             allocated: AtomicI64::new(0),
             version: AtomicU32::new(0),
             upgrading: Mutex::new(()),
+            next_ino: AtomicU64::new(0),
             allocations: RwLock::new(()),
             heap_changes: AtomicU64::new(0),
             last_probe: Mutex::new(None),
@@ -362,7 +365,14 @@ impl Store {
             });
         }
         self.version.store(sb.version, Ordering::Relaxed);
+        self.next_ino.store(sb.next_ino, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// The lowest inode number never given out, as the superblock records it (0 when
+    /// the pool's builds did not record it): a mount counts from at least here.
+    pub fn next_ino(&self) -> u64 {
+        self.next_ino.load(Ordering::Relaxed)
     }
 
     /// Writes the superblock. The root directory's inode is made by the file system.
@@ -600,6 +610,7 @@ impl Store {
             allocated_delta: 0,
             heap_touched: false,
             upgrade: None,
+            next_ino: None,
         })
     }
 
@@ -790,6 +801,8 @@ pub struct StoreTx<'s> {
     heap_touched: bool,
     /// Held while this transaction raises the format version (see [`Store::upgrading`]).
     upgrade: Option<MutexGuard<'s, ()>>,
+    /// The next inode number this transaction writes into the superblock.
+    next_ino: Option<u64>,
 }
 
 impl StoreTx<'_> {
@@ -836,17 +849,54 @@ impl StoreTx<'_> {
                 .pool
                 .root()
                 .expect("a formatted pool has a superblock");
+            // The magic and the version only: the rest of the superblock (the next
+            // inode number) may be changing in this very transaction.
             let superblock = Superblock::of_version(ZERO_TAIL_VERSION).encode();
             self.tx
-                .write(root, 0, &superblock)
+                .write(root, 0, &superblock[..12])
                 .map_err(|e| self.fail(e))?;
             self.upgrade = Some(guard);
         }
         Ok(())
     }
 
+    /// Records in the superblock that `ino` has been given out, when it is a counted
+    /// number at or past the recorded next one: no later mount hands it out again,
+    /// even once its inode is gone. Creates run one at a time (the namespace lock), so
+    /// the numbers claimed only go up.
+    fn claim_ino(&mut self, ino: u64) -> Result<(), StoreError> {
+        if ino >= COUNTED_INO_LIMIT || ino < self.store.next_ino() {
+            return Ok(());
+        }
+        let root = self
+            .store
+            .pool
+            .root()
+            .expect("a formatted pool has a superblock");
+        let next = ino + 1;
+        self.tx
+            .write(root, SUPERBLOCK_NEXT_INO, &next.to_le_bytes())
+            .map_err(|e| self.fail(e))?;
+        self.next_ino = Some(next);
+        Ok(())
+    }
+
+    /// Records that every counted number below `next` has been given out.
+    pub fn claim_inos_below(&mut self, next: u64) -> Result<(), StoreError> {
+        match next.checked_sub(1) {
+            Some(last) => self.claim_ino(last),
+            None => Ok(()),
+        }
+    }
+
+    /// The lowest inode number not given out yet, counting this transaction's claims.
+    pub fn next_free_ino(&self) -> u64 {
+        self.next_ino.unwrap_or_else(|| self.store.next_ino())
+    }
+
     pub fn create_inode(&mut self, rec: &InodeRecord) -> Result<Oid, StoreError> {
         self.allow(rec)?;
+        self.claim_ino(rec.ino)?;
         let oid = self.alloc(rec.encoded_len() as u64, TYPE_INODE, TxAlloc::Zeroed)?;
         self.tx
             .write(oid, 0, &rec.encode())
@@ -897,6 +947,7 @@ impl StoreTx<'_> {
         let delta = self.allocated_delta;
         let store = self.store;
         let upgrade = self.upgrade;
+        let next_ino = self.next_ino;
         let heap_touched = self.heap_touched;
         crate::fault::point("tx.before_commit");
         {
@@ -911,6 +962,9 @@ impl StoreTx<'_> {
         }
         if upgrade.is_some() {
             store.version.store(ZERO_TAIL_VERSION, Ordering::Relaxed);
+        }
+        if let Some(next) = next_ino {
+            store.next_ino.fetch_max(next, Ordering::Relaxed);
         }
         drop(upgrade);
         Ok(())

@@ -22,6 +22,11 @@ pub const BASE_FORMAT_VERSION: u32 = 1;
 /// so pools without them stay readable by builds that know only version 1.
 pub const ZERO_TAIL_VERSION: u32 = 2;
 pub const SUPERBLOCK_SIZE: usize = 64;
+/// Where the superblock keeps the next inode number (a u64; see [`Superblock`]).
+pub const SUPERBLOCK_NEXT_INO: u64 = 16;
+/// Inode numbers from here up are made from region offsets (a Warabi region listed
+/// without a record), not counted: they never move the counter.
+pub const COUNTED_INO_LIMIT: u64 = 1 << 62;
 pub const INODE_HEADER_SIZE: usize = 128;
 pub const DENTRY_HEADER_SIZE: usize = 24;
 pub const XATTR_HEADER_SIZE: usize = 16;
@@ -49,14 +54,20 @@ fn i64_at(bytes: &[u8], off: usize) -> i64 {
 pub struct Superblock {
     pub magic: [u8; 8],
     pub version: u32,
+    /// Every counted inode number below this may have been given out: a new inode
+    /// gets at least this number, so that no number is ever used twice (a file handle
+    /// of a deleted file must not open a later one). 0 in pools written by builds that
+    /// did not keep it; the mount then counts from the largest number in use.
+    pub next_ino: u64,
 }
 
 impl Superblock {
-    /// The superblock of a pool of `version`.
+    /// The superblock of a new pool of `version`.
     pub fn of_version(version: u32) -> Superblock {
         Superblock {
             magic: MAGIC,
             version,
+            next_ino: 0,
         }
     }
 
@@ -64,6 +75,7 @@ impl Superblock {
         let mut out = [0u8; SUPERBLOCK_SIZE];
         out[0..8].copy_from_slice(&self.magic);
         out[8..12].copy_from_slice(&self.version.to_le_bytes());
+        out[16..24].copy_from_slice(&self.next_ino.to_le_bytes());
         out
     }
 
@@ -71,6 +83,7 @@ impl Superblock {
         Superblock {
             magic: bytes[0..8].try_into().expect("8 bytes"),
             version: u32_at(bytes, 8),
+            next_ino: u64_at(bytes, 16),
         }
     }
 }

@@ -374,7 +374,8 @@ fn relink_into_lost_and_found(
                 .max()
                 .copied()
                 .unwrap_or(ROOT_INO)
-                + 1;
+                .saturating_add(1)
+                .max(tx.next_free_ino());
             tx.create_inode(&new_directory(ino))?;
             tx.create_dentry(&DentryRecord {
                 parent: ROOT_INO,

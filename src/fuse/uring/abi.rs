@@ -745,6 +745,8 @@ mod tests {
 
     struct Echo {
         opts: FsOptions,
+        /// Directory handles released, in order.
+        released_dirs: std::sync::Mutex<Vec<u64>>,
     }
 
     fn attr(ino: u64) -> Attr {
@@ -784,6 +786,16 @@ mod tests {
         fn write(&self, _: &RequestInfo, _: u64, _: WriteArgs, data: &[u8]) -> Result<u32, Errno> {
             Ok(data.len() as u32)
         }
+        fn opendir(&self, _: &RequestInfo, ino: u64, _: i32) -> Result<Opened, Errno> {
+            Ok(Opened {
+                fh: ino + 100,
+                flags: 0,
+            })
+        }
+        fn releasedir(&self, _: &RequestInfo, _: u64, fh: u64) -> Result<(), Errno> {
+            self.released_dirs.lock().unwrap().push(fh);
+            Ok(())
+        }
         fn readdir(
             &self,
             _: &RequestInfo,
@@ -804,6 +816,7 @@ mod tests {
     fn echo() -> Echo {
         Echo {
             opts: FsOptions::default(),
+            released_dirs: Default::default(),
         }
     }
 
@@ -845,6 +858,44 @@ mod tests {
             u64::from_le_bytes(out[16..24].try_into().unwrap()),
             TTL.as_secs()
         );
+    }
+
+    #[test]
+    fn a_lookup_of_dot_asks_for_the_node_itself() {
+        // What the kernel sends to decode a file handle: "." of the handle's node.
+        let mut h = header(opcode::LOOKUP);
+        h.nodeid = 41;
+        let mut payload = vec![0; 4096];
+        payload[..2].copy_from_slice(b".\0");
+        let req = Request { header: h, op: &[] };
+        assert_eq!(serve_now(&echo(), &req, &mut payload, 2), Ok(ENTRY_OUT_LEN));
+        // Echo answers parent + name length: node 41's "." is node 42.
+        assert_eq!(u64::from_le_bytes(payload[..8].try_into().unwrap()), 42);
+    }
+
+    #[test]
+    fn releasedir_hands_back_the_handle_opendir_gave() {
+        let ops = echo();
+        let mut h = header(opcode::OPENDIR);
+        h.nodeid = 7;
+        let mut payload = vec![0; 4096];
+        let req = Request {
+            header: h,
+            op: &[0; 8],
+        };
+        assert_eq!(serve_now(&ops, &req, &mut payload, 0), Ok(16));
+        let fh = u64::from_le_bytes(payload[..8].try_into().unwrap());
+        assert_eq!(fh, 107);
+        let mut release_in = [0u8; 24];
+        release_in[..8].copy_from_slice(&fh.to_le_bytes());
+        let mut h = header(opcode::RELEASEDIR);
+        h.nodeid = 7;
+        let req = Request {
+            header: h,
+            op: &release_in,
+        };
+        assert_eq!(serve_now(&ops, &req, &mut payload, 0), Ok(0));
+        assert_eq!(*ops.released_dirs.lock().unwrap(), vec![107]);
     }
 
     #[test]
