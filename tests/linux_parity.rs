@@ -6,13 +6,15 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::{fuse_tests_enabled, output, run_ok, ForegroundMount, Scratch};
 use nix::errno::Errno;
@@ -315,63 +317,103 @@ fn seek_data_and_seek_hole_give_the_errnos_tmpfs_gives() {
     }
 }
 
-/// AT_HANDLE_CONNECTABLE (Linux 6.13): a handle of a file that also names its parent.
-const AT_HANDLE_CONNECTABLE: i32 = 0x002;
-const MAX_HANDLE_SZ: usize = 128;
+/// A file handle as tests/handles.py spells it (its type and bytes, in hex). The
+/// handle system calls go through that script, so that these tests need no `unsafe`.
+type Handle = String;
 
-/// struct file_handle with room for the largest handle.
-#[repr(C)]
-struct FileHandle {
-    handle_bytes: u32,
-    handle_type: i32,
-    f_handle: [u8; MAX_HANDLE_SZ],
+/// What opening a handle gave: the path the kernel knows for the file, and its bytes
+/// (none for a directory).
+#[derive(Debug, PartialEq)]
+struct Opened {
+    path: PathBuf,
+    content: Option<String>,
 }
 
-fn name_to_handle(path: &Path, flags: i32) -> FileHandle {
-    try_name_to_handle(path, flags)
+fn handles_py(args: &[&OsStr], stdin: &str) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/handles.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 tests/handles.py");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "tests/handles.py {args:?} failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The errno of an "errno N" line.
+fn errno_of(line: &str) -> Option<Errno> {
+    let n = line.strip_prefix("errno ")?.parse().ok()?;
+    Some(Errno::from_raw(n))
+}
+
+/// name_to_handle_at of each path (`connectable`: AT_HANDLE_CONNECTABLE).
+fn try_name_to_handles(paths: &[PathBuf], connectable: bool) -> Vec<Result<Handle, Errno>> {
+    let mut args: Vec<&OsStr> = Vec::new();
+    args.push(OsStr::new("take"));
+    if connectable {
+        args.push(OsStr::new("--connectable"));
+    }
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    let lines = handles_py(&args, "");
+    assert_eq!(lines.len(), paths.len());
+    lines
+        .into_iter()
+        .map(|line| errno_of(&line).map_or(Ok(line), Err))
+        .collect()
+}
+
+fn name_to_handle(path: &Path, connectable: bool) -> Handle {
+    let mut handles = try_name_to_handles(&[path.to_path_buf()], connectable);
+    handles
+        .remove(0)
         .unwrap_or_else(|e| panic!("name_to_handle_at {}: {e}", path.display()))
 }
 
-fn try_name_to_handle(path: &Path, flags: i32) -> Result<FileHandle, Errno> {
-    let mut handle = FileHandle {
-        handle_bytes: MAX_HANDLE_SZ as u32,
-        handle_type: 0,
-        f_handle: [0; MAX_HANDLE_SZ],
-    };
-    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    let mut mount_id = 0;
-    // SAFETY: `name` is NUL-terminated, `handle` has room for handle_bytes bytes of
-    // handle after its header, and `mount_id` is a valid int; all outlive the call.
-    let rc = unsafe {
-        libc::name_to_handle_at(
-            libc::AT_FDCWD,
-            name.as_ptr(),
-            (&mut handle as *mut FileHandle).cast(),
-            &mut mount_id,
-            flags,
-        )
-    };
-    match rc {
-        0 => Ok(handle),
-        _ => Err(Errno::last()),
-    }
+/// open_by_handle_at of each handle, read-only, on the mount at `mountpoint`.
+fn open_by_handles(mountpoint: &Path, handles: &[Handle]) -> Vec<Result<Opened, Errno>> {
+    let stdin = handles.join("\n") + "\n";
+    let lines = handles_py(&[OsStr::new("open"), mountpoint.as_os_str()], &stdin);
+    assert_eq!(lines.len(), handles.len());
+    lines.iter().map(|line| parse_opened(line)).collect()
 }
 
-/// Opens a handle read-only; the file, or the errno.
-fn open_by_handle(mount: RawFd, handle: &mut FileHandle) -> Result<File, Errno> {
-    // SAFETY: `handle` is a filled struct file_handle that lives through the call.
-    let fd = unsafe {
-        libc::open_by_handle_at(
-            mount,
-            (handle as *mut FileHandle).cast(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    match fd {
-        -1 => Err(Errno::last()),
-        // SAFETY: a descriptor just returned by open_by_handle_at, owned by nobody else.
-        fd => Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) }),
+fn parse_opened(line: &str) -> Result<Opened, Errno> {
+    if let Some(errno) = errno_of(line) {
+        return Err(errno);
     }
+    let rest = line.strip_prefix("ok ").expect("an ok or errno line");
+    let (path, content) = rest.rsplit_once(' ').expect("a path and its content");
+    let content = match content {
+        "-" => None,
+        hex => {
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            Some(String::from_utf8(bytes).unwrap())
+        }
+    };
+    Ok(Opened {
+        path: PathBuf::from(path),
+        content,
+    })
+}
+
+fn open_by_handle(mountpoint: &Path, handle: &Handle) -> Result<Opened, Errno> {
+    open_by_handles(mountpoint, std::slice::from_ref(handle)).remove(0)
 }
 
 /// Drops the kernel's dentries and inodes (system-wide, harmless), so that opening a
@@ -390,14 +432,10 @@ fn make_files(dir: &Path) {
 }
 
 /// For each handle: the file's contents, or the errno.
-fn open_all(mountpoint: &Path, handles: &mut [FileHandle]) -> Vec<Result<String, Errno>> {
-    let mount = File::open(mountpoint).unwrap();
-    handles
-        .iter_mut()
-        .map(|h| {
-            open_by_handle(mount.as_raw_fd(), h)
-                .map(|f| std::io::read_to_string(f).expect("read through a handle"))
-        })
+fn open_all(mountpoint: &Path, handles: &[Handle]) -> Vec<Result<String, Errno>> {
+    open_by_handles(mountpoint, handles)
+        .into_iter()
+        .map(|opened| opened.map(|o| o.content.expect("a file, not a directory")))
         .collect()
 }
 
@@ -412,14 +450,16 @@ fn file_handles_open_files_across_a_remount_and_go_stale_once_they_are_removed()
     }
     let pair = Pair::new();
     let [warabifs, tmpfs] = pair.roots();
-    let mut handles = [&warabifs, &tmpfs].map(|root| {
+    let handles = [&warabifs, &tmpfs].map(|root| {
         make_files(&root.join("d"));
-        (0..FILES)
-            .map(|i| name_to_handle(&root.join(format!("d/f{i}")), 0))
-            .collect::<Vec<_>>()
+        let paths: Vec<PathBuf> = (0..FILES).map(|i| root.join(format!("d/f{i}"))).collect();
+        try_name_to_handles(&paths, false)
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_else(|e| panic!("name_to_handle_at in {}: {e}", root.display()))
     });
     drop_kernel_caches();
-    for (root, handles) in [&warabifs, &tmpfs].iter().zip(handles.iter_mut()) {
+    for (root, handles) in [&warabifs, &tmpfs].iter().zip(handles.iter()) {
         assert_eq!(
             open_all(root, handles),
             expected(0..FILES),
@@ -438,7 +478,7 @@ fn file_handles_open_files_across_a_remount_and_go_stale_once_they_are_removed()
     mount.unmount();
     let options = ["allow_other"];
     let mount = ForegroundMount::start(&pool, &mountpoint, &options);
-    assert_eq!(open_all(&warabifs, &mut handles[0]), expected(0..FILES));
+    assert_eq!(open_all(&warabifs, &handles[0]), expected(0..FILES));
 
     // Removing the second half (the highest inode numbers, which a new mount would
     // otherwise hand out again) makes their handles stale, on both.
@@ -450,7 +490,7 @@ fn file_handles_open_files_across_a_remount_and_go_stale_once_they_are_removed()
     drop_kernel_caches();
     let stale: Vec<Result<String, Errno>> = vec![Err(Errno::ESTALE); FILES / 2];
     let want: Vec<_> = expected(0..FILES / 2).into_iter().chain(stale).collect();
-    for (root, handles) in [&warabifs, &tmpfs].iter().zip(handles.iter_mut()) {
+    for (root, handles) in [&warabifs, &tmpfs].iter().zip(handles.iter()) {
         assert_eq!(open_all(root, handles), want, "{}", root.display());
     }
 
@@ -461,7 +501,7 @@ fn file_handles_open_files_across_a_remount_and_go_stale_once_they_are_removed()
         fs::write(warabifs.join(format!("new{i}")), "new").unwrap();
     }
     drop_kernel_caches();
-    assert_eq!(open_all(&warabifs, &mut handles[0]), want);
+    assert_eq!(open_all(&warabifs, &handles[0]), want);
     drop((mount, tmpfs_mount, scratch));
 }
 
@@ -475,28 +515,26 @@ fn connectable_handles_and_directory_handles_reconnect_through_dot_dot() {
         let deep = root.join("a/b/c");
         fs::create_dir_all(&deep).unwrap();
         fs::write(deep.join("file"), "deep").unwrap();
-        let mut dir = name_to_handle(&deep, 0);
+        let dir = name_to_handle(&deep, false);
         drop_kernel_caches();
-        let mount = File::open(&root).unwrap();
-        let opened = open_by_handle(mount.as_raw_fd(), &mut dir).expect("directory handle");
         // A directory handle is connected back to the tree through "..": its path
         // is known again.
-        let link = fs::read_link(format!("/proc/self/fd/{}", opened.as_raw_fd())).unwrap();
-        assert_eq!(link, deep, "{}", root.display());
+        let opened = open_by_handle(&root, &dir).expect("directory handle");
+        assert_eq!(opened.path, deep, "{}", root.display());
     }
     // tmpfs cannot encode a connectable handle (its handles never name the parent).
-    let on_tmpfs = try_name_to_handle(&pair.tmpfs.path.join("a/b/c/file"), AT_HANDLE_CONNECTABLE);
-    assert_eq!(on_tmpfs.err(), Some(Errno::EOPNOTSUPP));
+    let on_tmpfs = try_name_to_handles(&[pair.tmpfs.path.join("a/b/c/file")], true);
+    assert_eq!(on_tmpfs, [Err(Errno::EOPNOTSUPP)]);
     let deep = pair.warabifs.mountpoint.join("a/b/c");
-    let mut file = name_to_handle(&deep.join("file"), AT_HANDLE_CONNECTABLE);
+    let file = name_to_handle(&deep.join("file"), true);
     drop_kernel_caches();
-    let mount = File::open(&pair.warabifs.mountpoint).unwrap();
-    let opened = open_by_handle(mount.as_raw_fd(), &mut file).expect("connectable handle");
-    let link = fs::read_link(format!("/proc/self/fd/{}", opened.as_raw_fd())).unwrap();
+    let opened = open_by_handle(&pair.warabifs.mountpoint, &file).expect("connectable handle");
     assert_eq!(
-        link,
-        deep.join("file"),
+        opened,
+        Opened {
+            path: deep.join("file"),
+            content: Some("deep".to_string()),
+        },
         "a connectable handle opens a connected path"
     );
-    assert_eq!(std::io::read_to_string(opened).unwrap(), "deep");
 }
