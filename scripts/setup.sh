@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
     libpmemobj-dev libpmem-dev libpmempool-dev libndctl-dev libdaxctl-dev
     fuse3 libfuse3-dev pmdk-tools fio attr pkg-config mount systemd util-linux-extra
-    sqlite3 git man-db xfsprogs
+    sqlite3 git man-db xfsprogs python3
 )
 
 say() { echo "setup: $*"; }
