@@ -147,8 +147,17 @@ fn start_daemon() -> ExitCode {
 
 /// Mounts and serves until unmounted or told to stop by SIGTERM or SIGINT.
 fn run(config: &MountConfig) -> ExitCode {
+    // Before any thread starts (see persist_with_cache_flushes).
+    let cache_flushes = warabifs::store::is_memory_backed(&config.pool.path)
+        && warabifs::pmem::persist_with_cache_flushes();
     if let Err(e) = init_logging(config) {
         return report_failure(&format!("cannot open the log: {e}"));
+    }
+    if cache_flushes {
+        tracing::info!(
+            "{} is in memory (tmpfs): persisted with CPU cache flushes, not msync(2), which makes nothing more durable there",
+            config.pool.path.display()
+        );
     }
     let unmounter = Arc::new(Mutex::new(None));
     if let Err(e) = watch_signals(Arc::clone(&unmounter)) {

@@ -21,6 +21,23 @@ pub use mapping::ReadOnlyMapping;
 pub use oid::Oid;
 pub use tx::{Tx, TxAlloc};
 
+/// libpmem's switch for treating every mapping as persistent memory.
+const FORCE_PMEM_ENV: &str = "PMEM_IS_PMEM_FORCE";
+
+/// Makes libpmem persist with CPU cache flushes, as on persistent memory, rather than
+/// msync(2): for pools whose files live in memory (tmpfs), where msync makes nothing
+/// more durable and costs a system call per flush (fourteen per file created). Left
+/// alone when the environment already sets PMEM_IS_PMEM_FORCE; returns whether it set
+/// it. libpmem reads the variable once, at the first pool opened, and changing the
+/// environment races with other threads reading it: call this before either.
+pub fn persist_with_cache_flushes() -> bool {
+    if std::env::var_os(FORCE_PMEM_ENV).is_some() {
+        return false;
+    }
+    std::env::set_var(FORCE_PMEM_ENV, "1");
+    true
+}
+
 /// The largest object libpmemobj can allocate (`PMEMOBJ_MAX_ALLOC_SIZE`).
 pub const MAX_ALLOC_SIZE: u64 = 0x3_FFDF_FFC0;
 /// The smallest pool libpmemobj (and Warabi) accepts.

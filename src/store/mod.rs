@@ -4,6 +4,7 @@
 //! Its verbs mirror Warabi's backend: regions are created, read, written, persisted and
 //! erased; metadata changes go through [`StoreTx`], one libpmemobj transaction each.
 
+mod backing;
 pub mod poolset;
 mod probe;
 pub mod records;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::pmem::{self, Oid, PmemError, Pool, Tx, TxAlloc};
+pub use backing::is_memory_backed;
 use probe::ProbeError;
 pub use probe::{PoolHeader, PoolKind};
 use records::{

@@ -1,0 +1,56 @@
+//! Where a pool's files live: in memory (tmpfs, ramfs) or on a device.
+
+use std::path::Path;
+
+use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+
+use super::poolset;
+
+/// ramfs' f_type (linux/magic.h), which nix does not name.
+const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+
+/// Whether every file of the pool at `path` (the pool file, or each part of a pool
+/// set) lives in memory, on tmpfs or ramfs; a file not made yet counts where its
+/// directory is. On such files msync(2) makes nothing more durable: the pages are the
+/// file.
+pub fn is_memory_backed(path: &Path) -> bool {
+    match poolset::read(path) {
+        Ok(set) => set
+            .replicas
+            .iter()
+            .flat_map(|r| &r.parts)
+            .all(|part| in_memory(&part.path)),
+        Err(_) => in_memory(path),
+    }
+}
+
+fn in_memory(path: &Path) -> bool {
+    let existing = match path.exists() {
+        true => path,
+        false => match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        },
+    };
+    statfs(existing).is_ok_and(|fs| {
+        let kind = fs.filesystem_type();
+        kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_in_dev_shm_are_in_memory_and_the_build_tree_is_not_always() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        assert!(is_memory_backed(&dir.path().join("not-made-yet.pmem")));
+        let set = dir.path().join("pool.set");
+        let part = dir.path().join("part0");
+        std::fs::write(&set, format!("PMEMPOOLSET\n64M {}\n", part.display())).unwrap();
+        assert!(is_memory_backed(&set));
+        std::fs::write(&set, "PMEMPOOLSET\n64M /proc/part0\n").unwrap();
+        assert!(!is_memory_backed(&set), "/proc is not tmpfs");
+    }
+}
