@@ -23,11 +23,11 @@ use parking_lot::Mutex;
 use warabifs::config::{IoUringMode, MountConfig};
 use warabifs::fs::{Attr, Errno, FileKind, FsOptions, DIRECTORY_BLKSIZE};
 use warabifs::fuse::adapter::FuserAdapter;
-use warabifs::fuse::open_flags;
 use warabifs::fuse::ops::{
     Deferred, DirPlusSink, DirSink, Lookup, Opened, Operations, RequestInfo, SetAttrArgs, Statfs,
     TimeArg, WriteArgs,
 };
+use warabifs::fuse::{apply_umask, open_flags};
 use warabifs::mount::{start_rings, tune_page_cache, wants_uring};
 use warabifs::store::records::Timestamp;
 
@@ -220,7 +220,13 @@ impl Operations for Floor {
         mode: u32,
         umask: u32,
     ) -> Result<Attr, Errno> {
-        self.make(req, parent, name, FileKind::Directory, mode & !umask)
+        self.make(
+            req,
+            parent,
+            name,
+            FileKind::Directory,
+            apply_umask(mode, umask),
+        )
     }
 
     fn unlink(&self, _req: &RequestInfo, parent: u64, name: &[u8]) -> Result<(), Errno> {
@@ -328,7 +334,13 @@ impl Operations for Floor {
         umask: u32,
         flags: i32,
     ) -> Result<(Attr, Opened), Errno> {
-        let attr = self.make(req, parent, name, FileKind::Regular, mode & !umask)?;
+        let attr = self.make(
+            req,
+            parent,
+            name,
+            FileKind::Regular,
+            apply_umask(mode, umask),
+        )?;
         let flags = open_flags(&self.options, flags);
         Ok((attr, Opened { fh: 0, flags }))
     }

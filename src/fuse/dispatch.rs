@@ -8,7 +8,7 @@ use super::ops::{
     CopyRange, Deferred, DirPlusSink, DirSink, Lookup, Opened, Operations, RequestInfo,
     SetAttrArgs, Statfs, TimeArg, WriteArgs, XattrReply, WRITE_KILL_SUIDGID,
 };
-use super::{open_flags, INIT_HANDLE_KILLPRIV_V2};
+use super::{apply_umask, open_flags, INIT_HANDLE_KILLPRIV_V2};
 use crate::fs::{Attr, Caller, Errno, FsOptions, RenameMode, SetAttr, SetTime, WarabiFs};
 use crate::push::ReadPush;
 
@@ -205,7 +205,7 @@ impl Operations for WarabiOps {
         umask: u32,
         rdev: u32,
     ) -> Result<Attr, Errno> {
-        let mode = mode & !(umask & 0o777);
+        let mode = apply_umask(mode, umask);
         self.fs.mknod(parent, name, mode, rdev, caller(req))
     }
 
@@ -217,7 +217,7 @@ impl Operations for WarabiOps {
         mode: u32,
         umask: u32,
     ) -> Result<Attr, Errno> {
-        let mode = mode & !(umask & 0o777);
+        let mode = apply_umask(mode, umask);
         self.fs.mkdir(parent, name, mode, caller(req))
     }
 
@@ -434,7 +434,7 @@ impl Operations for WarabiOps {
         umask: u32,
         flags: i32,
     ) -> Result<(Attr, Opened), Errno> {
-        let mode = mode & !(umask & 0o777);
+        let mode = apply_umask(mode, umask);
         let (attr, fh) = self.fs.create(parent, name, mode, caller(req))?;
         let flags = open_flags(self.fs.options(), flags);
         Ok((attr, Opened { fh, flags }))

@@ -40,6 +40,12 @@ pub const INIT_HANDLE_KILLPRIV_V2: u64 = 1 << 28;
 /// FUSE_OVER_IO_URING in the 64-bit INIT flags.
 pub const INIT_OVER_IO_URING: u64 = 1 << 41;
 
+/// The mode a new node gets: the caller's `mode` less the permission bits of its umask
+/// (the kernel sends the two apart and leaves the masking to the file system).
+pub fn apply_umask(mode: u32, umask: u32) -> u32 {
+    mode & !(umask & 0o777)
+}
+
 /// How a file is opened, by the access it asks for.
 ///
 /// - With direct_io or atomic_writes: direct I/O. The kernel then sends each read
