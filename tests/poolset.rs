@@ -25,6 +25,11 @@ fn create_set(scratch: &Scratch, options: &[&str], replicas: &[&[(&str, &str)]])
     set
 }
 
+/// A set of one 64 MiB part, `primary`, and a replica of it, `mirror`.
+fn mirrored_set(scratch: &Scratch) -> PathBuf {
+    create_set(scratch, &[], &[&[("64M", "primary")], &[("64M", "mirror")]])
+}
+
 fn set_text(scratch: &Scratch, options: &[&str], replicas: &[&[(&str, &str)]]) -> String {
     let mut text = String::from("PMEMPOOLSET\n");
     for option in options {
@@ -114,11 +119,7 @@ fn a_replica_rebuilds_a_lost_part_with_pmempool_sync() {
         return;
     }
     let scratch = Scratch::new();
-    let set = create_set(
-        &scratch,
-        &[],
-        &[&[("64M", "primary")], &[("64M", "mirror")]],
-    );
+    let set = mirrored_set(&scratch);
     let mnt = scratch.mountpoint("m");
     let data = pattern(3 << 20, 18);
     let synced = pattern(100_000, 19);
@@ -254,11 +255,7 @@ fn what_fsync_sync_mounts_and_transactions_made_durable_is_in_the_replica_after_
     }
     use std::io::Write;
     let scratch = Scratch::new();
-    let set = create_set(
-        &scratch,
-        &[],
-        &[&[("64M", "primary")], &[("64M", "mirror")]],
-    );
+    let set = mirrored_set(&scratch);
     let mnt = scratch.mountpoint("m");
     let fsynced = pattern(200_000, 21);
     let synced = pattern(150_000, 22);
