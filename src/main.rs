@@ -167,7 +167,7 @@ fn run(config: &MountConfig) -> ExitCode {
         Ok(mounted) => mounted,
         Err(reason) => return report_failure(&reason),
     };
-    *unmounter.lock().expect("not poisoned") = Some(mounted.session.unmount_callable());
+    *unmounter.lock().expect("not poisoned") = Some(mounted.unmounter());
     if let Err(e) = warabifs::remount::serve(config, mounted.fs()) {
         tracing::warn!("cannot start the remount thread, so remounts will be refused: {e}");
     }
@@ -205,7 +205,7 @@ fn init_logging(config: &MountConfig) -> std::io::Result<()> {
 }
 
 /// On SIGTERM or SIGINT, unmount: the session then ends, persists and closes the pool.
-fn watch_signals(unmounter: Arc<Mutex<Option<fuser::SessionUnmounter>>>) -> std::io::Result<()> {
+fn watch_signals(unmounter: Arc<Mutex<Option<warabifs::mount::Unmounter>>>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
         .name("signals".into())
@@ -215,7 +215,7 @@ fn watch_signals(unmounter: Arc<Mutex<Option<fuser::SessionUnmounter>>>) -> std:
                 match unmounter.lock().expect("not poisoned").as_mut() {
                     Some(u) => {
                         if let Err(e) = u.unmount() {
-                            tracing::error!("unmount failed: {e}");
+                            tracing::error!("unmount failed, still serving: {e}");
                         }
                     }
                     None => std::process::exit(1),

@@ -22,9 +22,19 @@ pub struct Mounted {
     pub session: Session<FuserAdapter<WarabiOps>>,
     rings: Option<Rings>,
     fs: Arc<WarabiFs>,
+    mountpoint: PathBuf,
 }
 
 impl Mounted {
+    /// What ends the mount from another thread (on SIGTERM).
+    pub fn unmounter(&mut self) -> Unmounter {
+        Unmounter {
+            device: find_mount(&self.mountpoint, "fuse.warabifs").map(|m| m.device),
+            mountpoint: self.mountpoint.clone(),
+            unprivileged: self.session.unmount_callable(),
+        }
+    }
+
     /// The mounted file system (for the remount control thread).
     pub fn fs(&self) -> &Arc<WarabiFs> {
         &self.fs
@@ -34,7 +44,9 @@ impl Mounted {
     /// stops the rings; closing the pool comes last, so that whoever waits for the pool
     /// to be released finds the log complete.
     pub fn serve(self) -> std::io::Result<()> {
-        let Mounted { session, rings, fs } = self;
+        let Mounted {
+            session, rings, fs, ..
+        } = self;
         let result = session.run();
         drop(rings);
         drop(fs);
@@ -68,7 +80,53 @@ pub fn mount(config: &MountConfig) -> Result<Mounted, String> {
     }
     tune_page_cache(&mountpoint, "fuse.warabifs", config);
     apply_kernel_flags(&mountpoint, &config.kernel_flags)?;
-    Ok(Mounted { session, rings, fs })
+    Ok(Mounted {
+        session,
+        rings,
+        fs,
+        mountpoint,
+    })
+}
+
+/// How long a root unmount retries a busy mount before it gives up.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Unmounts a live mount; may be asked again after a failure.
+pub struct Unmounter {
+    mountpoint: PathBuf,
+    /// The mount's "major:minor", so that a mount stacked on top is never the one
+    /// unmounted.
+    device: Option<String>,
+    unprivileged: fuser::SessionUnmounter,
+}
+
+impl Unmounter {
+    /// As root, a plain umount(2), retried for a moment while the mount is busy: a
+    /// process that forks while it has a file of the mount open holds it in the child
+    /// until the child's exec, which is a busy mount of a few milliseconds. Other users
+    /// get fuser's lazy unmount through fusermount3. Err: still busy (the mount keeps
+    /// serving), or the reason it cannot be unmounted.
+    pub fn unmount(&mut self) -> std::io::Result<()> {
+        if !nix::unistd::geteuid().is_root() {
+            return self.unprivileged.unmount();
+        }
+        if self.device.is_none() || topmost_device(&self.mountpoint) != self.device {
+            return Err(std::io::Error::other(format!(
+                "{} is no longer the topmost mount there",
+                self.mountpoint.display()
+            )));
+        }
+        let deadline = std::time::Instant::now() + BUSY_RETRY;
+        loop {
+            match nix::mount::umount(&self.mountpoint) {
+                Ok(()) => return Ok(()),
+                Err(nix::errno::Errno::EBUSY) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
 
 fn open_fs(config: &MountConfig) -> Result<WarabiFs, String> {
@@ -162,31 +220,49 @@ pub struct MountEntry {
 
 /// The topmost (last listed) mount of type `fstype` on `mountpoint`.
 pub fn find_mount(mountpoint: &Path, fstype: &str) -> Option<MountEntry> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts_on(mountpoint)
+        .into_iter()
+        .rev()
+        .find_map(|(kind, entry)| (kind == fstype).then_some(entry))
+}
+
+/// The device of the topmost mount on `mountpoint`, whatever its type.
+fn topmost_device(mountpoint: &Path) -> Option<String> {
+    mounts_on(mountpoint).pop().map(|(_, entry)| entry.device)
+}
+
+/// The mounts on `mountpoint` with their types, bottom first, as mountinfo lists them.
+fn mounts_on(mountpoint: &Path) -> Vec<(String, MountEntry)> {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     let wanted = mountpoint.as_os_str().as_bytes();
-    mountinfo.lines().rev().find_map(|line| {
-        let (mount_part, super_part) = line.split_once(" - ")?;
-        let fields: Vec<&str> = mount_part.split(' ').collect();
-        let super_fields: Vec<&str> = super_part.split(' ').collect();
-        let mounted_on = unescape_mountinfo(fields.get(4)?);
-        if super_fields.first() != Some(&fstype) || mounted_on != wanted {
-            return None;
-        }
-        let mut flags: Vec<String> = fields.get(5)?.split(',').map(String::from).collect();
-        if !flags.iter().any(|f| f == "noatime" || f == "relatime") {
-            flags.push("strictatime".into());
-        }
-        let super_flags = super_fields.get(2).map_or("", |o| o).split(',');
-        flags.extend(
-            super_flags
-                .filter(|f| matches!(*f, "sync" | "dirsync" | "lazytime"))
-                .map(String::from),
-        );
-        Some(MountEntry {
-            device: fields[2].to_string(),
-            flags,
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (mount_part, super_part) = line.split_once(" - ")?;
+            let fields: Vec<&str> = mount_part.split(' ').collect();
+            let super_fields: Vec<&str> = super_part.split(' ').collect();
+            if unescape_mountinfo(fields.get(4)?) != wanted {
+                return None;
+            }
+            let mut flags: Vec<String> = fields.get(5)?.split(',').map(String::from).collect();
+            if !flags.iter().any(|f| f == "noatime" || f == "relatime") {
+                flags.push("strictatime".into());
+            }
+            let super_flags = super_fields.get(2).map_or("", |o| o).split(',');
+            flags.extend(
+                super_flags
+                    .filter(|f| matches!(*f, "sync" | "dirsync" | "lazytime"))
+                    .map(String::from),
+            );
+            let entry = MountEntry {
+                device: fields[2].to_string(),
+                flags,
+            };
+            Some((super_fields.first()?.to_string(), entry))
         })
-    })
+        .collect()
 }
 
 /// The mount(2) flags of option words, applied in order (later words win). The atime

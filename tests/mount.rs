@@ -6,6 +6,7 @@ use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
+use std::time::Duration;
 
 use common::{fuse_tests_enabled, pattern, run_ok, DaemonMount, ForegroundMount, Scratch};
 use warabifs::pmem::{Oid, Pool};
@@ -199,6 +200,42 @@ fn sigterm_unmounts_and_the_last_shutdown_is_clean() {
     drop(m);
     let m = ForegroundMount::start(&pool_path, &mnt, &[]);
     assert_eq!(std::fs::read(m.path("f")).unwrap(), b"kept");
+}
+
+#[test]
+fn sigterm_on_a_busy_mount_waits_for_a_moment_and_may_be_sent_again() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    use nix::sys::signal::Signal::SIGTERM;
+    let scratch = Scratch::new();
+    let pool_path = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let mut m = ForegroundMount::start(&pool_path, &mnt, &["create_if_missing_with_size=16M"]);
+    std::fs::write(m.path("f"), b"kept").unwrap();
+
+    // Busy for a moment (a file closed soon after the signal): the unmount waits.
+    let held = std::fs::File::open(m.path("f")).unwrap();
+    m.signal(SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(held);
+    let status = m.wait_exit();
+    assert!(status.success(), "daemon exit {status}");
+    assert!(!common::is_mounted(&mnt));
+    drop(m);
+
+    // Busy for longer: the mount keeps serving, and a second SIGTERM ends it.
+    let mut m = ForegroundMount::start(&pool_path, &mnt, &[]);
+    let held = std::fs::File::open(m.path("f")).unwrap();
+    m.signal(SIGTERM);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(m.is_running(), "the daemon left a busy mount");
+    assert_eq!(std::fs::read(m.path("f")).unwrap(), b"kept");
+    assert!(m.log().contains("still serving"), "{}", m.log());
+    drop(held);
+    let status = m.signal_and_wait(SIGTERM);
+    assert!(status.success(), "daemon exit {status}");
+    assert!(!common::is_mounted(&mnt));
 }
 
 #[test]

@@ -276,14 +276,26 @@ impl ForegroundMount {
         child.wait().expect("reap");
     }
 
+    /// Sends `signal` to the daemon (this test's own child, by its PID).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let child = self.child.as_ref().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+            .expect("signal");
+    }
+
+    /// Whether the daemon is still running.
+    pub fn is_running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("started");
+        child.try_wait().expect("try_wait").is_none()
+    }
+
     /// Sends `signal` and waits for the daemon to exit; returns its exit status.
     pub fn signal_and_wait(
         &mut self,
         signal: nix::sys::signal::Signal,
     ) -> std::process::ExitStatus {
+        self.signal(signal);
         let mut child = self.child.take().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
-            .expect("signal");
         wait_with_timeout(&mut child)
     }
 
