@@ -1,0 +1,107 @@
+//! Reading a pool's records: one pass over its objects, each decoded by kind.
+
+use std::sync::atomic::Ordering;
+
+use super::records::{
+    DentryRecord, DentryView, InodeRecord, XattrRecord, TYPE_DENTRY, TYPE_INODE, TYPE_REGION,
+    TYPE_XATTR,
+};
+use super::sizing::OBJECT_OVERHEAD;
+use super::{Oid, Store};
+
+/// Everything a mount-time scan finds in the pool.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub inodes: Vec<(Oid, InodeRecord)>,
+    pub dentries: Vec<(Oid, DentryRecord)>,
+    pub xattrs: Vec<(Oid, XattrRecord)>,
+    /// Type-0 objects: Warabi regions, owned by an inode or not.
+    pub regions: Vec<Oid>,
+    /// Records that could not be decoded, and objects of type numbers no one here uses.
+    pub unreadable: Vec<Oid>,
+}
+
+/// One object as [`Store::scan_each`] meets it.
+#[derive(Debug)]
+pub enum Found<'p> {
+    /// A type-0 object: a Warabi region, owned by an inode or not, and its usable size.
+    Region(Oid, u64),
+    Inode(Oid, InodeRecord),
+    /// A directory entry record, its name borrowed from the pool.
+    Dentry(Oid, DentryView<'p>),
+    Xattr(Oid, XattrRecord),
+    /// A record that could not be decoded, or an object of a type number no one here uses.
+    Unreadable(Oid),
+}
+
+impl Store {
+    /// Reads every object of the pool once, sorted by kind.
+    pub fn scan(&self) -> Scan {
+        self.scan_with_progress(|_| {})
+    }
+
+    /// [`Store::scan`], calling `progress` with the count of objects read so far every
+    /// few thousand objects (for a progress display on big pools).
+    pub fn scan_with_progress(&self, mut progress: impl FnMut(u64)) -> Scan {
+        let mut scan = Scan::default();
+        let mut count = 0u64;
+        self.scan_each(|found| {
+            if count % 4096 == 0 {
+                progress(count);
+            }
+            count += 1;
+            match found {
+                Found::Region(oid, _) => scan.regions.push(oid),
+                Found::Inode(oid, rec) => scan.inodes.push((oid, rec)),
+                Found::Dentry(oid, view) => {
+                    let rec = DentryRecord {
+                        parent: view.parent,
+                        ino: view.ino,
+                        name: view.name.to_vec(),
+                    };
+                    scan.dentries.push((oid, rec));
+                }
+                Found::Xattr(oid, rec) => scan.xattrs.push((oid, rec)),
+                Found::Unreadable(oid) => scan.unreadable.push(oid),
+            }
+        });
+        scan
+    }
+
+    /// One pass over the pool's objects, handing each to `visit` decoded, in pool order,
+    /// without collecting them: a mount keeps only what it needs of each. Sets the
+    /// space accounting (see [`Store::free_bytes`]).
+    pub fn scan_each(&self, mut visit: impl FnMut(Found<'_>)) {
+        let mut allocated = 0u64;
+        for oid in self.pool.objects() {
+            let type_num = self.pool.type_num(oid);
+            if type_num == TYPE_REGION {
+                // A region's bytes are file data: the scan does not read them.
+                let size = self.pool.usable_size(oid);
+                allocated += size + OBJECT_OVERHEAD;
+                visit(Found::Region(oid, size));
+                continue;
+            }
+            let bytes = self.pool.object_bytes(oid);
+            allocated += bytes.len() as u64 + OBJECT_OVERHEAD;
+            let found = match type_num {
+                TYPE_INODE => InodeRecord::decode(bytes).map(|rec| Found::Inode(oid, rec)),
+                TYPE_DENTRY => DentryView::decode(bytes).map(|view| Found::Dentry(oid, view)),
+                TYPE_XATTR => XattrRecord::decode(bytes).map(|rec| Found::Xattr(oid, rec)),
+                _ => None,
+            };
+            visit(found.unwrap_or(Found::Unreadable(oid)));
+        }
+        self.allocated.store(allocated as i64, Ordering::Relaxed);
+    }
+
+    /// The directory entry record at `record`, read in place; None if it does not decode.
+    pub fn dentry_record(&self, record: Oid) -> Option<DentryView<'_>> {
+        DentryView::decode(self.pool.object_bytes(record))
+    }
+
+    /// The inode record at `record`, read from the pool; None if it does not decode.
+    pub fn inode_record(&self, record: Oid) -> Option<InodeRecord> {
+        InodeRecord::decode(self.pool.object_bytes(record))
+    }
+}
