@@ -210,8 +210,8 @@ fn corrupt(path: &Path) -> u64 {
     };
     tx.create_inode(&orphan).unwrap();
     tx.commit().unwrap();
-    store.pool().write(region, 0, b"abc");
-    store.pool().persist(region, 0, 3);
+    store.write(region, 0, b"abc");
+    store.persist(region, 0, 3);
     777
 }
 

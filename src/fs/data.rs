@@ -14,9 +14,9 @@ use parking_lot::Mutex;
 use super::inode::InodeState;
 use super::Attr;
 use super::{Errno, FileKind, FsResult, Handle, WarabiFs};
-use crate::pmem::{Oid, MAX_ALLOC_SIZE};
 use crate::store::records::Timestamp;
 use crate::store::{Growth, StoreError, StoreTx};
+use crate::store::{Oid, MAX_REGION_SIZE};
 
 /// The largest size a file may have (as Linux's MAX_LFS_FILESIZE); only the bytes
 /// its region holds are bounded by libpmemobj's largest allocation.
@@ -216,7 +216,7 @@ impl WarabiFs {
     pub fn write(&self, ino: u64, off: u64, data: &[u8], sync: bool) -> FsResult<usize> {
         self.writable()?;
         let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
-        if end > MAX_ALLOC_SIZE {
+        if end > MAX_REGION_SIZE {
             return Err(Errno::EFBIG);
         }
         let inode = self.inode(ino)?;
@@ -301,7 +301,7 @@ impl WarabiFs {
 
     /// Grows the region if it cannot hold `end` bytes (the inode must be adopted).
     pub(super) fn ensure_capacity(&self, state: &mut InodeState, end: u64) -> FsResult<()> {
-        if end > MAX_ALLOC_SIZE {
+        if end > MAX_REGION_SIZE {
             return Err(Errno::EFBIG);
         }
         if end > state.capacity {
@@ -313,7 +313,7 @@ impl WarabiFs {
     /// Like [`WarabiFs::ensure_capacity`], but a region that must grow gets exactly
     /// what `end` needs (fallocate: the caller says how much it wants).
     pub(super) fn ensure_capacity_exact(&self, state: &mut InodeState, end: u64) -> FsResult<()> {
-        if end > MAX_ALLOC_SIZE {
+        if end > MAX_REGION_SIZE {
             return Err(Errno::EFBIG);
         }
         if end <= state.capacity {

@@ -3,8 +3,8 @@
 use parking_lot::RwLock;
 
 use super::dirty::DirtyRanges;
-use crate::pmem::Oid;
 use crate::store::records::{InodeRecord, Timestamp};
+use crate::store::Oid;
 
 pub const ROOT_INO: u64 = 1;
 /// Inode numbers of Warabi regions that have no inode record yet: this bit plus the

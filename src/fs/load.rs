@@ -18,8 +18,8 @@ use super::names::NameIndex;
 use super::regions::ListedRegions;
 use super::unloaded::UnloadedInodes;
 use super::{Child, Dir, Entry, FsOptions, Map, Name, WarabiFs, WriteGate};
-use crate::pmem::Oid;
 use crate::store::records::{InodeRecord, Timestamp, XattrRecord, INODE_ORPHAN};
+use crate::store::Oid;
 use crate::store::{Found, Store, StoreError};
 
 /// What the pass keeps of the pool, before it is linked into the namespace.
@@ -296,7 +296,7 @@ impl WarabiFs {
         }
         let entries = listings.iter().flat_map(|(&parent, children)| {
             children.iter().map(move |(cookie, c)| {
-                let entry = Entry::recorded(c.ino, c.kind, self.store.pool().oid_at(*cookie));
+                let entry = Entry::recorded(c.ino, c.kind, self.store.oid_at(*cookie));
                 (parent, &c.name[..], entry)
             })
         });
@@ -339,7 +339,7 @@ impl WarabiFs {
     /// and `owned` are offsets, ascending. Each region is listed by its offset alone
     /// (regions.rs) unless its name or number is taken by a file.
     fn list_warabi_regions(&self, regions: Vec<u64>, owned: &[u64]) {
-        let uuid_lo = self.store.pool().oid_at(0).pool_uuid_lo;
+        let uuid_lo = self.store.oid_at(0).pool_uuid_lo;
         let may_collide = self.names_or_numbers_like_regions();
         let mut owned = owned.iter().peekable();
         let mut listed = regions;

@@ -34,8 +34,8 @@ use inode::{Inode, InodeState};
 pub use namespace::{DirEntry, RenameMode};
 pub use xattr::REGION_ID_XATTR;
 
-use crate::pmem::Oid;
 use crate::store::records::{InodeRecord, Timestamp, NAME_MAX};
+use crate::store::Oid;
 use crate::store::{PoolConfig, Store, StoreError};
 
 /// How the file system behaves, from the mount options.
@@ -261,7 +261,7 @@ impl WarabiFs {
 
     /// The state of an unloaded inode, from its record at offset `off`.
     fn unloaded_state(&self, off: u64) -> Option<InodeState> {
-        let record = self.store.pool().oid_at(off);
+        let record = self.store.oid_at(off);
         let meta = self.store.inode_record(record)?;
         let capacity = self.store.capacity(meta.region);
         Some(InodeState::new(meta, Some(record), capacity))
@@ -306,9 +306,7 @@ impl WarabiFs {
 
     /// The dentry record behind `entry`, if it has one.
     fn dentry_record(&self, entry: Entry) -> Option<Oid> {
-        entry
-            .has_record
-            .then(|| self.store.pool().oid_at(entry.cookie))
+        entry.has_record.then(|| self.store.oid_at(entry.cookie))
     }
 
     fn writable(&self) -> FsResult<()> {

@@ -75,7 +75,7 @@ impl NameIndex {
                 let cookie = mounted[i].cookie;
                 cookie != 0
                     && store
-                        .dentry_record(store.pool().oid_at(cookie))
+                        .dentry_record(store.oid_at(cookie))
                         .is_some_and(|d| d.parent == parent && d.name == name)
             })
     }

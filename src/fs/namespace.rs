@@ -9,8 +9,8 @@ use super::inode::{Inode, InodeState, RAW_REGION_INO_BIT, ROOT_INO};
 use super::regions::{listed_cookie, region_name};
 use super::Attr;
 use super::{check_name, key, Caller, Child, Dir, Entry, Errno, FileKind, FsResult, WarabiFs};
-use crate::pmem::Oid;
 use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN};
+use crate::store::Oid;
 use crate::store::StoreTx;
 
 /// Longest symlink target (as Linux PATH_MAX).

@@ -15,7 +15,7 @@
 //! taken by a file) are given an inode and an entry at mount, as files are.
 
 use super::inode::RAW_REGION_INO_BIT;
-use crate::pmem::Oid;
+use crate::store::Oid;
 
 /// The cookies of listed regions: this bit, above every pool offset (the cookies of
 /// directory entries), so the root lists its files first and its listed regions after

@@ -31,7 +31,8 @@ pub use open::PoolConfig;
 pub use probe::{PoolHeader, PoolKind};
 pub use scan::{Found, Scan};
 pub use sizing::{
-    growth, largest_share, region_size_for, transaction_reserve, trim_size, Growth, REGION_CHUNK,
+    growth, largest_share, region_size_for, transaction_reserve, trim_size, Growth,
+    MAX_REGION_SIZE, REGION_CHUNK,
 };
 pub use tx::StoreTx;
 
@@ -65,8 +66,10 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The object of this pool at offset `off`: a record or region the namespace
+    /// knows by its offset alone (a directory entry's cookie, an unloaded inode).
+    pub fn oid_at(&self, off: u64) -> Oid {
+        self.pool.oid_at(off)
     }
 
     /// Gives back the memory a full scan of the pool brought in.
@@ -139,6 +142,12 @@ impl Store {
 
     pub fn drain(&self) {
         self.pool.drain();
+    }
+
+    /// Flushes a range of a region and waits for it: [`Store::flush`] then
+    /// [`Store::drain`].
+    pub fn persist(&self, region: Oid, off: u64, len: u64) {
+        self.pool.persist(region, off, len as usize);
     }
 
     pub fn path(&self) -> &Path {

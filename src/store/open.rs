@@ -23,6 +23,18 @@ pub struct PoolConfig {
 }
 
 impl Store {
+    /// Runs libpmemobj's consistency check on the pool at `path`, which must not be
+    /// open. Ok(true): consistent; Ok(false): inconsistent.
+    pub fn check_consistency(path: &Path) -> Result<bool, StoreError> {
+        Pool::check(path).map_err(|source| match source.errno {
+            libc::EAGAIN => StoreError::InUse(path.to_path_buf()),
+            _ => StoreError::Pmem {
+                path: path.to_path_buf(),
+                source,
+            },
+        })
+    }
+
     /// Opens or creates the pool with Warabi's rules; formats it for warabifs unless
     /// `read_only` (a read-only mount never writes metadata).
     pub fn open(config: &PoolConfig, read_only: bool) -> Result<Store, StoreError> {

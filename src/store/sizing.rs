@@ -9,6 +9,9 @@ use crate::pmem;
 
 /// Per-object overhead libpmemobj adds to each allocation (its allocation header).
 pub(super) const OBJECT_OVERHEAD: u64 = 16;
+/// The largest region a file can have: libpmemobj's largest allocation. A file's stored
+/// bytes are bounded by it.
+pub const MAX_REGION_SIZE: u64 = pmem::MAX_ALLOC_SIZE;
 /// libpmemobj's chunk: allocations of whole chunks (header included) take exactly those
 /// chunks, while other sizes above a few KiB come from "runs" that reserve up to
 /// 4 MiB per size class, which would fill small pools long before their data does.
@@ -37,7 +40,7 @@ pub fn region_size_for(bytes: u64, pool_bytes: u64) -> u64 {
         return (bytes + OBJECT_OVERHEAD).next_power_of_two() - OBJECT_OVERHEAD;
     }
     let chunks = (bytes + OBJECT_OVERHEAD).div_ceil(REGION_CHUNK);
-    (chunks * REGION_CHUNK - OBJECT_OVERHEAD).min(pmem::MAX_ALLOC_SIZE)
+    (chunks * REGION_CHUNK - OBJECT_OVERHEAD).min(MAX_REGION_SIZE)
 }
 
 /// A region that a write outgrows asks for this many times its capacity. Growth costs
@@ -177,12 +180,12 @@ impl Store {
         let largest = match cached {
             Some((at, largest)) if at == changes => largest,
             _ => {
-                let largest = self.largest_region(pmem::MAX_ALLOC_SIZE);
+                let largest = self.largest_region(MAX_REGION_SIZE);
                 *self.last_probe.lock() = Some((changes, largest));
                 largest
             }
         };
-        if largest >= region_size_for(pmem::MAX_ALLOC_SIZE, self.file_size) {
+        if largest >= region_size_for(MAX_REGION_SIZE, self.file_size) {
             return self.counted_available_bytes().max(largest);
         }
         largest.saturating_sub(transaction_reserve(self.file_size))
@@ -196,10 +199,7 @@ impl Store {
         let size_of = |chunks: u64| (chunks * REGION_CHUNK).saturating_sub(OBJECT_OVERHEAD);
         let _alone = self.allocations.write();
         let fits = |chunks: u64| chunks == 0 || self.pool.can_reserve(size_of(chunks));
-        let most = at_most
-            .min(pmem::MAX_ALLOC_SIZE)
-            .saturating_add(OBJECT_OVERHEAD)
-            / REGION_CHUNK;
+        let most = at_most.min(MAX_REGION_SIZE).saturating_add(OBJECT_OVERHEAD) / REGION_CHUNK;
         if fits(most) {
             return size_of(most);
         }
@@ -228,7 +228,7 @@ impl Store {
     /// A region for one of `writers` files being written: its share of the largest
     /// region that fits, leaving `keep` bytes (see [`largest_share`]).
     pub fn largest_share(&self, writers: u64, keep: u64) -> u64 {
-        let largest = self.largest_region(pmem::MAX_ALLOC_SIZE);
+        let largest = self.largest_region(MAX_REGION_SIZE);
         largest_share(largest, writers, keep, self.file_size)
     }
 
@@ -264,8 +264,8 @@ mod tests {
             2 * REGION_CHUNK - 16
         );
         assert_eq!(
-            region_size_for(pmem::MAX_ALLOC_SIZE, small_pool),
-            pmem::MAX_ALLOC_SIZE
+            region_size_for(MAX_REGION_SIZE, small_pool),
+            MAX_REGION_SIZE
         );
     }
 

@@ -10,9 +10,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::inventory::{EntryAt, InodeAt, Inventory, ROOT_INO};
-use crate::pmem::{Oid, Pool};
 use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN};
-use crate::store::{Store, StoreError};
+use crate::store::{Oid, Store, StoreError};
 
 /// Name of the directory unreachable files are linked into by a repair.
 const LOST_AND_FOUND: &[u8] = b"lost+found";
@@ -126,13 +125,7 @@ impl Finding {
 /// Checks the pool at `path` (which must not be in use) and, with `repair`, fixes what
 /// it finds.
 pub fn check(path: &Path, repair: bool) -> Result<CheckReport, StoreError> {
-    let pmemobj_consistent = Pool::check(path).map_err(|source| match source.errno {
-        libc::EAGAIN => StoreError::InUse(path.to_path_buf()),
-        _ => StoreError::Pmem {
-            path: path.to_path_buf(),
-            source,
-        },
-    })?;
+    let pmemobj_consistent = Store::check_consistency(path)?;
     let mut report = CheckReport {
         pmemobj_consistent,
         problems: Vec::new(),

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::pmem::Oid;
 use crate::store::records::{DentryRecord, InodeRecord, XattrRecord};
+use crate::store::Oid;
 use crate::store::Scan;
 
 pub const ROOT_INO: u64 = 1;

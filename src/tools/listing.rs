@@ -7,8 +7,8 @@
 use std::io::{self, Write};
 
 use crate::fs::{RAW_REGION_INO_BIT, ROOT_INO};
-use crate::pmem::Oid;
 use crate::store::records::Timestamp;
+use crate::store::Oid;
 use crate::store::{Found, Store};
 
 use super::{kind_name, region_id, rfc3339, Listing};

@@ -13,9 +13,9 @@ use serde::Serialize;
 pub use check::{check, CheckReport, Problem};
 pub use inventory::Inventory;
 
-use crate::pmem::Oid;
 use crate::store::poolset::PartInfo;
 use crate::store::records::{Timestamp, FORMAT_VERSION};
+use crate::store::Oid;
 use crate::store::{PoolConfig, PoolKind, Scan, Store, StoreError};
 
 /// Opens an existing pool for inspection: never creates, formats or reclaims anything.
