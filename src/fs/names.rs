@@ -75,8 +75,10 @@ impl NameIndex {
                 let cookie = mounted[i].cookie;
                 cookie != 0
                     && store
-                        .dentry_record(store.oid_at(cookie))
-                        .is_some_and(|d| d.parent == parent && d.name == name)
+                        .with_dentry_record(store.oid_at(cookie), |d| {
+                            d.parent == parent && d.name == name
+                        })
+                        .unwrap_or(false)
             })
     }
 

@@ -2,6 +2,16 @@
 //!
 //! Every `unsafe` block of the crate lives in this module. The rest of the crate sees
 //! pools, [`Oid`]s and byte slices, never raw pointers.
+//!
+//! The mapping is shared: [`Pool::write`], [`Pool::copy`] and [`Pool::zero`] change it
+//! through `&Pool`, from any thread. So no `&[u8]` into the mapping ever leaves this
+//! module: every read copies the pool's bytes into memory the caller owns
+//! ([`Pool::read_into`], [`Pool::read_prefix`], [`Pool::read_object`], [`Pool::bytes`]),
+//! or into this thread's own buffer that a closure borrows ([`Pool::read_with`]).
+//! What a reader holds can then change only through its own `&mut`. Readers and
+//! writers of the same bytes are still kept apart by the caller (the file system's
+//! inode lock), or a read may copy a half-written range; but no reference the type
+//! system takes for unchanging ever sees memory change under it.
 
 mod buffer;
 mod ffi;
@@ -168,14 +178,18 @@ impl Pool {
         }
         let mut signature = [0u8; 8];
         file.read_exact_at(&mut signature, 0).ok()?;
-        (signature == self.bytes_at(0, 8)).then_some(file)
+        (signature == self.signature()).then_some(file)
     }
 
-    /// `len` bytes of the mapping from pool offset `off` (within the pool header).
-    fn bytes_at(&self, off: usize, len: usize) -> &[u8] {
-        // SAFETY: the pool header (4 KiB) starts the mapping, so the first bytes are
-        // always mapped; callers ask for at most 8 bytes of it.
-        unsafe { std::slice::from_raw_parts((self.raw() as *const u8).add(off), len) }
+    /// The first 8 bytes of the mapping: the pool header's signature.
+    fn signature(&self) -> [u8; 8] {
+        let mut signature = [0u8; 8];
+        // SAFETY: the pool header (4 KiB) starts the mapping, so its first 8 bytes are
+        // always mapped; the destination is a distinct local array.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.raw() as *const u8, signature.as_mut_ptr(), 8)
+        };
+        signature
     }
 
     /// The pool-file offset of a pointer into the mapping.
@@ -378,77 +392,87 @@ impl Pool {
         unsafe { (sys::pmemobj_direct(oid.to_raw()) as *mut u8).add(off as usize) }
     }
 
-    /// `len` bytes of an object from `off`, borrowed from the pool mapping.
-    ///
-    /// The mapping lives as long as the pool, so the slice is always backed by memory;
-    /// the file system holds the inode's lock while it reads, so no writer changes it.
-    pub fn bytes(&self, oid: Oid, off: u64, len: usize) -> &[u8] {
-        if len == 0 {
-            return &[];
-        }
-        let ptr = self.address(oid, off, len);
-        // SAFETY: address() checked the range lies in the object, inside the pool mapping
-        // that outlives &self.
-        unsafe { std::slice::from_raw_parts(ptr, len) }
+    /// Copies `len` bytes of the mapping at `src` into `buf`, which must hold them.
+    fn copy_out(src: *const u8, buf: &mut [u8]) {
+        // SAFETY: callers get `src` from address() (or the object's own start with its
+        // usable size), so `buf.len()` bytes from it lie inside the pool mapping, which
+        // outlives &self; `buf` is a distinct Rust slice, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
     }
 
-    /// All the bytes an object can hold (its usable size), borrowed from the mapping: one
-    /// lookup of the object's size where `bytes(oid, 0, usable_size(oid))` takes two.
-    pub fn object_bytes(&self, oid: Oid) -> &[u8] {
-        let len = self.usable_size(oid) as usize;
-        if len == 0 {
-            return &[];
-        }
-        // SAFETY: oid belongs to this pool (usable_size checked it, else len is 0) and its
-        // usable size is `len`, so the range lies inside the pool mapping, which outlives
-        // &self.
-        unsafe { std::slice::from_raw_parts(sys::pmemobj_direct(oid.to_raw()) as *const u8, len) }
+    /// A copy of `len` bytes of an object from `off` (for checks and tests; the file
+    /// system reads into buffers of its own).
+    pub fn bytes(&self, oid: Oid, off: u64, len: usize) -> Vec<u8> {
+        let mut copy = vec![0u8; len];
+        self.read_into(oid, off, &mut copy);
+        copy
     }
 
-    /// Hands `with` `len` bytes of an object from `off`: large ranges read from the pool
-    /// file into a per-thread buffer, since bringing pages into the mapping costs a
-    /// page-table update per 4 KiB page the first time, more than copying them. The
-    /// mapping serves small reads, and any read the file cannot.
+    /// Copies the first bytes of an object into `buf`, as many as both hold (the
+    /// object's usable size or `buf.len()`, whichever is less); returns how many. One
+    /// lookup of the object's size, for records read whole.
+    pub fn read_prefix(&self, oid: Oid, buf: &mut [u8]) -> usize {
+        let len = (self.usable_size(oid) as usize).min(buf.len());
+        if len > 0 {
+            // SAFETY: oid belongs to this pool (usable_size checked it, else len is 0).
+            let src = unsafe { sys::pmemobj_direct(oid.to_raw()) as *const u8 };
+            Self::copy_out(src, &mut buf[..len]);
+        }
+        len
+    }
+
+    /// Copies all the bytes an object can hold (its usable size) into `buf`, replacing
+    /// what it held; `buf` keeps its allocation from one object to the next.
+    pub fn read_object(&self, oid: Oid, buf: &mut Vec<u8>) {
+        buf.clear();
+        buf.resize(self.usable_size(oid) as usize, 0);
+        self.read_prefix(oid, buf);
+    }
+
+    /// Hands `with` a copy of `len` bytes of an object from `off`, in a buffer of this
+    /// thread's (made once, and again only for a larger read), so a reply can be sent
+    /// from it without an allocation per read. Large ranges are read from the pool file,
+    /// since bringing pages into the mapping costs a page-table update per 4 KiB page
+    /// the first time, more than copying them; the mapping serves small reads, and any
+    /// read the file cannot. A `with` that reads the pool again gets a buffer of its own.
     pub fn read_with<R>(&self, oid: Oid, off: u64, len: usize, with: impl FnOnce(&[u8]) -> R) -> R {
-        use std::os::unix::fs::FileExt;
         thread_local! {
-            static READ_BUFFER: std::cell::RefCell<Option<HugeBuffer>> = const { std::cell::RefCell::new(None) };
+            static READ_BUFFER: std::cell::Cell<Option<HugeBuffer>> = const { std::cell::Cell::new(None) };
         }
-        let mapped = self.bytes(oid, off, len);
-        let Some(file) = self.file.as_ref().filter(|_| len >= FILE_IO_MIN) else {
-            return with(mapped);
+        if len == 0 {
+            return with(&[]);
+        }
+        let mut buffer = READ_BUFFER
+            .take()
+            .filter(|b| b.len() >= len)
+            .or_else(|| HugeBuffer::new(len));
+        let result = match buffer.as_mut() {
+            Some(buffer) => {
+                let buf = buffer.slice_mut(len);
+                self.read_into(oid, off, buf);
+                with(buf)
+            }
+            // Out of memory for the buffer: an ordinary allocation of just `len`.
+            None => with(&self.bytes(oid, off, len)),
         };
-        let at = self.file_offset(mapped.as_ptr());
-        READ_BUFFER.with_borrow_mut(|buffer| {
-            if buffer.as_ref().is_none_or(|b| b.len() < len) {
-                *buffer = HugeBuffer::new(len);
-            }
-            let Some(buffer) = buffer else {
-                return with(mapped);
-            };
-            let buf = buffer.slice_mut(len);
-            match file.read_exact_at(buf, at) {
-                Ok(()) => with(buf),
-                Err(_) => with(mapped),
-            }
-        })
+        READ_BUFFER.set(buffer);
+        result
     }
 
     /// Copies `buf.len()` bytes of an object at `off` into `buf`: from the pool file for
-    /// large reads (as [`Pool::read_with`] does), else from the mapping. For callers that
-    /// have a buffer of their own to fill, which spares read_with's second copy.
+    /// large reads (see [`Pool::read_with`]), else from the mapping.
     pub fn read_into(&self, oid: Oid, off: u64, buf: &mut [u8]) {
         use std::os::unix::fs::FileExt;
-        let mapped = self.bytes(oid, off, buf.len());
+        if buf.is_empty() {
+            return;
+        }
+        let src = self.address(oid, off, buf.len());
         if let Some(file) = self.file.as_ref().filter(|_| buf.len() >= FILE_IO_MIN) {
-            if file
-                .read_exact_at(buf, self.file_offset(mapped.as_ptr()))
-                .is_ok()
-            {
+            if file.read_exact_at(buf, self.file_offset(src)).is_ok() {
                 return;
             }
         }
-        buf.copy_from_slice(mapped);
+        Self::copy_out(src, buf);
     }
 
     /// Copies `data` into an object at `off` without persisting it.
@@ -589,5 +613,59 @@ impl Iterator for Objects<'_> {
         self.next = Oid::from_raw(unsafe { sys::pmemobj_next(current.to_raw()) });
         let _ = self.pool;
         Some(current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_pool() -> (tempfile::TempDir, Pool) {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let pool = Pool::create(&dir.path().join("pool"), MIN_POOL_SIZE).unwrap();
+        (dir, pool)
+    }
+
+    #[test]
+    fn reads_are_copies_that_later_writes_leave_alone() {
+        let (_dir, pool) = small_pool();
+        let oid = pool.alloc(100, 0).unwrap();
+        pool.write(oid, 0, b"before");
+        let copy = pool.bytes(oid, 0, 6);
+        pool.write(oid, 0, b"after!");
+        assert_eq!(copy, b"before");
+        let mut buf = [0u8; 6];
+        pool.read_into(oid, 0, &mut buf);
+        assert_eq!(&buf, b"after!");
+    }
+
+    #[test]
+    fn read_prefix_stops_at_the_object_or_the_buffer() {
+        let (_dir, pool) = small_pool();
+        let oid = pool.alloc(64, 0).unwrap();
+        let usable = pool.usable_size(oid) as usize;
+        let mut big = vec![1u8; usable + 100];
+        assert_eq!(pool.read_prefix(oid, &mut big), usable);
+        let mut small = [1u8; 8];
+        assert_eq!(pool.read_prefix(oid, &mut small), 8);
+        let mut whole = vec![7u8; 3];
+        pool.read_object(oid, &mut whole);
+        assert_eq!(whole.len(), usable);
+    }
+
+    #[test]
+    fn a_read_inside_a_read_gets_its_own_buffer() {
+        let (_dir, pool) = small_pool();
+        let a = pool.alloc(FILE_IO_MIN as u64 * 2, 0).unwrap();
+        let b = pool.alloc(16, 0).unwrap();
+        pool.write(a, 0, &vec![b'a'; FILE_IO_MIN * 2]);
+        pool.write(b, 0, b"bbbb");
+        let (outer, inner) = pool.read_with(a, 0, FILE_IO_MIN * 2, |outer| {
+            let inner = pool.read_with(b, 0, 4, <[u8]>::to_vec);
+            (outer.to_vec(), inner)
+        });
+        assert!(outer.iter().all(|&x| x == b'a'));
+        assert_eq!(inner, b"bbbb");
+        assert_eq!(pool.read_with(b, 0, 0, <[u8]>::len), 0);
     }
 }

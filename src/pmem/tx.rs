@@ -49,7 +49,7 @@ impl<'p> Tx<'p> {
             return Ok(());
         }
         // Bounds check through the pool (panics on a range outside the object).
-        let _ = self.pool.bytes(oid, off, len);
+        let _ = self.pool.address(oid, off, len);
         // SAFETY: a transaction is running on this thread and the range lies in an object
         // of its pool.
         let rc = unsafe { ffi::pmemobj_tx_add_range(oid.to_raw(), off, len) };

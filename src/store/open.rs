@@ -70,7 +70,7 @@ impl Store {
         if self.pool.usable_size(root) < SUPERBLOCK_SIZE as u64 {
             return Err(StoreError::ForeignRoot(path));
         }
-        let sb = Superblock::decode(self.pool.bytes(root, 0, SUPERBLOCK_SIZE));
+        let sb = Superblock::decode(&self.pool.bytes(root, 0, SUPERBLOCK_SIZE));
         if sb.magic != MAGIC {
             return Err(StoreError::ForeignRoot(path));
         }

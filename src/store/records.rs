@@ -312,7 +312,7 @@ impl DentryRecord {
     }
 }
 
-/// A directory entry record read in place: its name borrowed from the pool.
+/// A directory entry record decoded in place: its name borrowed from the bytes read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DentryView<'a> {
     pub parent: u64,

@@ -3,8 +3,8 @@
 use std::sync::atomic::Ordering;
 
 use super::records::{
-    DentryRecord, DentryView, InodeRecord, XattrRecord, TYPE_DENTRY, TYPE_INODE, TYPE_REGION,
-    TYPE_XATTR,
+    DentryRecord, DentryView, InodeRecord, XattrRecord, DENTRY_HEADER_SIZE, NAME_MAX, TYPE_DENTRY,
+    TYPE_INODE, TYPE_REGION, TYPE_XATTR,
 };
 use super::sizing::OBJECT_OVERHEAD;
 use super::{Oid, Store};
@@ -27,7 +27,7 @@ pub enum Found<'p> {
     /// A type-0 object: a Warabi region, owned by an inode or not, and its usable size.
     Region(Oid, u64),
     Inode(Oid, InodeRecord),
-    /// A directory entry record, its name borrowed from the pool.
+    /// A directory entry record, its name borrowed from the scan's copy of it.
     Dentry(Oid, DentryView<'p>),
     Xattr(Oid, XattrRecord),
     /// A record that could not be decoded, or an object of a type number no one here uses.
@@ -73,35 +73,49 @@ impl Store {
     /// space accounting (see [`Store::free_bytes`]).
     pub fn scan_each(&self, mut visit: impl FnMut(Found<'_>)) {
         let mut allocated = 0u64;
+        // Each record is copied here before it is decoded; the buffer is reused.
+        let mut bytes = Vec::new();
         for oid in self.pool.objects() {
             let type_num = self.pool.type_num(oid);
-            if type_num == TYPE_REGION {
-                // A region's bytes are file data: the scan does not read them.
+            if !matches!(type_num, TYPE_INODE | TYPE_DENTRY | TYPE_XATTR) {
+                // A region's bytes are file data, and an object of a type number no one
+                // here uses is not ours: the scan does not read them.
                 let size = self.pool.usable_size(oid);
                 allocated += size + OBJECT_OVERHEAD;
-                visit(Found::Region(oid, size));
+                visit(match type_num {
+                    TYPE_REGION => Found::Region(oid, size),
+                    _ => Found::Unreadable(oid),
+                });
                 continue;
             }
-            let bytes = self.pool.object_bytes(oid);
+            self.pool.read_object(oid, &mut bytes);
             allocated += bytes.len() as u64 + OBJECT_OVERHEAD;
             let found = match type_num {
-                TYPE_INODE => InodeRecord::decode(bytes).map(|rec| Found::Inode(oid, rec)),
-                TYPE_DENTRY => DentryView::decode(bytes).map(|view| Found::Dentry(oid, view)),
-                TYPE_XATTR => XattrRecord::decode(bytes).map(|rec| Found::Xattr(oid, rec)),
-                _ => None,
+                TYPE_INODE => InodeRecord::decode(&bytes).map(|rec| Found::Inode(oid, rec)),
+                TYPE_DENTRY => DentryView::decode(&bytes).map(|view| Found::Dentry(oid, view)),
+                _ => XattrRecord::decode(&bytes).map(|rec| Found::Xattr(oid, rec)),
             };
             visit(found.unwrap_or(Found::Unreadable(oid)));
         }
         self.allocated.store(allocated as i64, Ordering::Relaxed);
     }
 
-    /// The directory entry record at `record`, read in place; None if it does not decode.
-    pub fn dentry_record(&self, record: Oid) -> Option<DentryView<'_>> {
-        DentryView::decode(self.pool.object_bytes(record))
+    /// Hands `with` the directory entry record at `record`, copied onto the stack (a
+    /// record is at most a header and a name); None if it does not decode.
+    pub fn with_dentry_record<R>(
+        &self,
+        record: Oid,
+        with: impl FnOnce(DentryView<'_>) -> R,
+    ) -> Option<R> {
+        let mut bytes = [0u8; DENTRY_HEADER_SIZE + NAME_MAX];
+        let len = self.pool.read_prefix(record, &mut bytes);
+        DentryView::decode(&bytes[..len]).map(with)
     }
 
     /// The inode record at `record`, read from the pool; None if it does not decode.
     pub fn inode_record(&self, record: Oid) -> Option<InodeRecord> {
-        InodeRecord::decode(self.pool.object_bytes(record))
+        let mut bytes = Vec::new();
+        self.pool.read_object(record, &mut bytes);
+        InodeRecord::decode(&bytes)
     }
 }
