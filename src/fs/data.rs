@@ -639,12 +639,6 @@ fn extend_data(state: &mut InodeState, end: u64) {
 /// Frees everything an inode holds on the pool (region, record, extended attributes)
 /// inside `tx`.
 pub(super) fn free_inode(tx: &mut StoreTx<'_>, state: &InodeState) -> Result<(), StoreError> {
-    tx.free(state.region())?;
-    if let Some(record) = state.record {
-        tx.free(record)?;
-    }
-    for xattr in &state.xattrs {
-        tx.free(xattr.record)?;
-    }
-    Ok(())
+    let xattrs = state.xattrs.iter().map(|x| x.record);
+    tx.free_inode(state.record, state.region(), xattrs)
 }

@@ -6,10 +6,7 @@ use super::dirty::DirtyRanges;
 use crate::store::records::{InodeRecord, Timestamp};
 use crate::store::Oid;
 
-pub const ROOT_INO: u64 = 1;
-/// Inode numbers of Warabi regions that have no inode record yet: this bit plus the
-/// region's offset, so they are stable across mounts and never meet counter numbers.
-pub const RAW_REGION_INO_BIT: u64 = 1 << 62;
+pub use crate::store::records::{RAW_REGION_INO_BIT, ROOT_INO};
 
 /// st_blksize of files: a page.
 const FILE_BLKSIZE: u32 = 4096;

@@ -36,7 +36,8 @@ struct Collected {
     /// Offsets of every region.
     regions: Vec<u64>,
     unreadable: usize,
-    max_ino: u64,
+    /// The lowest number a new inode may get, by the pool's next-inode rule.
+    next_ino: u64,
 }
 
 /// A directory entry record as the pass found it.
@@ -51,7 +52,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
     let found = collect(&store);
     // Never below what the superblock says was given out: a number whose inode is gone
     // is not handed out again (its file handles must stay stale).
-    let next_ino = (found.max_ino + 1).max(store.next_ino());
+    let next_ino = found.next_ino;
     // Sized once: growing maps of a million entries rehashes them several times over.
     let fs = WarabiFs {
         store,
@@ -79,7 +80,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
         xattrs,
         mut regions,
         unreadable,
-        max_ino: _,
+        next_ino: _,
     } = found;
     // Regions by offset, ascending (pmemobj_next returns them in pool order already):
     // looked up by binary search and merged with the owned ones, with no hash set of
@@ -113,11 +114,8 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
 
 /// The one pass over the pool.
 fn collect(store: &Store) -> Collected {
-    let mut found = Collected {
-        max_ino: ROOT_INO,
-        ..Collected::default()
-    };
-    store.scan_each(|object| match object {
+    let mut found = Collected::default();
+    found.next_ino = store.scan_each(|object| match object {
         Found::Region(oid, _) => found.regions.push(oid.off),
         Found::Inode(oid, rec) => found.inode(oid, &rec),
         Found::Dentry(record, view) => found.dentries.push(FoundEntry {
@@ -134,9 +132,6 @@ fn collect(store: &Store) -> Collected {
 
 impl Collected {
     fn inode(&mut self, record: Oid, rec: &InodeRecord) {
-        if rec.ino & RAW_REGION_INO_BIT == 0 {
-            self.max_ino = self.max_ino.max(rec.ino);
-        }
         let kind = FileKind::from_mode(rec.mode).unwrap_or(FileKind::Regular);
         self.inodes.push((rec.ino, record.off, kind));
         if !rec.region.is_null() {

@@ -24,9 +24,42 @@ pub const ZERO_TAIL_VERSION: u32 = 2;
 pub const SUPERBLOCK_SIZE: usize = 64;
 /// Where the superblock keeps the next inode number (a u64; see [`Superblock`]).
 pub const SUPERBLOCK_NEXT_INO: u64 = 16;
+/// The root directory's inode number (FORMAT.md §4).
+pub const ROOT_INO: u64 = 1;
+/// Inode numbers of Warabi regions that have no inode record yet: this bit plus the
+/// region's offset, so they are stable across mounts and never meet counter numbers.
+pub const RAW_REGION_INO_BIT: u64 = 1 << 62;
 /// Inode numbers from here up are made from region offsets (a Warabi region listed
 /// without a record), not counted: they never move the counter.
-pub const COUNTED_INO_LIMIT: u64 = 1 << 62;
+pub const COUNTED_INO_LIMIT: u64 = RAW_REGION_INO_BIT;
+
+/// The next-inode rule (FORMAT.md §4): a new inode gets a number above every counted
+/// number an inode record has (so at least ROOT_INO + 1), and at least the superblock's
+/// `next_ino`, so that no number whose inode is gone is given out again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextIno {
+    highest: u64,
+}
+
+impl Default for NextIno {
+    fn default() -> NextIno {
+        NextIno { highest: ROOT_INO }
+    }
+}
+
+impl NextIno {
+    /// Counts an inode record's number (numbers made from regions do not count).
+    pub fn see(&mut self, ino: u64) {
+        if ino < COUNTED_INO_LIMIT {
+            self.highest = self.highest.max(ino);
+        }
+    }
+
+    /// The lowest number a new inode may get, given the superblock's `next_ino`.
+    pub fn next(self, recorded: u64) -> u64 {
+        (self.highest + 1).max(recorded)
+    }
+}
 pub const INODE_HEADER_SIZE: usize = 128;
 pub const DENTRY_HEADER_SIZE: usize = 24;
 pub const XATTR_HEADER_SIZE: usize = 16;
@@ -379,6 +412,21 @@ impl XattrRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_inodes_go_past_every_counted_number_and_the_superblock() {
+        let mut next = NextIno::default();
+        assert_eq!(next.next(0), ROOT_INO + 1, "an empty pool");
+        next.see(7);
+        next.see(RAW_REGION_INO_BIT | 4096);
+        next.see(3);
+        assert_eq!(next.next(0), 8, "region numbers do not count");
+        assert_eq!(
+            next.next(20),
+            20,
+            "numbers of deleted inodes stay given out"
+        );
+    }
 
     fn sample_inode() -> InodeRecord {
         InodeRecord {

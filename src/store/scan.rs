@@ -3,8 +3,8 @@
 use std::sync::atomic::Ordering;
 
 use super::records::{
-    DentryRecord, DentryView, InodeRecord, XattrRecord, DENTRY_HEADER_SIZE, NAME_MAX, TYPE_DENTRY,
-    TYPE_INODE, TYPE_REGION, TYPE_XATTR,
+    DentryRecord, DentryView, InodeRecord, NextIno, XattrRecord, DENTRY_HEADER_SIZE, NAME_MAX,
+    TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR,
 };
 use super::sizing::OBJECT_OVERHEAD;
 use super::{Oid, Store};
@@ -19,6 +19,8 @@ pub struct Scan {
     pub regions: Vec<Oid>,
     /// Records that could not be decoded, and objects of type numbers no one here uses.
     pub unreadable: Vec<Oid>,
+    /// The lowest number a new inode may get (see [`NextIno`]).
+    pub next_ino: u64,
 }
 
 /// One object as [`Store::scan_each`] meets it.
@@ -45,7 +47,7 @@ impl Store {
     pub fn scan_with_progress(&self, mut progress: impl FnMut(u64)) -> Scan {
         let mut scan = Scan::default();
         let mut count = 0u64;
-        self.scan_each(|found| {
+        scan.next_ino = self.scan_each(|found| {
             if count % 4096 == 0 {
                 progress(count);
             }
@@ -70,9 +72,11 @@ impl Store {
 
     /// One pass over the pool's objects, handing each to `visit` decoded, in pool order,
     /// without collecting them: a mount keeps only what it needs of each. Sets the
-    /// space accounting (see [`Store::free_bytes`]).
-    pub fn scan_each(&self, mut visit: impl FnMut(Found<'_>)) {
+    /// space accounting (see [`Store::free_bytes`]). Returns the lowest number a new
+    /// inode may get: the next-inode rule over the records read and the superblock.
+    pub fn scan_each(&self, mut visit: impl FnMut(Found<'_>)) -> u64 {
         let mut allocated = 0u64;
+        let mut next_ino = NextIno::default();
         // Each record is copied here before it is decoded; the buffer is reused.
         let mut bytes = Vec::new();
         for oid in self.pool.objects() {
@@ -91,13 +95,17 @@ impl Store {
             self.pool.read_object(oid, &mut bytes);
             allocated += bytes.len() as u64 + OBJECT_OVERHEAD;
             let found = match type_num {
-                TYPE_INODE => InodeRecord::decode(&bytes).map(|rec| Found::Inode(oid, rec)),
+                TYPE_INODE => InodeRecord::decode(&bytes).map(|rec| {
+                    next_ino.see(rec.ino);
+                    Found::Inode(oid, rec)
+                }),
                 TYPE_DENTRY => DentryView::decode(&bytes).map(|view| Found::Dentry(oid, view)),
                 _ => XattrRecord::decode(&bytes).map(|rec| Found::Xattr(oid, rec)),
             };
             visit(found.unwrap_or(Found::Unreadable(oid)));
         }
         self.allocated.store(allocated as i64, Ordering::Relaxed);
+        next_ino.next(self.next_ino())
     }
 
     /// Hands `with` the directory entry record at `record`, copied onto the stack (a

@@ -72,6 +72,25 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    /// Frees everything an inode holds on the pool when the transaction commits: its
+    /// region, its record (None: it has none yet) and its extended attributes' records.
+    /// What the file system does to forget an inode, and what a repair does to an orphan.
+    pub fn free_inode(
+        &mut self,
+        record: Option<Oid>,
+        region: Oid,
+        xattr_records: impl IntoIterator<Item = Oid>,
+    ) -> Result<(), StoreError> {
+        self.free(region)?;
+        if let Some(record) = record {
+            self.free(record)?;
+        }
+        for xattr in xattr_records {
+            self.free(xattr)?;
+        }
+        Ok(())
+    }
+
     /// Raises the pool's format version, in this transaction, to the one `rec` needs.
     fn allow(&mut self, rec: &InodeRecord) -> Result<(), StoreError> {
         if rec.zero_tail == 0 || self.upgrade.is_some() {
@@ -126,11 +145,6 @@ impl StoreTx<'_> {
             Some(last) => self.claim_ino(last),
             None => Ok(()),
         }
-    }
-
-    /// The lowest inode number not given out yet, counting this transaction's claims.
-    pub fn next_free_ino(&self) -> u64 {
-        self.next_ino.unwrap_or_else(|| self.store.next_ino())
     }
 
     pub fn create_inode(&mut self, rec: &InodeRecord) -> Result<Oid, StoreError> {

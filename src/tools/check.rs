@@ -9,8 +9,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::inventory::{EntryAt, InodeAt, Inventory, ROOT_INO};
-use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN};
+use super::inventory::{EntryAt, InodeAt, Inventory};
+use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN, ROOT_INO};
 use crate::store::{Oid, Store, StoreError};
 
 /// Name of the directory unreachable files are linked into by a repair.
@@ -321,11 +321,8 @@ fn fix(store: &Store, inv: &Inventory, finding: &Finding) -> Result<(), StoreErr
             tx.update_inode(i.record, &meta)?;
         }
         Finding::LeftoverOrphan(i) => {
-            tx.free(i.meta.region)?;
-            tx.free(i.record)?;
-            for (oid, _) in inv.xattrs.iter().filter(|(_, x)| x.ino == i.meta.ino) {
-                tx.free(*oid)?;
-            }
+            let xattrs = inv.xattrs.iter().filter(|(_, x)| x.ino == i.meta.ino);
+            tx.free_inode(Some(i.record), i.meta.region, xattrs.map(|(oid, _)| *oid))?;
         }
         Finding::Unreachable(i) => relink_into_lost_and_found(&mut tx, inv, i)?,
         Finding::WrongLinkCount(i, actual) => {
@@ -360,15 +357,7 @@ fn relink_into_lost_and_found(
     let lost_found = match lost_found {
         Some(ino) => ino,
         None => {
-            let ino = inv
-                .inodes
-                .keys()
-                .filter(|&&n| n & crate::fs::RAW_REGION_INO_BIT == 0)
-                .max()
-                .copied()
-                .unwrap_or(ROOT_INO)
-                .saturating_add(1)
-                .max(tx.next_free_ino());
+            let ino = inv.next_ino;
             tx.create_inode(&new_directory(ino))?;
             tx.create_dentry(&DentryRecord {
                 parent: ROOT_INO,

@@ -3,11 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::store::records::{DentryRecord, InodeRecord, XattrRecord};
-use crate::store::Oid;
-use crate::store::Scan;
-
-pub const ROOT_INO: u64 = 1;
+use crate::store::records::{DentryRecord, InodeRecord, XattrRecord, ROOT_INO};
+use crate::store::{Oid, Scan};
 
 /// An inode record and where it lives.
 #[derive(Clone, Debug)]
@@ -39,6 +36,8 @@ pub struct Inventory {
     pub owned: HashSet<Oid>,
     pub xattrs: Vec<(Oid, XattrRecord)>,
     pub unreadable: Vec<Oid>,
+    /// The lowest number a new inode may get (the scan's next-inode rule).
+    pub next_ino: u64,
 }
 
 impl Inventory {
@@ -47,6 +46,7 @@ impl Inventory {
             regions: scan.regions.into_iter().collect(),
             xattrs: scan.xattrs,
             unreadable: scan.unreadable,
+            next_ino: scan.next_ino,
             ..Inventory::default()
         };
         for (record, meta) in scan.inodes {

@@ -6,10 +6,8 @@
 
 use std::io::{self, Write};
 
-use crate::fs::{RAW_REGION_INO_BIT, ROOT_INO};
-use crate::store::records::Timestamp;
-use crate::store::Oid;
-use crate::store::{Found, Store};
+use crate::store::records::{Timestamp, RAW_REGION_INO_BIT, ROOT_INO};
+use crate::store::{Found, Oid, Store};
 
 use super::{kind_name, region_id, rfc3339, Listing};
 
