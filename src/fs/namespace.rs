@@ -7,7 +7,7 @@ use super::change::Change;
 use super::inode::{Inode, InodeState, RAW_REGION_INO_BIT, ROOT_INO};
 use super::regions::{listed_cookie, region_name};
 use super::Attr;
-use super::{check_name, key, Caller, Child, Dir, Entry, Errno, FileKind, FsResult, WarabiFs};
+use super::{check_name, key, Caller, Child, Dir, Entry, Errno, Fh, FileKind, FsResult, WarabiFs};
 use crate::pmem::Oid;
 use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN};
 
@@ -82,7 +82,7 @@ impl WarabiFs {
 
     /// Opens a directory: an open directory keeps its inode after it is removed, until
     /// the handle is released (as an open file does).
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+    pub fn opendir(&self, ino: u64) -> FsResult<Fh> {
         if self.inode(ino)?.state.read().kind() != FileKind::Directory {
             return Err(Errno::ENOTDIR);
         }
