@@ -2,11 +2,11 @@
 //! handles, and the errno of every failure. Unit-testable on a real pool.
 //!
 //! Locking: every namespace change (create, link, unlink, rename, ...) holds the
-//! namespace guard ([`namespace::NamespaceGuard`]), then the inode locks it needs, taken
+//! namespace guard (`namespace::NamespaceGuard`), then the inode locks it needs, taken
 //! through the guard; data operations hold the lock of the inode they change (two, in
 //! inode order, for copy_file_range between files) and no guard. So namespace changes
 //! are atomic to each other and data I/O on different files runs in parallel. Every
-//! metadata change is written through [`change::Change`].
+//! metadata change is written through `change::Change`.
 //!
 //! The files: `namespace` (names and directories, and their lock), `tree` (lookup,
 //! listing and the operations that change names), `data` (handles, read, write,
