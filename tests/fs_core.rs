@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use warabifs::fs::{
-    Attr, Caller, Errno, FileKind, FsOptions, RenameMode, SetAttr, SetTime, WarabiFs,
+    Attr, Caller, Errno, Fh, FileKind, FsOptions, RenameMode, SetAttr, SetTime, WarabiFs,
     REGION_ID_XATTR, ROOT_INO,
 };
 use warabifs::pmem::{Oid, Pool, MAX_ALLOC_SIZE};
@@ -81,7 +81,10 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn read_range(fs: &WarabiFs, ino: u64, off: u64, len: u32) -> Vec<u8> {
-    fs.read(ino, off, len, |s| s.to_vec()).expect("read")
+    let fh = fs.open(ino, false).expect("open");
+    let bytes = fs.read(fh, off, len, |s| s.to_vec()).expect("read");
+    fs.release(fh).expect("release");
+    bytes
 }
 
 /// The whole file, read in 1 MiB pieces; checks the read length against the size.
@@ -107,10 +110,7 @@ fn read_all(fs: &WarabiFs, ino: u64) -> Vec<u8> {
 fn create_file(fs: &WarabiFs, parent: u64, name: &[u8], data: &[u8]) -> u64 {
     let (attr, fh) = fs.create(parent, name, 0o644, caller()).expect("create");
     if !data.is_empty() {
-        assert_eq!(
-            fs.write(attr.ino, 0, data, false).expect("write"),
-            data.len()
-        );
+        assert_eq!(fs.write(fh, 0, data, false).expect("write"), data.len());
     }
     fs.release(fh).expect("release");
     attr.ino
@@ -255,10 +255,10 @@ fn written_file_reads_back_and_survives_remount_with_stable_inode_numbers() {
 fn fsynced_write_survives_a_crash_without_release() {
     let (_dir, path) = scratch();
     let fs = create_pool(&path, POOL_SIZE);
-    let (attr, _fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
+    let (_, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
     let data = pattern(10_000, 3);
-    fs.write(attr.ino, 0, &data, false).unwrap();
-    fs.fsync(attr.ino).unwrap();
+    fs.write(fh, 0, &data, false).unwrap();
+    fs.fsync(fh).unwrap();
 
     let fs = remount(fs, &path); // no release: a crash after fsync
     assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"f")), data);
@@ -268,9 +268,9 @@ fn fsynced_write_survives_a_crash_without_release() {
 fn sync_write_survives_a_crash_without_fsync() {
     let (_dir, path) = scratch();
     let fs = create_pool(&path, POOL_SIZE);
-    let (attr, _fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
+    let (_, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
     let data = pattern(5000, 4);
-    fs.write(attr.ino, 0, &data, true).unwrap();
+    fs.write(fh, 0, &data, true).unwrap();
 
     let fs = remount(fs, &path);
     assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"f")), data);
@@ -293,7 +293,7 @@ fn appending_grows_the_region_and_changes_its_region_id() {
     );
 
     let mut expected = vec![7u8];
-    fs.write(ino, 0, &expected, false).unwrap();
+    fs.write(fh, 0, &expected, false).unwrap();
     let first_id = region_id(&fs, ino).unwrap();
     assert_region_id_format(&first_id);
     let mut ids = vec![first_id];
@@ -302,7 +302,7 @@ fn appending_grows_the_region_and_changes_its_region_id() {
             64 * KIB as usize,
             (expected.len() / (64 * KIB as usize)) as u8,
         );
-        fs.write(ino, expected.len() as u64, &piece, false).unwrap();
+        fs.write(fh, expected.len() as u64, &piece, false).unwrap();
         expected.extend_from_slice(&piece);
         let id = region_id(&fs, ino).unwrap();
         assert_region_id_format(&id);
@@ -339,13 +339,13 @@ fn bytes_written_through_the_pool_file_and_the_mapping_agree() {
     let ino = attr.ino;
     let big = pattern(3 * MIB as usize, 30);
     for (i, piece) in big.chunks(MIB as usize).enumerate() {
-        fs.write(ino, i as u64 * MIB, piece, false).unwrap();
+        fs.write(fh, i as u64 * MIB, piece, false).unwrap();
     }
     // Small overwrites go through the mapping, into bytes the file wrote.
     let mut expected = big.clone();
     for off in (0..expected.len()).step_by(300_000) {
         let small = pattern(1000, off as u8);
-        fs.write(ino, off as u64, &small, false).unwrap();
+        fs.write(fh, off as u64, &small, false).unwrap();
         expected[off..off + 1000].copy_from_slice(&small);
     }
     assert_eq!(read_all(&fs, ino), expected, "1 MiB reads");
@@ -353,7 +353,7 @@ fn bytes_written_through_the_pool_file_and_the_mapping_agree() {
         read_range(&fs, ino, 299_500, 1000),
         expected[299_500..300_500]
     );
-    fs.fsync(ino).unwrap();
+    fs.fsync(fh).unwrap();
     fs.release(fh).unwrap();
     let region = region_oid(&fs, ino);
     drop(fs);
@@ -373,13 +373,13 @@ fn a_trimmed_file_keeps_headroom_for_appends_after_reopening() {
     let (attr, fh) = fs.create(ROOT_INO, b"log", 0o644, caller()).unwrap();
     let ino = attr.ino;
     let mut expected = Vec::new();
-    let mut append = |fs: &WarabiFs, len: usize| {
+    let mut append = |fs: &WarabiFs, fh: Fh, len: usize| {
         let piece = pattern(len, expected.len() as u8);
-        fs.write(ino, expected.len() as u64, &piece, false).unwrap();
+        fs.write(fh, expected.len() as u64, &piece, false).unwrap();
         expected.extend_from_slice(&piece);
     };
     for _ in 0..64 {
-        append(&fs, 64 * KIB as usize);
+        append(&fs, fh, 64 * KIB as usize);
     }
     fs.release(fh).unwrap();
     let trimmed = region_id(&fs, ino).unwrap();
@@ -388,7 +388,7 @@ fn a_trimmed_file_keeps_headroom_for_appends_after_reopening() {
     // the appends nor the next close move (copy) the file again.
     for _ in 0..3 {
         let fh = fs.open(ino, true).unwrap();
-        append(&fs, 100 * KIB as usize);
+        append(&fs, fh, 100 * KIB as usize);
         fs.release(fh).unwrap();
         assert_eq!(region_id(&fs, ino).unwrap(), trimmed);
     }
@@ -403,7 +403,8 @@ fn overwriting_inside_the_capacity_keeps_the_region() {
     let ino = create_file(&fs, ROOT_INO, b"f", &data);
     let before = region_id(&fs, ino).unwrap();
     let patch = pattern(500, 6);
-    fs.write(ino, 40_000, &patch, false).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 40_000, &patch, false).unwrap();
     data[40_000..40_500].copy_from_slice(&patch);
     assert_eq!(region_id(&fs, ino).unwrap(), before);
     assert_eq!(read_all(&fs, ino), data);
@@ -418,7 +419,7 @@ fn write_past_the_end_leaves_a_zero_filled_hole() {
     leave_garbage(&fs, 3 * MIB as usize);
     let data = pattern(100, 7);
     let (attr, fh) = fs.create(ROOT_INO, b"sparse", 0o644, caller()).unwrap();
-    fs.write(attr.ino, MIB, &data, false).unwrap();
+    fs.write(fh, MIB, &data, false).unwrap();
 
     let mut expected = vec![0u8; MIB as usize];
     expected.extend_from_slice(&data);
@@ -436,7 +437,8 @@ fn second_write_past_the_end_zero_fills_between() {
     let fs = create_pool(&path, POOL_SIZE);
     leave_garbage(&fs, MIB as usize);
     let ino = create_file(&fs, ROOT_INO, b"f", &pattern(10, 8));
-    fs.write(ino, 5000, b"end", false).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 5000, b"end", false).unwrap();
     let got = read_all(&fs, ino);
     assert_eq!(got.len(), 5003);
     assert_eq!(got[..10], pattern(10, 8)[..]);
@@ -507,13 +509,14 @@ fn truncate_up_is_a_zero_tail_that_allocates_nothing() {
     assert_eq!(fs.getattr(ino).unwrap().size, 100 << 30);
     assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(data.len() as u64));
     // A write into the tail stores it, and zeros before it; the rest stays a hole.
-    fs.write(ino, 2 * MIB, b"tail", false).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 2 * MIB, b"tail", false).unwrap();
     let got = read_range(&fs, ino, 0, 2 * MIB as u32 + 8);
     assert_eq!(got[..data.len()], data[..]);
     assert!(got[data.len()..2 * MIB as usize].iter().all(|&b| b == 0));
     assert_eq!(&got[2 * MIB as usize..], b"tail\0\0\0\0");
     assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(2 * MIB + 4));
-    fs.fsync(ino).unwrap();
+    fs.fsync(fh).unwrap();
     let fs = remount(fs, &path);
     assert_eq!(read_range(&fs, ino, 2 * MIB, 8), b"tail\0\0\0\0");
     assert_eq!(fs.getattr(ino).unwrap().size, 100 << 30);
@@ -526,7 +529,7 @@ fn a_file_sized_first_gets_one_region_for_its_size_when_filled() {
     let (attr, fh) = fs.create(ROOT_INO, b"sized", 0o644, caller()).unwrap();
     truncate(&fs, attr.ino, 3 * MIB);
     let piece = pattern(64 * KIB as usize, 4);
-    fs.write(attr.ino, 0, &piece, false).unwrap();
+    fs.write(fh, 0, &piece, false).unwrap();
     let region = region_id(&fs, attr.ino).unwrap();
     let capacity = fs.getattr(attr.ino).unwrap().blocks * 512;
     assert!(
@@ -534,7 +537,7 @@ fn a_file_sized_first_gets_one_region_for_its_size_when_filled() {
         "a region of {capacity} bytes for a 3 MiB file"
     );
     for k in 1..48 {
-        fs.write(attr.ino, k * 64 * KIB, &piece, false).unwrap();
+        fs.write(fh, k * 64 * KIB, &piece, false).unwrap();
     }
     fs.release(fh).unwrap();
     assert_eq!(region_id(&fs, attr.ino).unwrap(), region, "the file moved");
@@ -548,8 +551,9 @@ fn pools_without_zero_tails_keep_format_version_1() {
     let fs = create_pool(&path, POOL_SIZE);
     let ino = create_file(&fs, ROOT_INO, b"f", &pattern(5000, 3));
     truncate(&fs, ino, 100);
-    fs.write(ino, 200, b"x", false).unwrap();
-    fs.fsync(ino).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 200, b"x", false).unwrap();
+    fs.fsync(fh).unwrap();
     drop(fs);
     assert_eq!(format_version(&path), 1);
 }
@@ -575,7 +579,7 @@ fn punching_the_end_of_the_data_and_copying_a_tail_store_nothing() {
     // A copy out of the zero tail writes zeros over data, and past the target's data
     // only raises its size.
     let (target, fh) = fs.create(ROOT_INO, b"t", 0o644, caller()).unwrap();
-    fs.write(target.ino, 0, &[9; 10_000], false).unwrap();
+    fs.write(fh, 0, &[9; 10_000], false).unwrap();
     assert_eq!(
         fs.copy_file_range(ino, 4000, target.ino, 0, 20_000)
             .unwrap(),
@@ -602,7 +606,7 @@ fn append_file(fs: &WarabiFs, name: &[u8], len: usize, piece: usize) -> u64 {
     let mut off = 0;
     while off < len {
         let n = piece.min(len - off);
-        fs.write(attr.ino, off as u64, &data[..n], false).unwrap();
+        fs.write(fh, off as u64, &data[..n], false).unwrap();
         off += n;
     }
     fs.release(fh).unwrap();
@@ -642,9 +646,9 @@ fn the_headroom_of_a_file_still_open_is_given_back_when_space_is_short() {
     let (open, fh) = fs.create(ROOT_INO, b"open", 0o644, caller()).unwrap();
     let data = pattern(MIB as usize, 3);
     for k in 0..8 {
-        fs.write(open.ino, k * MIB, &data, false).unwrap();
+        fs.write(fh, k * MIB, &data, false).unwrap();
     }
-    fs.write(open.ino, 8 * MIB, b"one more", false).unwrap();
+    fs.write(fh, 8 * MIB, b"one more", false).unwrap();
     let held = fs.getattr(open.ino).unwrap().blocks * 512;
     let headroom = held - fs.getattr(open.ino).unwrap().size;
     assert!(headroom >= MIB, "growth left {headroom} bytes of headroom");
@@ -662,7 +666,7 @@ fn the_headroom_of_a_file_still_open_is_given_back_when_space_is_short() {
     expected.extend_from_slice(b"one more");
     assert_eq!(read_all(&fs, open.ino), expected);
     // Written again, the open file grows again from its fitted region.
-    fs.write(open.ino, 8 * MIB + 8, b"!", false).unwrap();
+    fs.write(fh, 8 * MIB + 8, b"!", false).unwrap();
     fs.release(fh).unwrap();
     fs.release(new_fh).unwrap();
 }
@@ -702,13 +706,14 @@ fn truncate_down_then_up_zeroes_the_reexposed_range() {
 
     // A write past the end after a shrink must not expose the old bytes either.
     truncate(&fs, ino, 10);
-    fs.write(ino, 500, b"z", false).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 500, b"z", false).unwrap();
     let got = read_all(&fs, ino);
     assert!(
         got[10..500].iter().all(|&b| b == 0),
         "bytes 10..500 must read as zeros"
     );
-    fs.fsync(ino).unwrap();
+    fs.fsync(fh).unwrap();
 
     let fs = remount(fs, &path);
     assert_eq!(read_all(&fs, ino), got);
@@ -755,7 +760,8 @@ fn truncate_to_zero_frees_the_region() {
     );
 
     // The emptied file can grow again.
-    fs.write(ino, 0, b"again", false).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 0, b"again", false).unwrap();
     assert_eq!(read_all(&fs, ino), b"again");
 }
 
@@ -792,8 +798,9 @@ fn warabi_regions_are_listed_as_files_and_written_in_place() {
 
     let c_ino = listed[c.to_string().as_bytes()].0;
     let patch = pattern(300, 15);
-    fs.write(c_ino, 1234, &patch, false).unwrap();
-    fs.fsync(c_ino).unwrap();
+    let fh_c_ino = fs.open(c_ino, true).unwrap();
+    fs.write(fh_c_ino, 1234, &patch, false).unwrap();
+    fs.fsync(fh_c_ino).unwrap();
     drop(fs);
 
     let pool = Pool::open(&path).expect("Pool::open after the mount");
@@ -821,9 +828,10 @@ fn warabi_region_survives_remount_after_being_grown() {
     let ino = lookup_ino(&fs, ROOT_INO, &name);
     let mut expected = data.clone();
     expected.extend_from_slice(&pattern(5000, 17));
-    fs.write(ino, data.len() as u64, &expected[data.len()..], false)
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, data.len() as u64, &expected[data.len()..], false)
         .unwrap();
-    fs.fsync(ino).unwrap();
+    fs.fsync(fh).unwrap();
     assert_ne!(region_oid(&fs, ino), oid, "growth moves the file");
 
     let fs = remount(fs, &path);
@@ -844,7 +852,8 @@ fn a_new_warabi_region_where_an_adopted_one_lived_is_listed_with_a_suffix() {
     let fs = mount(&path);
     let old_name = old.to_string().into_bytes();
     let adopted = lookup_ino(&fs, ROOT_INO, &old_name);
-    fs.write(adopted, 2000, b"x", true).unwrap();
+    let fh_adopted = fs.open(adopted, true).unwrap();
+    fs.write(fh_adopted, 2000, b"x", true).unwrap();
     drop(fs);
     // Warabi reuses the offset the grown file left behind.
     let pool = Pool::open(&path).unwrap();
@@ -892,7 +901,7 @@ fn a_file_whose_region_warabi_erased_reads_empty_and_can_be_rewritten() {
     assert_eq!(fs.getattr(ino).unwrap().size, 0);
     assert_eq!(read_all(&fs, ino), Vec::<u8>::new());
     let fh = fs.open(ino, true).unwrap();
-    fs.write(ino, 0, b"again", false).unwrap();
+    fs.write(fh, 0, b"again", false).unwrap();
     fs.release(fh).unwrap();
     let fs = remount(fs, &path);
     assert_eq!(read_all(&fs, ino), b"again");
@@ -908,12 +917,12 @@ fn atomic_writes_are_durable_when_they_return() {
     };
     let fs = mount_with(&path, atomic.clone());
     let mut expected = pattern(300_000, 40);
-    let (attr, _fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
-    fs.write(attr.ino, 0, &expected, false).unwrap();
+    let (attr, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
+    fs.write(fh, 0, &expected, false).unwrap();
     let patch = pattern(1000, 41);
-    fs.write(attr.ino, 1234, &patch, false).unwrap();
+    fs.write(fh, 1234, &patch, false).unwrap();
     expected[1234..2234].copy_from_slice(&patch);
-    fs.write(attr.ino, 400_000, b"tail", false).unwrap();
+    fs.write(fh, 400_000, b"tail", false).unwrap();
     expected.resize(400_000, 0);
     expected.extend_from_slice(b"tail");
     drop(fs); // a crash: no fsync, no release
@@ -1148,8 +1157,9 @@ fn hard_links_share_data_and_count_links() {
 
     fs.unlink(ROOT_INO, b"one").unwrap();
     assert_eq!(fs.getattr(ino).unwrap().nlink, 2);
-    fs.write(ino, 0, b"changed", false).unwrap();
-    fs.fsync(ino).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 0, b"changed", false).unwrap();
+    fs.fsync(fh).unwrap();
     let mut expected = data.clone();
     expected[..7].copy_from_slice(b"changed");
     assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"three")), expected);
@@ -1256,7 +1266,7 @@ fn unlinked_open_file_stays_readable_until_release() {
 
     fs.release(fh).unwrap();
     assert_eq!(fs.getattr(ino).unwrap_err(), Errno::ENOENT);
-    assert_eq!(fs.read(ino, 0, 10, |s| s.len()).unwrap_err(), Errno::ENOENT);
+    assert_eq!(fs.open(ino, false).unwrap_err(), Errno::ENOENT);
     assert!(
         free_bytes(&fs) >= before_release + MIB,
         "release did not free the region"
@@ -1270,8 +1280,8 @@ fn unlinked_open_file_is_reclaimed_at_the_next_mount_after_a_crash() {
     let fs = create_pool(&path, POOL_SIZE);
     let keep = create_file(&fs, ROOT_INO, b"keep", b"kept");
     let before_create = free_bytes(&fs);
-    let (attr, _fh) = fs.create(ROOT_INO, b"doomed", 0o644, caller()).unwrap();
-    fs.write(attr.ino, 0, &pattern(2 * MIB as usize, 24), false)
+    let (attr, fh) = fs.create(ROOT_INO, b"doomed", 0o644, caller()).unwrap();
+    fs.write(fh, 0, &pattern(2 * MIB as usize, 24), false)
         .unwrap();
     fs.unlink(ROOT_INO, b"doomed").unwrap();
     assert!(
@@ -1340,7 +1350,7 @@ fn full_pool_gives_enospc_and_recovers_after_a_delete() {
             "a 16 MiB pool took 32 MiB"
         );
         match fs.write(
-            attr.ino,
+            fh,
             written.len() as u64,
             &chunk(written.len() / MIB as usize),
             false,
@@ -1395,11 +1405,11 @@ fn many_files_fill_the_pool_with_enospc_and_leave_it_consistent() {
         assert!(files.len() < 32, "a 16 MiB pool took 32 files of 1 MiB");
         let name = format!("f{}", files.len()).into_bytes();
         let data = pattern(MIB as usize, files.len() as u8);
-        let (attr, fh) = match fs.create(ROOT_INO, &name, 0o644, caller()) {
+        let (_, fh) = match fs.create(ROOT_INO, &name, 0o644, caller()) {
             Ok(created) => created,
             Err(e) => break e,
         };
-        let written = fs.write(attr.ino, 0, &data, false);
+        let written = fs.write(fh, 0, &data, false);
         fs.release(fh).unwrap();
         match written {
             Ok(_) => files.push((name, data)),
@@ -1457,7 +1467,7 @@ fn read_only_mount_refuses_changes_and_serves_reads() {
             ..FsOptions::default()
         },
     );
-    assert_eq!(fs.write(ino, 0, b"x", false).unwrap_err(), Errno::EROFS);
+    assert_eq!(fs.open(ino, true).unwrap_err(), Errno::EROFS);
     assert_eq!(
         fs.create(ROOT_INO, b"new", 0o644, caller()).unwrap_err(),
         Errno::EROFS
@@ -1509,7 +1519,7 @@ fn read_only_mount_lists_a_warabi_pool_without_formatting_it() {
     );
     let ino = lookup_ino(&fs, ROOT_INO, oid.to_string().as_bytes());
     assert_eq!(read_all(&fs, ino), data);
-    assert_eq!(fs.write(ino, 0, b"x", false).unwrap_err(), Errno::EROFS);
+    assert_eq!(fs.open(ino, true).unwrap_err(), Errno::EROFS);
     drop(fs);
 
     let pool = Pool::open(&path).unwrap();
@@ -1537,7 +1547,8 @@ fn pool_in_use_is_refused_and_the_first_mount_goes_on() {
     let err = open_err(&config(&path, Some(POOL_SIZE)));
     assert!(matches!(err, StoreError::InUse(_)), "{err:?}");
 
-    fs.write(ino, 6, b" and after", true).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 6, b" and after", true).unwrap();
     assert_eq!(read_all(&fs, ino), b"before and after");
     let fs = remount(fs, &path);
     assert_eq!(read_all(&fs, ino), b"before and after");
@@ -1810,10 +1821,8 @@ fn special_files_keep_their_kind_and_device_number() {
             .unwrap_err(),
         Errno::EINVAL
     );
-    assert_eq!(
-        fs.write(fifo.ino, 0, b"x", false).unwrap_err(),
-        Errno::EBADF
-    );
+    let fh_fifo = fs.open(fifo.ino, true).unwrap();
+    assert_eq!(fs.write(fh_fifo, 0, b"x", false).unwrap_err(), Errno::EBADF);
 
     let fs = remount(fs, &path);
     let listed = list(&fs, ROOT_INO);
@@ -2011,7 +2020,8 @@ fn copy_file_range_copies_between_and_within_files() {
     expected.resize(600_000, 0);
     expected.extend_from_within(0..1000);
     assert_bytes_eq(&read_all(&fs, to), &expected);
-    fs.fsync(to).unwrap();
+    let fh_to = fs.open(to, false).unwrap();
+    fs.fsync(fh_to).unwrap();
     let fs = remount(fs, &path);
     assert_bytes_eq(&read_all(&fs, to), &expected);
     assert_bytes_eq(&read_all(&fs, from), &source);
@@ -2022,12 +2032,13 @@ fn oversized_writes_and_truncates_give_efbig_and_dirs_refuse_data() {
     let (_dir, path) = scratch();
     let fs = create_pool(&path, POOL_SIZE);
     let ino = create_file(&fs, ROOT_INO, b"f", b"data");
+    let fh = fs.open(ino, true).unwrap();
     assert_eq!(
-        fs.write(ino, MAX_ALLOC_SIZE, b"x", false).unwrap_err(),
+        fs.write(fh, MAX_ALLOC_SIZE, b"x", false).unwrap_err(),
         Errno::EFBIG
     );
     assert_eq!(
-        fs.write(ino, u64::MAX, b"x", false).unwrap_err(),
+        fs.write(fh, u64::MAX, b"x", false).unwrap_err(),
         Errno::EFBIG
     );
     let too_big = SetAttr {
@@ -2045,16 +2056,17 @@ fn oversized_writes_and_truncates_give_efbig_and_dirs_refuse_data() {
         fs.setattr(ino, past_regions).unwrap().size,
         MAX_ALLOC_SIZE + 1
     );
-    let tail = fs.read(ino, MAX_ALLOC_SIZE - 3, 8, |b| b.to_vec()).unwrap();
+    let tail = fs.read(fh, MAX_ALLOC_SIZE - 3, 8, |b| b.to_vec()).unwrap();
     assert_eq!(tail, vec![0; 4]);
-    assert_eq!(fs.read(ino, 0, 8, |b| b.to_vec()).unwrap(), b"data\0\0\0\0");
+    assert_eq!(fs.read(fh, 0, 8, |b| b.to_vec()).unwrap(), b"data\0\0\0\0");
     assert_eq!(
-        fs.write(ino, MAX_ALLOC_SIZE, b"x", false).unwrap_err(),
+        fs.write(fh, MAX_ALLOC_SIZE, b"x", false).unwrap_err(),
         Errno::EFBIG
     );
     assert_eq!(fs.open(ROOT_INO, true).unwrap_err(), Errno::EISDIR);
+    let root_fh = fs.open(ROOT_INO, false).unwrap();
     assert_eq!(
-        fs.read(ROOT_INO, 0, 10, |s| s.len()).unwrap_err(),
+        fs.read(root_fh, 0, 10, |s| s.len()).unwrap_err(),
         Errno::EISDIR
     );
     let shrink_dir = SetAttr {
@@ -2203,11 +2215,12 @@ fn parallel_writers_on_separate_files_keep_their_own_bytes() {
     let fs = run_concurrently(fs, 4, |fs, t| {
         let ino = lookup_ino(fs, ROOT_INO, &writer_name(t));
         // Appends of 16 KiB: the file moves to bigger regions as the others do too.
+        let fh = fs.open(ino, true).unwrap();
         for piece in writer_bytes(t).chunks(16 * KIB as usize) {
             let size = fs.getattr(ino).unwrap().size;
-            fs.write(ino, size, piece, false).unwrap();
+            fs.write(fh, size, piece, false).unwrap();
         }
-        fs.fsync(ino).unwrap();
+        fs.fsync(fh).unwrap();
     });
     let fs = remount(fs, &path);
     for t in 0..4 {
@@ -2223,19 +2236,19 @@ fn going_read_only_persists_every_file_and_refuses_changes() {
     let (_dir, path) = scratch();
     let fs = create_pool(&path, POOL_SIZE);
     let data = pattern(100_000, 3);
-    let (attr, fh) = fs
+    let (_, fh) = fs
         .create(ROOT_INO, b"open", 0o644, caller())
         .expect("create");
-    fs.write(attr.ino, 0, &data, false).expect("write");
+    fs.write(fh, 0, &data, false).expect("write");
     fs.set_read_only(true).expect("read-only");
     assert!(fs.is_read_only());
-    assert_eq!(fs.write(attr.ino, 0, b"x", false), Err(Errno::EROFS));
+    assert_eq!(fs.write(fh, 0, b"x", false), Err(Errno::EROFS));
     assert_eq!(
         fs.mkdir(ROOT_INO, b"d", 0o755, caller()).map(|_| ()),
         Err(Errno::EROFS)
     );
     fs.set_read_only(false).expect("read-write again");
-    fs.write(attr.ino, data.len() as u64, b"more", false)
+    fs.write(fh, data.len() as u64, b"more", false)
         .expect("writes work again");
     fs.set_read_only(true).expect("read-only again");
     // A crash now (drop without release or fsync): what was written before going
@@ -2499,7 +2512,8 @@ fn a_number_given_to_a_region_is_never_given_to_a_file_on_a_later_mount() {
     drop(pool);
     let fs = mount(&path);
     let adopted = lookup_ino(&fs, ROOT_INO, old.to_string().as_bytes());
-    fs.write(adopted, 2000, b"x", true).unwrap();
+    let fh_adopted = fs.open(adopted, true).unwrap();
+    fs.write(fh_adopted, 2000, b"x", true).unwrap();
     drop(fs);
     let pool = Pool::open(&path).unwrap();
     let (new, _) = warabi_region(&pool, 1000, 21);

@@ -4,7 +4,7 @@ use parking_lot::RwLock;
 
 use super::dirty::DirtyRanges;
 use crate::store::records::{InodeRecord, Timestamp};
-use crate::store::Oid;
+use crate::store::{Oid, Store, StoreError, StoreTx};
 
 pub use crate::store::records::{RAW_REGION_INO_BIT, ROOT_INO};
 
@@ -189,6 +189,25 @@ impl InodeState {
             mtime: self.meta.mtime,
             ctime: self.meta.ctime,
         }
+    }
+
+    /// Persists written data (only the ranges that changed).
+    pub fn persist_data(&mut self, store: &Store) {
+        let ranges = self.dirty.take();
+        if ranges.is_empty() {
+            return;
+        }
+        for (start, end) in ranges {
+            store.flush(self.region(), start, end - start);
+        }
+        store.drain();
+    }
+
+    /// Frees everything the inode holds on the pool (region, record, extended
+    /// attributes) inside `tx`.
+    pub fn free_records(&self, tx: &mut StoreTx<'_>) -> Result<(), StoreError> {
+        let xattrs = self.xattrs.iter().map(|x| x.record);
+        tx.free_inode(self.record, self.region(), xattrs)
     }
 
     /// Records a content change: mtime and ctime move to now.
