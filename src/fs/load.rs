@@ -18,7 +18,7 @@ use super::namespace::{Child, Entry, Namespace};
 use super::regions::ListedRegions;
 use super::unloaded::UnloadedInodes;
 use super::{FsOptions, Map, Name, WarabiFs, WriteGate};
-use crate::store::records::{InodeRecord, Timestamp, XattrRecord, INODE_ORPHAN};
+use crate::store::records::{InodeRecord, Timestamp, XattrRecord};
 use crate::store::Oid;
 use crate::store::{Found, Store, StoreError};
 
@@ -133,7 +133,7 @@ impl Collected {
         if !rec.region.is_null() {
             self.owned.push((rec.ino, rec.region.off));
         }
-        if rec.nlink == 0 || rec.flags & INODE_ORPHAN != 0 {
+        if rec.is_orphan() {
             self.orphans.push(rec.ino);
         }
     }

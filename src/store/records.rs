@@ -241,6 +241,12 @@ impl InodeRecord {
         }
     }
 
+    /// Whether the inode was left to be freed: no links, or unlinked while open (its
+    /// records are freed at the next mount, or by `warabifs check --repair`).
+    pub fn is_orphan(&self) -> bool {
+        self.nlink == 0 || self.flags & INODE_ORPHAN != 0
+    }
+
     /// Bytes of the file its region holds, from offset 0; the rest of the size reads as
     /// zeros.
     pub fn data_len(&self) -> u64 {

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::inventory::{EntryAt, InodeAt, Inventory};
-use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN, ROOT_INO};
+use crate::store::records::{DentryRecord, InodeRecord, Timestamp, ROOT_INO};
 use crate::store::{Oid, Store, StoreError};
 
 /// Name of the directory unreachable files are linked into by a repair.
@@ -248,7 +248,7 @@ fn region_problem(store: &Store, inv: &Inventory, i: &InodeAt) -> Option<Finding
 }
 
 fn is_orphan(meta: &InodeRecord) -> bool {
-    meta.ino != ROOT_INO && (meta.nlink == 0 || meta.flags & INODE_ORPHAN != 0)
+    meta.ino != ROOT_INO && meta.is_orphan()
 }
 
 fn reachability_problems(inv: &Inventory) -> Vec<Finding> {
