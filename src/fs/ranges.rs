@@ -22,10 +22,10 @@ impl WarabiFs {
     /// give EOPNOTSUPP.
     pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> FsResult<()> {
         if mode & !SUPPORTED_MODES != 0 {
-            return Err(Errno::EOPNOTSUPP);
+            return Err(Errno::EOPNOTSUPP.into());
         }
         if mode & FALLOC_FL_PUNCH_HOLE != 0 && mode & FALLOC_FL_KEEP_SIZE == 0 {
-            return Err(Errno::EOPNOTSUPP);
+            return Err(Errno::EOPNOTSUPP.into());
         }
         let end = off.checked_add(len).ok_or(Errno::EFBIG)?;
         self.writable()?;
@@ -58,11 +58,11 @@ impl WarabiFs {
         let state = inode.state.read();
         let (size, data_len) = (state.meta.size, state.meta.data_len());
         match whence {
-            SEEK_DATA | SEEK_HOLE if off >= size => Err(Errno::ENXIO),
+            SEEK_DATA | SEEK_HOLE if off >= size => Err(Errno::ENXIO.into()),
             SEEK_DATA if off < data_len => Ok(off),
-            SEEK_DATA => Err(Errno::ENXIO),
+            SEEK_DATA => Err(Errno::ENXIO.into()),
             SEEK_HOLE => Ok(off.max(data_len)),
-            _ => Err(Errno::EINVAL),
+            _ => Err(Errno::EINVAL.into()),
         }
     }
 
@@ -147,7 +147,7 @@ fn copy_len(source: &InodeState, off: u64, len: u64) -> FsResult<u64> {
 fn check_regular(state: &InodeState) -> FsResult<()> {
     match state.kind() {
         FileKind::Regular => Ok(()),
-        FileKind::Directory => Err(Errno::EISDIR),
-        _ => Err(Errno::ENODEV),
+        FileKind::Directory => Err(Errno::EISDIR.into()),
+        _ => Err(Errno::ENODEV.into()),
     }
 }
