@@ -10,11 +10,14 @@
 //! and inline in code (`crate::store::growth(..)`, `super::data::free_inode(..)`).
 //! Comments, string and character literals and `#[cfg(test)]` items are not read.
 //!
-//! A path to an item resolves to the module that defines it: the longest prefix that is a
+//! A path to an item resolves to the module that holds it: the longest prefix that is a
 //! module, then through that module's `use` declarations when the next name is one it
-//! imports or re-exports. So `super::Errno` in `fs::namespace`, with `pub use
-//! error::Errno` in `fs`, is a dependency on `fs::error`, as cargo-modules points a use at
-//! the item itself. A re-export hides no dependency, in the cycle check or the layer one.
+//! imports. For cycles that goes through re-exports too, to the module defining the item,
+//! as cargo-modules points a use at the item itself: `super::Errno` in `fs::namespace`,
+//! with `pub use error::Errno` in `fs`, is a dependency on `fs::error`. For layers it
+//! stops at a re-export, which makes the item part of the re-exporting module's
+//! interface: `fs` may name `store::Oid` when `store` re-exports `pmem::Oid`, not
+//! `pmem::Oid` itself.
 //!
 //! Parent and child: a module and its descendants are one tree, not two parts that depend
 //! on each other. A parent declaring, calling or re-exporting its children (`fs` ->
@@ -301,6 +304,8 @@ struct NamedPath {
     segments: Vec<String>,
     /// The name a `use` brings into scope (`None` for a glob or an inline path).
     imported_as: Option<String>,
+    /// A `pub use` (or `pub(..) use`): a re-export.
+    public: bool,
     line: usize,
 }
 
@@ -323,6 +328,7 @@ fn named_paths(file_module: &[String], text: &str) -> (Vec<NamedPath>, Vec<ModPa
         let line = tokens[i].line;
         match text_at(i) {
             "use" if text_at(i + 1) != "<" => {
+                let public = is_public(&tokens, i);
                 let mut imports = Vec::new();
                 i = use_tree(&tokens, i + 1, Vec::new(), &mut imports);
                 for (segments, imported_as, line) in imports {
@@ -331,6 +337,7 @@ fn named_paths(file_module: &[String], text: &str) -> (Vec<NamedPath>, Vec<ModPa
                         here,
                         segments,
                         imported_as,
+                        public,
                         line,
                     });
                 }
@@ -345,6 +352,7 @@ fn named_paths(file_module: &[String], text: &str) -> (Vec<NamedPath>, Vec<ModPa
                     here,
                     segments,
                     imported_as: None,
+                    public: false,
                     line,
                 });
             }
@@ -375,6 +383,19 @@ fn named_paths(file_module: &[String], text: &str) -> (Vec<NamedPath>, Vec<ModPa
     (paths, inline_modules)
 }
 
+/// Whether the item at `i` is declared `pub` or `pub(..)`.
+fn is_public(tokens: &[Token], i: usize) -> bool {
+    let text_at = |k: usize| tokens.get(k).map_or("", |t| t.text.as_str());
+    match text_at(i.wrapping_sub(1)) {
+        "pub" => true,
+        ")" => {
+            let open = (0..i).rev().find(|&k| text_at(k) == "(");
+            open.is_some_and(|k| text_at(k.wrapping_sub(1)) == "pub")
+        }
+        _ => false,
+    }
+}
+
 /// The path starting at `i` (`super::data::free_inode`), and the index after it.
 fn inline_path(tokens: &[Token], mut i: usize) -> (Vec<String>, usize) {
     let text_at = |k: usize| tokens.get(k).map_or("", |t| t.text.as_str());
@@ -387,8 +408,8 @@ fn inline_path(tokens: &[Token], mut i: usize) -> (Vec<String>, usize) {
     (segments, i)
 }
 
-/// One imported path: its segments, the name it takes in scope, its line.
-type Import = (Vec<String>, Option<String>, usize);
+/// One path a use tree imports: its segments, the name it takes in scope, its line.
+type UseLeaf = (Vec<String>, Option<String>, usize);
 
 /// Reads one use tree from `i` (`a::b::{c, d::e as f, g::*}`), appending each imported
 /// path with the name it takes; returns the index after the tree (and after its `;`).
@@ -396,7 +417,7 @@ fn use_tree(
     tokens: &[Token],
     mut i: usize,
     mut prefix: Vec<String>,
-    out: &mut Vec<Import>,
+    out: &mut Vec<UseLeaf>,
 ) -> usize {
     let text_at = |k: usize| tokens.get(k).map_or("", |t| t.text.as_str());
     let line_at = |k: usize| tokens.get(k).map_or(0, |t| t.line);
@@ -463,7 +484,10 @@ fn use_tree(
 #[derive(Clone, Debug)]
 struct Edge {
     from: ModPath,
+    /// The module defining the item used.
     to: ModPath,
+    /// The module whose interface the path goes through: where it stops at a `pub use`.
+    through: ModPath,
     file: String,
     line: usize,
     path: String,
@@ -492,13 +516,17 @@ impl Dependencies {
             file_modules,
             scopes: BTreeMap::new(),
         };
-        let mut scopes: BTreeMap<ModPath, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        let mut scopes: BTreeMap<ModPath, Scope> = BTreeMap::new();
         for (_, path) in &named {
             if let (Some(name), Some(absolute)) = (&path.imported_as, crate_.absolute(path)) {
+                let import = Import {
+                    path: absolute,
+                    public: path.public,
+                };
                 scopes
                     .entry(path.here.clone())
                     .or_default()
-                    .insert(name.clone(), absolute);
+                    .insert(name.clone(), import);
             }
         }
         let crate_ = Crate { scopes, ..crate_ };
@@ -506,10 +534,13 @@ impl Dependencies {
             .iter()
             .filter_map(|(file, path)| {
                 let from = crate_.file_module(&path.here);
-                let to = crate_.defining_module(&crate_.absolute(path)?);
+                let absolute = crate_.absolute(path)?;
+                let to = crate_.defining_module(&absolute, Reexports::Follow);
+                let through = crate_.defining_module(&absolute, Reexports::StopAt);
                 (from != to).then(|| Edge {
                     from,
                     to,
+                    through,
                     file: file.clone(),
                     line: path.line,
                     path: path.segments.join("::"),
@@ -542,26 +573,25 @@ impl Dependencies {
                 .iter()
                 .filter(|(a, b, _)| component.contains(&a) && component.contains(&b))
             {
-                writeln!(report, "  {}", describe(edge, Some((a, b)))).unwrap();
+                writeln!(report, "  {}", describe(edge, a, b)).unwrap();
             }
         }
         report
     }
 
-    /// Each use that breaks one of `rules`, or "" when there is none.
+    /// Each use that breaks one of `rules`, or "" when there is none. A use counts
+    /// against the module whose interface it goes through: an item a module re-exports
+    /// (`pub use`) is part of that module's interface, wherever it is defined.
     fn layer_report(&self, rules: &[(&str, &[&str])]) -> String {
         let mut report = String::new();
         for &(layer, forbidden) in rules {
             for edge in &self.edges {
                 let top = |m: &ModPath| m.first().cloned().unwrap_or_default();
-                if top(&edge.from) == layer && forbidden.contains(&top(&edge.to).as_str()) {
-                    writeln!(
-                        report,
-                        "  {layer} must not use {}: {}",
-                        top(&edge.to),
-                        describe(edge, None)
-                    )
-                    .unwrap();
+                let used = top(&edge.through);
+                if top(&edge.from) == layer && forbidden.contains(&used.as_str()) {
+                    let uses = format!("{} -> {}", display(&edge.from), display(&edge.through));
+                    let at = format!("{}:{}  {}", edge.file, edge.line, edge.path);
+                    writeln!(report, "  {layer} must not use {used}: {uses}  {at}").unwrap();
                 }
             }
         }
@@ -569,13 +599,13 @@ impl Dependencies {
     }
 }
 
-fn describe(edge: &Edge, lifted: Option<(&ModPath, &ModPath)>) -> String {
+/// One edge of a cycle, as lifted (`a`, `b`), then the use itself and where it is.
+fn describe(edge: &Edge, a: &ModPath, b: &ModPath) -> String {
     let direct = format!("{} -> {}", display(&edge.from), display(&edge.to));
-    let arrow = match lifted {
-        Some((a, b)) if (a, b) != (&edge.from, &edge.to) => {
-            format!("{} -> {} ({direct})", display(a), display(b))
-        }
-        _ => direct,
+    let arrow = if (a, b) == (&edge.from, &edge.to) {
+        direct
+    } else {
+        format!("{} -> {} ({direct})", display(a), display(b))
     };
     format!("{arrow}  {}:{}  {}", edge.file, edge.line, edge.path)
 }
@@ -650,8 +680,28 @@ struct Crate {
     modules: BTreeSet<ModPath>,
     /// The modules that are files: the nodes of the graph.
     file_modules: BTreeSet<ModPath>,
-    /// For each module, the names its `use` declarations bring in, as absolute paths.
-    scopes: BTreeMap<ModPath, BTreeMap<String, Vec<String>>>,
+    /// For each module, the names its `use` declarations bring in.
+    scopes: BTreeMap<ModPath, Scope>,
+}
+
+/// The names a module's `use` declarations bring in.
+type Scope = BTreeMap<String, Import>;
+
+/// What one name a `use` brings in stands for.
+struct Import {
+    /// The absolute path it imports.
+    path: Vec<String>,
+    /// Re-exported (`pub use`).
+    public: bool,
+}
+
+/// Whether resolving a path goes on through re-exports (`pub use`).
+#[derive(Clone, Copy, PartialEq)]
+enum Reexports {
+    /// To the module that defines the item.
+    Follow,
+    /// To the module whose interface the path reaches the item through.
+    StopAt,
 }
 
 impl Crate {
@@ -687,9 +737,9 @@ impl Crate {
         Some(base)
     }
 
-    /// The file module defining what `path` names: its longest module prefix, followed
+    /// The file module holding what `path` names: its longest module prefix, followed
     /// through that module's imports when the next name is one of them.
-    fn defining_module(&self, path: &[String]) -> ModPath {
+    fn defining_module(&self, path: &[String], reexports: Reexports) -> ModPath {
         let mut path = path.to_vec();
         for _hop in 0..16 {
             let module = (0..=path.len())
@@ -697,13 +747,15 @@ impl Crate {
                 .map(|n| path[..n].to_vec())
                 .find(|m| self.modules.contains(m))
                 .unwrap_or_default();
-            let Some(imported) = path
+            let import = path
                 .get(module.len())
-                .and_then(|name| self.scopes.get(&module)?.get(name))
+                .and_then(|name| self.scopes.get(&module)?.get(name));
+            let Some(import) = import.filter(|i| !i.public || reexports == Reexports::Follow)
             else {
                 return self.file_module(&module);
             };
-            path = imported
+            path = import
+                .path
                 .iter()
                 .chain(&path[module.len() + 1..])
                 .cloned()
@@ -932,6 +984,38 @@ mod reader {
             report.contains("a -> b (a::deep -> b)  src/a/deep.rs:1"),
             "{report}"
         );
+    }
+
+    #[test]
+    fn a_layer_may_use_what_the_layer_below_re_exports_and_not_what_it_imports() {
+        let lib = ("src/lib.rs", "pub mod fs;\npub mod pmem;\npub mod store;\n");
+        let pmem = ("src/pmem.rs", "pub struct Oid;\npub struct Pool;\n");
+        let store = (
+            "src/store.rs",
+            "pub use crate::pmem::Oid;\n\
+             pub(crate) use crate::pmem::Pool as SharedPool;\n\
+             use crate::pmem::Pool;\n",
+        );
+        let fs = (
+            "src/fs.rs",
+            "use crate::store::Oid;\n\
+             use crate::store::SharedPool;\n\
+             fn f() { crate::store::Pool::open(); }\n",
+        );
+        let deps = crate_of(&[lib, pmem, store, fs]);
+        let report = deps.layer_report(&[("fs", &["pmem"])]);
+        assert_eq!(
+            report,
+            "  fs must not use pmem: fs -> pmem  src/fs.rs:3  crate::store::Pool::open\n"
+        );
+        // The cycle check still sees where each item is defined.
+        let to: Vec<String> = deps
+            .edges
+            .iter()
+            .filter(|e| e.from == ["fs"])
+            .map(|e| display(&e.to))
+            .collect();
+        assert_eq!(to, ["pmem", "pmem", "pmem"]);
     }
 
     #[test]
