@@ -827,9 +827,9 @@ mod reader {
             "// crate::b::g\n\
              /// crate::b::g\n\
              /* crate::b /* nested */ crate::b */\n\
-             fn f() {}\n",
+             fn f() { crate::b::g() } // and the code after each comment is read\n",
         );
-        assert_eq!(edges(&[LIB, a, B]), Vec::<String>::new());
+        assert_eq!(edges(&[LIB, a, B]), ["a -> b @4"]);
     }
 
     #[test]
@@ -837,9 +837,10 @@ mod reader {
         let a = (
             "src/a.rs",
             "const S: &str = \"crate::b::g \\\" crate::b\";\n\
-             const R: &str = r#\"crate::b \" crate::b\"#;\n",
+             const R: &str = r#\"crate::b \" crate::b\"#;\n\
+             const T: &str = \"\"; fn f() { crate::b::g() }\n",
         );
-        assert_eq!(edges(&[LIB, a, B]), Vec::<String>::new());
+        assert_eq!(edges(&[LIB, a, B]), ["a -> b @3"]);
     }
 
     #[test]
@@ -929,6 +930,33 @@ mod reader {
              pub fn h() { crate::b::g() }\n",
         );
         assert_eq!(edges(&[LIB, a, B]), ["a -> b @2", "a -> b @4"]);
+    }
+
+    #[test]
+    fn visibility_paths_and_raw_identifiers_are_not_edges_and_a_local_use_is() {
+        let a = (
+            "src/a.rs",
+            "pub(in crate::b) fn f() {}\n\
+             pub(crate) fn r#match() -> &'static str { r\"crate::b\" }\n\
+             fn g() {\n\
+             use crate::b::g;\n\
+             }\n",
+        );
+        assert_eq!(edges(&[LIB, a, B]), ["a -> b @4"]);
+    }
+
+    #[test]
+    fn every_cycle_is_reported_at_its_own_level() {
+        let lib = ("src/lib.rs", "pub mod a;\npub mod b;\npub mod c;\n");
+        let a = ("src/a.rs", "pub fn f() { crate::b::g() }\n");
+        let b = ("src/b.rs", "pub fn g() { crate::a::f() }\n");
+        let c = ("src/c/mod.rs", "mod x;\nmod y;\n");
+        let x = ("src/c/x.rs", "pub fn f() { super::y::g() }\n");
+        let y = ("src/c/y.rs", "pub fn g() { super::x::f() }\n");
+        let report = crate_of(&[lib, a, b, c, x, y]).cycle_report();
+        assert!(report.contains("cycle between a, b:"), "{report}");
+        assert!(report.contains("cycle between c::x, c::y:"), "{report}");
+        assert_eq!(report.matches("cycle between").count(), 2, "{report}");
     }
 
     #[test]
