@@ -203,21 +203,11 @@ fn raw_string_length(chars: &[char], start: usize) -> usize {
     if chars.get(open) != Some(&'"') {
         return 0;
     }
-    let mut k = open + 1;
-    while k < chars.len() {
-        if chars[k] == '"'
-            && chars[k + 1..]
-                .iter()
-                .take(hashes)
-                .filter(|&&c| c == '#')
-                .count()
-                == hashes
-        {
-            return k + 1 + hashes - start;
-        }
-        k += 1;
-    }
-    chars.len() - start
+    let closing_hashes = vec!['#'; hashes];
+    (open + 1..chars.len())
+        .find(|&k| chars[k] == '"' && chars[k + 1..].starts_with(&closing_hashes))
+        .map_or(chars.len(), |k| k + 1 + hashes)
+        - start
 }
 
 #[derive(Clone, Debug, PartialEq)]
