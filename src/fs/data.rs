@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::change::Change;
 use super::inode::InodeState;
 use super::Attr;
 use super::{Errno, FileKind, FsResult, Handle, WarabiFs};
 use crate::pmem::{Oid, MAX_ALLOC_SIZE};
 use crate::store::records::Timestamp;
-use crate::store::{Growth, StoreError, StoreTx};
+use crate::store::{Growth, StoreError};
 
 /// The largest size a file may have (as Linux's MAX_LFS_FILESIZE); only the bytes
 /// its region holds are bounded by libpmemobj's largest allocation.
@@ -149,9 +150,9 @@ impl WarabiFs {
         if state.meta.nlink > 0 || state.open_handles > 0 {
             return self.persist(&mut state);
         }
-        let mut tx = self.store.begin()?;
-        free_inode(&mut tx, &state)?;
-        tx.commit()?;
+        let mut change = Change::begin(&self.store)?;
+        state.free_records(change.tx())?;
+        change.commit()?;
         drop(state);
         self.inodes.remove(&handle.ino);
         Ok(())
@@ -271,12 +272,14 @@ impl WarabiFs {
     fn write_atomically(&self, state: &mut InodeState, off: u64, data: &[u8]) -> FsResult<()> {
         let end = off + data.len() as u64;
         self.ensure_capacity(state, end)?;
-        self.persist_data(state);
+        state.persist_data(&self.store);
         let old_data_len = state.meta.data_len();
         let region = state.region();
-        let mut tx = self.store.begin()?;
+        let mut change = Change::begin(&self.store)?;
         if off < old_data_len {
-            tx.snapshot(region, off, end.min(old_data_len) - off)?;
+            change
+                .tx()
+                .snapshot(region, off, end.min(old_data_len) - off)?;
         }
         let before = state.meta.clone();
         self.fill_to(state, off);
@@ -292,11 +295,8 @@ impl WarabiFs {
         meta.set_extent(meta.size.max(end), old_data_len.max(end));
         let now = Timestamp::now();
         (meta.mtime, meta.ctime) = (now, now);
-        tx.update_inode(state.record.expect("adopted before"), &meta)?;
-        tx.commit()?;
-        state.meta = meta;
-        state.meta_dirty = false;
-        Ok(())
+        change.stage(state, meta)?;
+        Ok(change.commit()?)
     }
 
     /// Grows the region if it cannot hold `end` bytes (the inode must be adopted).
@@ -472,17 +472,19 @@ impl WarabiFs {
 
     /// Moves the file's data into a new region of `capacity` bytes (none for 0).
     fn move_region(&self, state: &mut InodeState, capacity: u64) -> Result<(), StoreError> {
-        let record = state.record.expect("grow needs an adopted inode");
+        debug_assert!(state.record.is_some(), "moving needs an adopted inode");
         let old = state.region();
         let data_len = state.meta.data_len();
         debug_assert!(
             data_len <= capacity,
             "moving {data_len} bytes into {capacity}"
         );
-        let mut tx = self.store.begin()?;
+        // The copy below is persisted whole: the old region's dirty ranges are moot.
+        state.dirty.take();
+        let mut change = Change::begin(&self.store)?;
         let new = match capacity {
             0 => Oid::NULL,
-            _ => tx.create_region(capacity)?,
+            _ => change.tx().create_region(capacity)?,
         };
         if data_len > 0 {
             self.store.copy(old, 0, new, 0, data_len);
@@ -490,42 +492,25 @@ impl WarabiFs {
             self.store.drain();
         }
         crate::fault::point("region.filled");
-        tx.free(old)?;
+        change.tx().free(old)?;
         let mut meta = state.meta.clone();
         meta.region = new;
-        tx.update_inode(record, &meta)?;
-        tx.commit()?;
-        state.meta = meta;
+        change.stage(state, meta)?;
+        change.commit()?;
         state.capacity = self.store.capacity(new);
-        state.dirty.take();
-        state.meta_dirty = false;
         Ok(())
-    }
-
-    /// Persists written data (only the ranges that changed).
-    pub(super) fn persist_data(&self, state: &mut InodeState) {
-        let ranges = state.dirty.take();
-        if ranges.is_empty() {
-            return;
-        }
-        let region = state.region();
-        for (start, end) in ranges {
-            self.store.flush(region, start, end - start);
-        }
-        self.store.drain();
     }
 
     /// Persists data, then the size and times if they changed.
     pub(super) fn persist(&self, state: &mut InodeState) -> FsResult<()> {
-        self.persist_data(state);
+        state.persist_data(&self.store);
         if !state.meta_dirty || state.record.is_none() || self.is_read_only() {
             return Ok(());
         }
-        let mut tx = self.store.begin()?;
-        tx.update_inode(state.record.expect("checked"), &state.meta)?;
-        tx.commit()?;
-        state.meta_dirty = false;
-        Ok(())
+        let meta = state.meta.clone();
+        let mut change = Change::begin(&self.store)?;
+        change.stage(state, meta)?;
+        Ok(change.commit()?)
     }
 
     /// fsync/fdatasync: everything written to the file so far becomes durable.
@@ -586,11 +571,10 @@ impl WarabiFs {
                 meta.mtime = now;
             }
         }
-        let mut tx = self.store.begin()?;
-        tx.free(free_region)?;
-        self.write_meta(&mut tx, &mut state, &meta)?;
-        tx.commit()?;
-        super::namespace::apply_meta(&mut state, meta);
+        let mut change = Change::begin(&self.store)?;
+        change.tx().free(free_region)?;
+        change.stage(&mut state, meta)?;
+        change.commit()?;
         if !free_region.is_null() {
             state.capacity = 0;
         }
@@ -634,17 +618,4 @@ impl WarabiFs {
 fn extend_data(state: &mut InodeState, end: u64) {
     let (size, data_len) = (state.meta.size, state.meta.data_len());
     state.meta.set_extent(size.max(end), data_len.max(end));
-}
-
-/// Frees everything an inode holds on the pool (region, record, extended attributes)
-/// inside `tx`.
-pub(super) fn free_inode(tx: &mut StoreTx<'_>, state: &InodeState) -> Result<(), StoreError> {
-    tx.free(state.region())?;
-    if let Some(record) = state.record {
-        tx.free(record)?;
-    }
-    for xattr in &state.xattrs {
-        tx.free(xattr.record)?;
-    }
-    Ok(())
 }

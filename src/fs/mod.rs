@@ -6,6 +6,7 @@
 //! only. So namespace changes are atomic to each other and data I/O on different files
 //! runs in parallel.
 
+mod change;
 mod data;
 mod dirty;
 mod error;
