@@ -35,7 +35,7 @@ use dashmap::DashMap;
 use parking_lot::RwLock;
 
 pub use data::{SetAttr, SetTime};
-pub use error::{Errno, FsResult};
+pub use error::{Errno, FsError, FsResult};
 pub use gate::{Deferred, WriteGate, Writer};
 pub use inode::{Attr, FileKind, DIRECTORY_BLKSIZE, RAW_REGION_INO_BIT, ROOT_INO};
 use inode::{Inode, InodeState};
@@ -202,7 +202,7 @@ impl WarabiFs {
                 });
                 (Arc::clone(&inode), made)
             })
-            .ok_or(Errno::ENOENT)
+            .ok_or(Errno::ENOENT.into())
     }
 
     /// Loads inode `ino` from its record, unless it is loaded already or has no record.
@@ -268,7 +268,7 @@ impl WarabiFs {
 
     fn writable(&self) -> FsResult<()> {
         if self.is_read_only() {
-            return Err(Errno::EROFS);
+            return Err(Errno::EROFS.into());
         }
         Ok(())
     }
@@ -362,11 +362,11 @@ impl WarabiFs {
 /// Checks a new name: not empty, not "." or "..", no '/', at most NAME_MAX bytes.
 fn check_name(name: &[u8]) -> FsResult<()> {
     if name.len() > NAME_MAX {
-        return Err(Errno::ENAMETOOLONG);
+        return Err(Errno::ENAMETOOLONG.into());
     }
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
     {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     Ok(())
 }

@@ -58,7 +58,7 @@ impl WarabiFs {
     fn lookup_self(&self, ino: u64) -> FsResult<Attr> {
         let attr = self.getattr(ino)?;
         match attr.nlink {
-            0 => Err(Errno::ENOENT),
+            0 => Err(Errno::ENOENT.into()),
             _ => Ok(attr),
         }
     }
@@ -67,7 +67,7 @@ impl WarabiFs {
     /// the handle is released (as an open file does).
     pub fn opendir(&self, ino: u64) -> FsResult<Fh> {
         if self.inode(ino)?.state.read().kind() != FileKind::Directory {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR.into());
         }
         self.open(ino, false)
     }
@@ -82,11 +82,11 @@ impl WarabiFs {
 
     fn lookup_ino(&self, parent: u64, name: &[u8]) -> FsResult<u64> {
         if !self.ns.is_dir(parent) {
-            return Err(if self.exists(parent) {
-                Errno::ENOTDIR
-            } else {
-                Errno::ENOENT
-            });
+            let errno = match self.exists(parent) {
+                true => Errno::ENOTDIR,
+                false => Errno::ENOENT,
+            };
+            return Err(errno.into());
         }
         match name {
             b"." => return Ok(parent),
@@ -94,9 +94,11 @@ impl WarabiFs {
             _ => {}
         }
         if name.len() > crate::store::records::NAME_MAX {
-            return Err(Errno::ENAMETOOLONG);
+            return Err(Errno::ENAMETOOLONG.into());
         }
-        self.entry(parent, name).map(|e| e.ino).ok_or(Errno::ENOENT)
+        self.entry(parent, name)
+            .map(|e| e.ino)
+            .ok_or(Errno::ENOENT.into())
     }
 
     /// Entries of a directory after `offset` (0 starts from the beginning), with "." and
@@ -116,11 +118,11 @@ impl WarabiFs {
             if self.is_removed_dir(ino) {
                 return Ok(());
             }
-            return Err(if self.exists(ino) {
-                Errno::ENOTDIR
-            } else {
-                Errno::ENOENT
-            });
+            let errno = match self.exists(ino) {
+                true => Errno::ENOTDIR,
+                false => Errno::ENOENT,
+            };
+            return Err(errno.into());
         };
         let dots = [
             (DOT_COOKIE, ino, b"." as &[u8]),
@@ -171,7 +173,7 @@ impl WarabiFs {
         let inode = self.inode(ino)?;
         let state = inode.state.read();
         if state.kind() != FileKind::Symlink {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         Ok(state.meta.target.to_vec())
     }
@@ -186,7 +188,7 @@ impl WarabiFs {
         caller: Caller,
     ) -> FsResult<Attr> {
         if FileKind::from_mode(mode).is_none() || mode & libc::S_IFMT == libc::S_IFDIR {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         self.make_node(parent, name, mode, rdev as u64, Box::default(), caller)
     }
@@ -210,10 +212,10 @@ impl WarabiFs {
         caller: Caller,
     ) -> FsResult<Attr> {
         if target.len() > SYMLINK_MAX {
-            return Err(Errno::ENAMETOOLONG);
+            return Err(Errno::ENAMETOOLONG.into());
         }
         if target.is_empty() {
-            return Err(Errno::ENOENT);
+            return Err(Errno::ENOENT.into());
         }
         self.make_node(
             parent,
@@ -240,7 +242,7 @@ impl WarabiFs {
         let ns = self.ns.lock();
         let dir = self.directory(parent)?;
         if self.entry(parent, name).is_some() {
-            return Err(Errno::EEXIST);
+            return Err(Errno::EEXIST.into());
         }
         let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
         let mut dir_state = dir.state.write();
@@ -280,7 +282,7 @@ impl WarabiFs {
     fn directory(&self, ino: u64) -> FsResult<Arc<Inode>> {
         let inode = self.inode(ino)?;
         if !self.ns.is_dir(ino) {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR.into());
         }
         Ok(inode)
     }
@@ -339,17 +341,17 @@ impl WarabiFs {
         let inode = self.inode(ino)?;
         let dir = self.directory(newparent)?;
         if self.entry(newparent, newname).is_some() {
-            return Err(Errno::EEXIST);
+            return Err(Errno::EEXIST.into());
         }
         let mut state = inode.state.write();
         if state.kind() == FileKind::Directory {
-            return Err(Errno::EPERM);
+            return Err(Errno::EPERM.into());
         }
         if state.meta.nlink >= LINK_MAX {
-            return Err(Errno::EMLINK);
+            return Err(Errno::EMLINK.into());
         }
         if state.meta.nlink == 0 {
-            return Err(Errno::ENOENT);
+            return Err(Errno::ENOENT.into());
         }
         let mut dir_state = dir.state.write();
         let now = Timestamp::now();
@@ -379,10 +381,10 @@ impl WarabiFs {
 
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
         if name == b"." {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         if name == b".." {
-            return Err(Errno::ENOTEMPTY);
+            return Err(Errno::ENOTEMPTY.into());
         }
         self.remove(parent, name, true)
     }
@@ -397,10 +399,10 @@ impl WarabiFs {
         let inode = self.inode(entry.ino)?;
         let is_dir = self.ns.is_dir(entry.ino);
         match (want_dir, is_dir) {
-            (true, false) => return Err(Errno::ENOTDIR),
-            (false, true) => return Err(Errno::EISDIR),
+            (true, false) => return Err(Errno::ENOTDIR.into()),
+            (false, true) => return Err(Errno::EISDIR.into()),
             (true, true) if self.ns.is_empty_dir(entry.ino) != Some(true) => {
-                return Err(Errno::ENOTEMPTY)
+                return Err(Errno::ENOTEMPTY.into())
             }
             _ => {}
         }
@@ -454,14 +456,14 @@ impl WarabiFs {
         self.directory(newparent)?;
         let source_is_dir = self.ns.is_dir(source.ino);
         if source_is_dir && self.ns.is_ancestor(source.ino, newparent) {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         match (mode, target) {
-            (RenameMode::NoReplace, Some(_)) => return Err(Errno::EEXIST),
-            (RenameMode::Exchange, None) => return Err(Errno::ENOENT),
+            (RenameMode::NoReplace, Some(_)) => return Err(Errno::EEXIST.into()),
+            (RenameMode::Exchange, None) => return Err(Errno::ENOENT.into()),
             (RenameMode::Exchange, Some(t)) => {
                 if self.ns.is_dir(t.ino) && self.ns.is_ancestor(t.ino, parent) {
-                    return Err(Errno::EINVAL);
+                    return Err(Errno::EINVAL.into());
                 }
                 return self.exchange(&ns, parent, name, source, newparent, newname, t);
             }
@@ -474,9 +476,9 @@ impl WarabiFs {
 
     fn check_replaceable(&self, source_is_dir: bool, target: Entry) -> FsResult<()> {
         match (source_is_dir, self.ns.is_empty_dir(target.ino)) {
-            (true, None) => Err(Errno::ENOTDIR),
-            (false, Some(_)) => Err(Errno::EISDIR),
-            (true, Some(false)) => Err(Errno::ENOTEMPTY),
+            (true, None) => Err(Errno::ENOTDIR.into()),
+            (false, Some(_)) => Err(Errno::EISDIR.into()),
+            (true, Some(false)) => Err(Errno::ENOTEMPTY.into()),
             _ => Ok(()),
         }
     }
