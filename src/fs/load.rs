@@ -14,7 +14,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::inode::{FileKind, Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
-use super::namespace::{Child, Entry, Namespace};
+use super::names::Entry;
+use super::namespace::{Child, Namespace};
 use super::regions::ListedRegions;
 use super::unloaded::UnloadedInodes;
 use super::{FsOptions, Map, Name, WarabiFs, WriteGate};

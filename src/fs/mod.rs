@@ -39,7 +39,8 @@ pub use error::{Errno, FsError, FsResult};
 pub use gate::{Deferred, WriteGate, Writer};
 pub use inode::{Attr, FileKind, DIRECTORY_BLKSIZE, RAW_REGION_INO_BIT, ROOT_INO};
 use inode::{Inode, InodeState};
-use namespace::{Entry, Namespace};
+use names::Entry;
+use namespace::Namespace;
 pub use tree::{DirEntry, RenameMode};
 pub use xattr::REGION_ID_XATTR;
 

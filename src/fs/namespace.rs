@@ -19,49 +19,11 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use super::inode::{FileKind, Inode, InodeState, RAW_REGION_INO_BIT, ROOT_INO};
-use super::names::NameIndex;
+use super::names::{Entry, NameIndex};
 use super::regions::{listed_cookie, ListedRegions};
 use super::{key, Map, Name};
 use crate::store::Oid;
 use crate::store::Store;
-
-/// A directory entry in memory: the inode it names and where its record is. One per
-/// name, so it is kept to three words.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Entry {
-    pub(super) ino: u64,
-    /// The kind of the inode it names (which never changes), for readdir's d_type.
-    pub(super) kind: FileKind,
-    /// Position in the directory listing (the dentry record's offset): stable across
-    /// mounts and unique, so readdir offsets survive concurrent changes.
-    pub(super) cookie: u64,
-    /// Whether a dentry record sits at offset `cookie`; a Warabi region listed under its
-    /// RegionID has none (its cookie is the region's offset).
-    pub(super) has_record: bool,
-}
-
-impl Entry {
-    /// The entry of a dentry record.
-    pub(super) fn recorded(ino: u64, kind: FileKind, dentry: Oid) -> Entry {
-        Entry {
-            ino,
-            kind,
-            cookie: dentry.off,
-            has_record: true,
-        }
-    }
-
-    /// The entry of a Warabi region (no record) whose inode is `ino`: it lists at the
-    /// region's offset.
-    pub(super) fn region(ino: u64, region: Oid) -> Entry {
-        Entry {
-            ino,
-            kind: FileKind::Regular,
-            cookie: region.off,
-            has_record: false,
-        }
-    }
-}
 
 /// A directory's children in listing order, and its parent for "..".
 #[derive(Debug, Default)]

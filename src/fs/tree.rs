@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use super::change::Change;
 use super::inode::{Inode, InodeState, RAW_REGION_INO_BIT, ROOT_INO};
-use super::namespace::{Entry, Listed, NamespaceGuard};
+use super::names::Entry;
+use super::namespace::{Listed, NamespaceGuard};
 use super::regions::{listed_cookie, region_name};
 use super::Attr;
 use super::{check_name, Caller, Errno, Fh, FileKind, FsResult, WarabiFs};
