@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 
 use super::inode::FileKind;
 use super::{Map, Name, NameKey};
-use crate::pmem::Oid;
+use crate::store::Oid;
 use crate::store::Store;
 
 /// A directory entry in memory: the inode it names and where its record is. One per
