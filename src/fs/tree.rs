@@ -466,13 +466,27 @@ impl WarabiFs {
                 if self.ns.is_dir(t.ino) && self.ns.is_ancestor(t.ino, parent) {
                     return Err(Errno::EINVAL.into());
                 }
-                return self.exchange(&ns, parent, name, source, newparent, newname, t);
+                let (from, to) = (
+                    Named { dir: parent, name },
+                    Named {
+                        dir: newparent,
+                        name: newname,
+                    },
+                );
+                return self.exchange(&ns, (from, source), (to, t));
             }
             (_, Some(t)) if t.ino == source.ino => return Ok(()),
             (_, Some(t)) => self.check_replaceable(source_is_dir, t)?,
             (_, None) => {}
         }
-        self.move_entry(&ns, parent, name, source, newparent, newname, target)
+        let (from, to) = (
+            Named { dir: parent, name },
+            Named {
+                dir: newparent,
+                name: newname,
+            },
+        );
+        self.move_entry(&ns, (from, source), (to, target))
     }
 
     fn check_replaceable(&self, source_is_dir: bool, target: Entry) -> FsResult<()> {
@@ -491,17 +505,18 @@ impl WarabiFs {
             .collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Moves `source` to `to`, replacing its `target` entry if there is one.
     fn move_entry(
         &self,
         ns: &NamespaceGuard<'_>,
-        parent: u64,
-        name: &[u8],
-        source: Entry,
-        newparent: u64,
-        newname: &[u8],
-        target: Option<Entry>,
+        (from, source): (Named<'_>, Entry),
+        (to, target): (Named<'_>, Option<Entry>),
     ) -> FsResult<()> {
+        let Named { dir: parent, name } = from;
+        let Named {
+            dir: newparent,
+            name: newname,
+        } = to;
         let source_is_dir = self.ns.is_dir(source.ino);
         let mut involved = vec![parent, newparent, source.ino];
         involved.extend(target.map(|t| t.ino));
@@ -564,17 +579,17 @@ impl WarabiFs {
     }
 
     /// RENAME_EXCHANGE: both names stay, pointing at each other's inode.
-    #[allow(clippy::too_many_arguments)]
     fn exchange(
         &self,
         ns: &NamespaceGuard<'_>,
-        parent: u64,
-        name: &[u8],
-        a: Entry,
-        newparent: u64,
-        newname: &[u8],
-        b: Entry,
+        (from, a): (Named<'_>, Entry),
+        (to, b): (Named<'_>, Entry),
     ) -> FsResult<()> {
+        let Named { dir: parent, name } = from;
+        let Named {
+            dir: newparent,
+            name: newname,
+        } = to;
         if a.ino == b.ino {
             return Ok(());
         }
@@ -625,6 +640,13 @@ impl WarabiFs {
         }
         Ok(())
     }
+}
+
+/// A name in a directory: one side of a rename.
+#[derive(Clone, Copy)]
+struct Named<'a> {
+    dir: u64,
+    name: &'a [u8],
 }
 
 /// Takes one link away from an inode within `change`. At zero links it is freed, or
