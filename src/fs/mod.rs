@@ -262,11 +262,6 @@ impl WarabiFs {
         self.ns.entry(&self.store, parent, name)
     }
 
-    /// The dentry record behind `entry`, if it has one.
-    fn dentry_record(&self, entry: Entry) -> Option<Oid> {
-        entry.has_record.then(|| self.store.oid_at(entry.cookie))
-    }
-
     fn writable(&self) -> FsResult<()> {
         if self.is_read_only() {
             return Err(Errno::EROFS.into());

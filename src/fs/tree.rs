@@ -9,7 +9,7 @@ use super::namespace::{Listed, NamespaceGuard};
 use super::regions::{listed_cookie, region_name};
 use super::Attr;
 use super::{check_name, Caller, Errno, Fh, FileKind, FsResult, WarabiFs};
-use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN};
+use crate::store::records::{InodeRecord, Timestamp, INODE_ORPHAN};
 
 /// Longest symlink target (as Linux PATH_MAX).
 const SYMLINK_MAX: usize = 4096;
@@ -263,11 +263,7 @@ impl WarabiFs {
         dir_meta.nlink += u32::from(is_dir);
         let mut change = Change::begin(&self.store)?;
         let record = change.tx().create_inode(&meta)?;
-        let dentry = change.tx().create_dentry(&DentryRecord {
-            parent,
-            ino: meta.ino,
-            name: name.to_vec(),
-        })?;
+        let dentry = change.create_dentry(parent, meta.ino, name)?;
         change.stage(&mut dir_state, dir_meta)?;
         change.commit()?;
         let state = InodeState::new(meta, Some(record), 0);
@@ -311,11 +307,7 @@ impl WarabiFs {
             .ok_or(Errno::ENOENT)?;
         let mut change = Change::begin(&self.store)?;
         let record = change.tx().create_inode(&state.meta)?;
-        let dentry = change.tx().create_dentry(&DentryRecord {
-            parent: ROOT_INO,
-            ino,
-            name: name.clone(),
-        })?;
+        let dentry = change.create_dentry(ROOT_INO, ino, &name)?;
         change.commit()?;
         state.record = Some(record);
         // The entry now lists at its record's offset: the region's offset it listed at
@@ -363,11 +355,7 @@ impl WarabiFs {
         dir_meta.mtime = now;
         dir_meta.ctime = now;
         let mut change = Change::begin(&self.store)?;
-        let dentry = change.tx().create_dentry(&DentryRecord {
-            parent: newparent,
-            ino,
-            name: newname.to_vec(),
-        })?;
+        let dentry = change.create_dentry(newparent, ino, newname)?;
         change.stage(&mut state, meta)?;
         change.stage(&mut dir_state, dir_meta)?;
         change.commit()?;
@@ -415,9 +403,7 @@ impl WarabiFs {
         dir_meta.ctime = now;
         dir_meta.nlink -= u32::from(is_dir);
         let mut change = Change::begin(&self.store)?;
-        if let Some(dentry) = self.dentry_record(entry) {
-            change.tx().free(dentry)?;
-        }
+        change.free_dentry(entry)?;
         let freed = drop_link(&mut change, &mut state, is_dir, now)?;
         change.stage(&mut dir_state, dir_meta)?;
         change.commit()?;
@@ -466,13 +452,27 @@ impl WarabiFs {
                 if self.ns.is_dir(t.ino) && self.ns.is_ancestor(t.ino, parent) {
                     return Err(Errno::EINVAL.into());
                 }
-                return self.exchange(&ns, parent, name, source, newparent, newname, t);
+                let (from, to) = (
+                    Named { dir: parent, name },
+                    Named {
+                        dir: newparent,
+                        name: newname,
+                    },
+                );
+                return self.exchange(&ns, (from, source), (to, t));
             }
             (_, Some(t)) if t.ino == source.ino => return Ok(()),
             (_, Some(t)) => self.check_replaceable(source_is_dir, t)?,
             (_, None) => {}
         }
-        self.move_entry(&ns, parent, name, source, newparent, newname, target)
+        let (from, to) = (
+            Named { dir: parent, name },
+            Named {
+                dir: newparent,
+                name: newname,
+            },
+        );
+        self.move_entry(&ns, (from, source), (to, target))
     }
 
     fn check_replaceable(&self, source_is_dir: bool, target: Entry) -> FsResult<()> {
@@ -491,17 +491,18 @@ impl WarabiFs {
             .collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Moves `source` to `to`, replacing its `target` entry if there is one.
     fn move_entry(
         &self,
         ns: &NamespaceGuard<'_>,
-        parent: u64,
-        name: &[u8],
-        source: Entry,
-        newparent: u64,
-        newname: &[u8],
-        target: Option<Entry>,
+        (from, source): (Named<'_>, Entry),
+        (to, target): (Named<'_>, Option<Entry>),
     ) -> FsResult<()> {
+        let Named { dir: parent, name } = from;
+        let Named {
+            dir: newparent,
+            name: newname,
+        } = to;
         let source_is_dir = self.ns.is_dir(source.ino);
         let mut involved = vec![parent, newparent, source.ino];
         involved.extend(target.map(|t| t.ino));
@@ -509,17 +510,10 @@ impl WarabiFs {
         let mut guards = ns.lock_inodes(&inodes);
         let now = Timestamp::now();
         let mut change = Change::begin(&self.store)?;
-        if let Some(dentry) = target.and_then(|t| self.dentry_record(t)) {
-            change.tx().free(dentry)?;
+        for entry in target.into_iter().chain([source]) {
+            change.free_dentry(entry)?;
         }
-        if let Some(dentry) = self.dentry_record(source) {
-            change.tx().free(dentry)?;
-        }
-        let dentry = change.tx().create_dentry(&DentryRecord {
-            parent: newparent,
-            ino: source.ino,
-            name: newname.to_vec(),
-        })?;
+        let dentry = change.create_dentry(newparent, source.ino, newname)?;
         let target_dir = target.filter(|t| self.ns.is_dir(t.ino)).is_some();
         let mut freed_target = false;
         for (ino, state) in guards.iter_mut() {
@@ -564,17 +558,17 @@ impl WarabiFs {
     }
 
     /// RENAME_EXCHANGE: both names stay, pointing at each other's inode.
-    #[allow(clippy::too_many_arguments)]
     fn exchange(
         &self,
         ns: &NamespaceGuard<'_>,
-        parent: u64,
-        name: &[u8],
-        a: Entry,
-        newparent: u64,
-        newname: &[u8],
-        b: Entry,
+        (from, a): (Named<'_>, Entry),
+        (to, b): (Named<'_>, Entry),
     ) -> FsResult<()> {
+        let Named { dir: parent, name } = from;
+        let Named {
+            dir: newparent,
+            name: newname,
+        } = to;
         if a.ino == b.ino {
             return Ok(());
         }
@@ -584,19 +578,11 @@ impl WarabiFs {
         let mut guards = ns.lock_inodes(&inodes);
         let now = Timestamp::now();
         let mut change = Change::begin(&self.store)?;
-        for dentry in [a, b].into_iter().filter_map(|e| self.dentry_record(e)) {
-            change.tx().free(dentry)?;
+        for entry in [a, b] {
+            change.free_dentry(entry)?;
         }
-        let new_a = change.tx().create_dentry(&DentryRecord {
-            parent: newparent,
-            ino: a.ino,
-            name: newname.to_vec(),
-        })?;
-        let new_b = change.tx().create_dentry(&DentryRecord {
-            parent,
-            ino: b.ino,
-            name: name.to_vec(),
-        })?;
+        let new_a = change.create_dentry(newparent, a.ino, newname)?;
+        let new_b = change.create_dentry(parent, b.ino, name)?;
         let moved_dirs = i64::from(a_dir) - i64::from(b_dir);
         for (ino, state) in guards.iter_mut() {
             let mut meta = state.meta.clone();
@@ -625,6 +611,13 @@ impl WarabiFs {
         }
         Ok(())
     }
+}
+
+/// A name in a directory: one side of a rename.
+#[derive(Clone, Copy)]
+struct Named<'a> {
+    dir: u64,
+    name: &'a [u8],
 }
 
 /// Takes one link away from an inode within `change`. At zero links it is freed, or
