@@ -13,6 +13,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{posix_fadvise, Flock, FlockArg, PosixFadviseAdvice};
+use warabifs::fs::{Caller, FsOptions, WarabiFs};
+use warabifs::store::PoolConfig;
+
+pub const KIB: u64 = 1 << 10;
+pub const MIB: u64 = 1 << 20;
 
 /// Set to 1 to skip the tests that mount (CI never sets it).
 pub const SKIP_FUSE_ENV: &str = "WARABIFS_SKIP_FUSE_TESTS";
@@ -61,6 +66,58 @@ impl Scratch {
         let path = self.path(name);
         std::fs::create_dir_all(&path).expect("mountpoint");
         path
+    }
+}
+
+// ---------------------------------------------------------------- the core without FUSE
+// Tests of `warabifs::fs::WarabiFs` itself. Dropping a `WarabiFs` closes the pool
+// without syncing, so a drop is a crash unless the test released or fsynced first.
+
+/// A fresh scratch directory and the path of a pool inside it (not created yet).
+pub fn scratch_pool() -> (Scratch, PathBuf) {
+    let scratch = Scratch::new();
+    let path = scratch.path("pool.pmem");
+    (scratch, path)
+}
+
+/// The configuration of the pool at `path`; `size` creates it when it is missing.
+pub fn pool_config(path: &Path, size: Option<u64>) -> PoolConfig {
+    PoolConfig {
+        path: path.to_path_buf(),
+        create_if_missing_with_size: size,
+        override_if_exists: false,
+    }
+}
+
+/// Creates a pool of `size` bytes and mounts it.
+pub fn create_pool(path: &Path, size: u64) -> WarabiFs {
+    without_spawning(|| WarabiFs::open_pool(&pool_config(path, Some(size)), FsOptions::default()))
+        .expect("create pool")
+}
+
+/// Mounts an existing pool, as a remount does (no size given).
+pub fn mount_pool(path: &Path) -> WarabiFs {
+    mount_pool_with(path, FsOptions::default())
+}
+
+pub fn mount_pool_with(path: &Path, opts: FsOptions) -> WarabiFs {
+    without_spawning(|| WarabiFs::open_pool(&pool_config(path, None), opts))
+        .expect("mount existing pool")
+}
+
+/// Closes the pool (by dropping the file system: a crash for whatever was not
+/// persisted) and mounts it again.
+pub fn remount(fs: WarabiFs, path: &Path) -> WarabiFs {
+    drop(fs);
+    mount_pool(path)
+}
+
+/// The credentials of this process, as the owner of new files.
+pub fn caller() -> Caller {
+    let opts = FsOptions::default();
+    Caller {
+        uid: opts.uid,
+        gid: opts.gid,
     }
 }
 
