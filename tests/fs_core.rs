@@ -3,11 +3,7 @@
 //! so a drop is a crash unless the test released or fsynced first.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
 
 use tempfile::TempDir;
 use warabifs::fs::{
@@ -2064,7 +2060,7 @@ fn oversized_writes_and_truncates_give_efbig_and_dirs_refuse_data() {
     assert_eq!(fs.setattr(ROOT_INO, shrink_dir).unwrap_err(), Errno::EISDIR);
 }
 
-// ---------------------------------------------------------------- listing and concurrency
+// ---------------------------------------------------------------- listing (threads: tests/concurrency.rs)
 
 #[test]
 fn readdir_resumes_from_any_cookie_without_losing_or_repeating_entries() {
@@ -2096,124 +2092,6 @@ fn readdir_resumes_from_any_cookie_without_losing_or_repeating_entries() {
     let listed: BTreeSet<Vec<u8>> = seen[2..].iter().cloned().collect();
     assert_eq!(listed.len(), seen.len() - 2, "an entry was listed twice");
     assert_eq!(listed, expected);
-}
-
-/// Runs `work` on `threads` threads sharing one file system. Fails if one panics, and
-/// (rather than hang the test run) if they have not all finished after a generous
-/// `LIVENESS_LIMIT`: that is a deadlock, not slowness.
-fn run_concurrently(fs: WarabiFs, threads: usize, work: fn(&WarabiFs, usize)) -> WarabiFs {
-    const LIVENESS_LIMIT: Duration = Duration::from_secs(120);
-    let fs = Arc::new(fs);
-    let (done, finished) = mpsc::channel();
-    for t in 0..threads {
-        let (fs, done) = (Arc::clone(&fs), done.clone());
-        std::thread::spawn(move || {
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(&fs, t)));
-            drop(fs);
-            done.send((t, outcome.is_ok())).unwrap();
-        });
-    }
-    for _ in 0..threads {
-        let (t, ok) = finished
-            .recv_timeout(LIVENESS_LIMIT)
-            .expect("worker threads deadlocked");
-        assert!(ok, "worker thread {t} panicked");
-    }
-    Arc::try_unwrap(fs).ok().expect("workers hold no reference")
-}
-
-fn stable_name(i: usize) -> Vec<u8> {
-    format!("stable{i}").into_bytes()
-}
-
-fn churn_name(i: usize) -> Vec<u8> {
-    format!("churn{}", i % 100).into_bytes()
-}
-
-/// The untouched entries one readdir pass lists, sorted.
-fn stable_entries(fs: &WarabiFs) -> Vec<Vec<u8>> {
-    let mut stable = Vec::new();
-    fs.readdir(ROOT_INO, 0, |e| {
-        stable.extend(Some(e.name.to_vec()).filter(|n| n.starts_with(b"stable")));
-        false
-    })
-    .unwrap();
-    stable.sort();
-    stable
-}
-
-/// Whether the writer of the readdir test below is still at work.
-static CHURNING: AtomicBool = AtomicBool::new(true);
-
-/// A reader lists a directory for as long as a writer unlinks and re-creates most of its
-/// entries. (readdir used to hold a `dirs` shard lock while locking each child inode, and
-/// unlink the other way round: this deadlocked within the first few rounds.)
-#[test]
-fn readdir_runs_alongside_creates_and_unlinks_in_the_same_directory() {
-    let (_dir, path) = scratch();
-    let fs = create_pool(&path, POOL_SIZE);
-    for i in 0..100 {
-        create_file(&fs, ROOT_INO, &stable_name(i), b"");
-        create_file(&fs, ROOT_INO, &churn_name(i), b"x");
-    }
-    let fs = run_concurrently(fs, 2, |fs, t| {
-        if t == 0 {
-            for round in 0..2000 {
-                fs.unlink(ROOT_INO, &churn_name(round)).unwrap();
-                create_file(fs, ROOT_INO, &churn_name(round), b"x");
-            }
-            CHURNING.store(false, Ordering::Relaxed);
-            return;
-        }
-        let mut expected: Vec<Vec<u8>> = (0..100).map(stable_name).collect();
-        expected.sort();
-        while CHURNING.load(Ordering::Relaxed) {
-            // Entries neither added nor removed are listed exactly once.
-            let stable = stable_entries(fs);
-            assert!(
-                stable == expected,
-                "a listing lost or repeated an untouched entry"
-            );
-        }
-    });
-    let fs = remount(fs, &path);
-    let all: BTreeSet<Vec<u8>> = (0..100)
-        .flat_map(|i| [stable_name(i), churn_name(i)])
-        .collect();
-    assert_eq!(names(&fs, ROOT_INO), all);
-}
-
-fn writer_name(t: usize) -> Vec<u8> {
-    format!("w{t}").into_bytes()
-}
-
-fn writer_bytes(t: usize) -> Vec<u8> {
-    (0..64)
-        .flat_map(|i| pattern(16 * KIB as usize, (t * 64 + i) as u8))
-        .collect()
-}
-
-#[test]
-fn parallel_writers_on_separate_files_keep_their_own_bytes() {
-    let (_dir, path) = scratch();
-    let fs = create_pool(&path, 64 * MIB);
-    for t in 0..4 {
-        create_file(&fs, ROOT_INO, &writer_name(t), b"");
-    }
-    let fs = run_concurrently(fs, 4, |fs, t| {
-        let ino = lookup_ino(fs, ROOT_INO, &writer_name(t));
-        // Appends of 16 KiB: the file moves to bigger regions as the others do too.
-        for piece in writer_bytes(t).chunks(16 * KIB as usize) {
-            let size = fs.getattr(ino).unwrap().size;
-            fs.write(ino, size, piece, false).unwrap();
-        }
-        fs.fsync(ino).unwrap();
-    });
-    let fs = remount(fs, &path);
-    for t in 0..4 {
-        let got = read_all(&fs, lookup_ino(&fs, ROOT_INO, &writer_name(t)));
-        assert!(got == writer_bytes(t), "file w{t} mixed up");
-    }
 }
 
 // ---------------------------------------------------------------- remount
