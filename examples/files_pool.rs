@@ -81,11 +81,11 @@ fn run(args: &Args) -> Result<(), String> {
     for i in 0..args.files {
         let name = format!("f{i:07}");
         let parent = parents[i % parents.len()];
-        let (attr, fh) = fs
+        let (_, fh) = fs
             .create(parent, name.as_bytes(), 0o644, caller)
             .map_err(|e| format!("create {name}: {e}"))?;
         if !data.is_empty() {
-            fs.write(attr.ino, 0, &data, false)
+            fs.write(fh, 0, &data, false)
                 .map_err(|e| format!("write {name}: {e}"))?;
         }
         fs.release(fh).map_err(|e| format!("close {name}: {e}"))?;

@@ -110,8 +110,8 @@ fn push_windows(
         if fs.gate().try_begin_push(window.ino) {
             push(fs, notifier, window, &mut bytes);
             // Writers that came meanwhile run now, in order, on this thread.
-            for op in fs.gate().end_push(window.ino) {
-                op();
+            for (op, writer) in fs.gate().end_push(window.ino) {
+                op(writer);
             }
         }
         pending.lock().remove(&window);
@@ -126,7 +126,7 @@ fn push(fs: &WarabiFs, notifier: &Notifier, window: Window, bytes: &mut Vec<u8>)
         _ => return,
     }
     bytes.clear();
-    let copied = fs.read(window.ino, window.start, WINDOW as u32, |data| {
+    let copied = fs.read_unopened(window.ino, window.start, WINDOW as u32, |data| {
         bytes.extend_from_slice(data)
     });
     if copied.is_err() || bytes.is_empty() {

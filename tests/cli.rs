@@ -64,8 +64,8 @@ fn real_pool(path: &Path) -> PathBuf {
         .expect("create pool");
     let caller = Caller { uid: 0, gid: 0 };
     let dir = fs.mkdir(ROOT_INO, b"dir", 0o755, caller).unwrap().ino;
-    let (attr, fh) = fs.create(dir, b"data", 0o644, caller).unwrap();
-    fs.write(attr.ino, 0, &pattern(300_000, 41), false).unwrap();
+    let (_, fh) = fs.create(dir, b"data", 0o644, caller).unwrap();
+    fs.write(fh, 0, &pattern(300_000, 41), false).unwrap();
     fs.release(fh).unwrap();
     fs.sync_all();
     drop(fs);

@@ -16,7 +16,7 @@ use common::{
     caller, create_file, create_pool, list, lookup_ino, names, nonzero_pattern, read_all,
     read_range, remount, run_collecting, run_concurrently, scratch_pool, Rng, KIB, MIB,
 };
-use warabifs::fs::{Errno, FileKind, RenameMode, WarabiFs, ROOT_INO};
+use warabifs::fs::{Errno, Fh, FileKind, RenameMode, WarabiFs, ROOT_INO};
 use warabifs::pmem::Pool;
 
 const POOL_SIZE: u64 = 32 * MIB;
@@ -121,8 +121,9 @@ fn try_create(fs: &WarabiFs, dir: u64, name: &[u8]) -> bool {
         Err(e) if e == Errno::EEXIST => return false,
         Err(e) => panic!("create {name:?}: {e}"),
     };
+    let _ = attr;
     let data = contents_of(name);
-    assert_eq!(fs.write(attr.ino, 0, &data, false), Ok(data.len()));
+    assert_eq!(fs.write(fh, 0, &data, false), Ok(data.len()));
     fs.release(fh).expect("release");
     true
 }
@@ -378,12 +379,13 @@ fn parallel_writers_on_separate_files_keep_their_own_bytes() {
     }
     let fs = run_concurrently(fs, 4, |fs, t| {
         let ino = lookup_ino(fs, ROOT_INO, &writer_name(t));
+        let fh = fs.open(ino, true).unwrap();
         // Appends of 16 KiB: the file moves to bigger regions as the others do too.
         for piece in writer_bytes(t).chunks(16 * KIB as usize) {
             let size = fs.getattr(ino).unwrap().size;
-            fs.write(ino, size, piece, false).unwrap();
+            fs.write(fh, size, piece, false).unwrap();
         }
-        fs.fsync(ino).unwrap();
+        fs.fsync(fh).unwrap();
     });
     let fs = remount(fs, &path);
     for t in 0..4 {
@@ -430,23 +432,24 @@ fn a_reader_sees_only_written_bytes_while_writers_append_beside_it() {
         if t == WRITERS {
             return read_while_writing(fs, dir, &file_inos, &shared);
         }
-        let ino = file_inos[t];
+        // Not released: the fsyncs alone make the bytes durable.
+        let fh = fs.open(file_inos[t], true).unwrap();
         let scratch = format!("scratch{t}").into_bytes();
         let mut size = 0;
         for (i, piece) in appended(t).iter().enumerate() {
-            assert_eq!(fs.write(ino, size, piece, false), Ok(piece.len()));
+            assert_eq!(fs.write(fh, size, piece, false), Ok(piece.len()));
             size += piece.len() as u64;
             if i % 16 == 15 {
                 // Let the reader catch up, so that its passes fall between the writes.
                 while READER_PASSES.load(Ordering::SeqCst) <= i / 16 {
                     std::thread::yield_now();
                 }
-                fs.fsync(ino).unwrap();
+                fs.fsync(fh).unwrap();
                 create_file(fs, dir, &scratch, piece);
                 fs.unlink(dir, &scratch).unwrap();
             }
         }
-        fs.fsync(ino).unwrap();
+        fs.fsync(fh).unwrap();
         WRITERS_DONE.fetch_add(1, Ordering::SeqCst);
         0
     });
@@ -499,7 +502,7 @@ fn read_while_writing(fs: &WarabiFs, dir: u64, inos: &[u64], expected: &[Vec<u8>
 /// Appends `piece` (varied by its offset) to `ino` until the pool is full; returns
 /// exactly the bytes it accepted. A write that does not fit whole may be cut short,
 /// and the next one fails with ENOSPC: no other error.
-fn append_until_full(fs: &WarabiFs, ino: u64, t: usize) -> Vec<u8> {
+fn append_until_full(fs: &WarabiFs, fh: Fh, t: usize) -> Vec<u8> {
     let mut rng = Rng(0xf111 + t as u64);
     let mut accepted = Vec::new();
     let mut round = 0;
@@ -507,7 +510,7 @@ fn append_until_full(fs: &WarabiFs, ino: u64, t: usize) -> Vec<u8> {
         round += 1;
         let len = [3 * KIB as usize, 64 * KIB as usize, 300 * KIB as usize][rng.below(3)];
         let piece = nonzero_pattern(len, (t * 50 + round % 50) as u8);
-        match fs.write(ino, accepted.len() as u64, &piece, false) {
+        match fs.write(fh, accepted.len() as u64, &piece, false) {
             Ok(n) => {
                 assert!(n > 0 && n <= piece.len(), "write of {len} accepted {n}");
                 accepted.extend_from_slice(&piece[..n]);
@@ -530,7 +533,7 @@ fn files_growing_together_fill_the_pool_and_keep_every_accepted_byte() {
     let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, 16 * MIB);
     let free_before = fs.statfs().free_bytes;
-    let opened: Vec<(u64, u64)> = (0..WRITERS)
+    let opened: Vec<(u64, Fh)> = (0..WRITERS)
         .map(|t| {
             let (attr, fh) = fs
                 .create(ROOT_INO, &writer_name(t), 0o644, caller())
@@ -539,9 +542,9 @@ fn files_growing_together_fill_the_pool_and_keep_every_accepted_byte() {
         })
         .collect();
     let inos: Vec<u64> = opened.iter().map(|&(ino, _)| ino).collect();
-    let file_inos = inos.clone();
+    let handles: Vec<Fh> = opened.iter().map(|&(_, fh)| fh).collect();
     let (fs, accepted) = run_collecting(fs, WRITERS, move |fs, t| {
-        append_until_full(fs, file_inos[t], t)
+        append_until_full(fs, handles[t], t)
     });
     let total: usize = accepted.iter().map(Vec::len).sum();
     assert!(

@@ -13,8 +13,9 @@ use common::{
     mount_pool_with, names, nonzero_pattern, pool_config, read_all, read_range, remount,
     scratch_pool, KIB, MIB,
 };
+
 use warabifs::fs::{
-    Attr, Errno, FileKind, FsOptions, RenameMode, SetAttr, SetTime, WarabiFs, REGION_ID_XATTR,
+    Attr, Errno, Fh, FileKind, FsOptions, RenameMode, SetAttr, SetTime, WarabiFs, REGION_ID_XATTR,
     ROOT_INO,
 };
 use warabifs::pmem::{Oid, Pool, MAX_ALLOC_SIZE};
@@ -137,10 +138,10 @@ fn written_file_reads_back_and_survives_remount_with_stable_inode_numbers() {
 fn fsynced_write_survives_a_crash_without_release() {
     let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let (attr, _fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
+    let (_, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
     let data = nonzero_pattern(10_000, 3);
-    fs.write(attr.ino, 0, &data, false).unwrap();
-    fs.fsync(attr.ino).unwrap();
+    fs.write(fh, 0, &data, false).unwrap();
+    fs.fsync(fh).unwrap();
 
     let fs = remount(fs, &path); // no release: a crash after fsync
     assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"f")), data);
@@ -150,9 +151,9 @@ fn fsynced_write_survives_a_crash_without_release() {
 fn sync_write_survives_a_crash_without_fsync() {
     let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let (attr, _fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
+    let (_, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
     let data = nonzero_pattern(5000, 4);
-    fs.write(attr.ino, 0, &data, true).unwrap();
+    fs.write(fh, 0, &data, true).unwrap();
 
     let fs = remount(fs, &path);
     assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"f")), data);
@@ -175,7 +176,7 @@ fn appending_grows_the_region_and_changes_its_region_id() {
     );
 
     let mut expected = vec![7u8];
-    fs.write(ino, 0, &expected, false).unwrap();
+    fs.write(fh, 0, &expected, false).unwrap();
     let first_id = region_id(&fs, ino).unwrap();
     assert_region_id_format(&first_id);
     let mut ids = vec![first_id];
@@ -184,7 +185,7 @@ fn appending_grows_the_region_and_changes_its_region_id() {
             64 * KIB as usize,
             (expected.len() / (64 * KIB as usize)) as u8,
         );
-        fs.write(ino, expected.len() as u64, &piece, false).unwrap();
+        fs.write(fh, expected.len() as u64, &piece, false).unwrap();
         expected.extend_from_slice(&piece);
         let id = region_id(&fs, ino).unwrap();
         assert_region_id_format(&id);
@@ -221,13 +222,13 @@ fn bytes_written_through_the_pool_file_and_the_mapping_agree() {
     let ino = attr.ino;
     let big = nonzero_pattern(3 * MIB as usize, 30);
     for (i, piece) in big.chunks(MIB as usize).enumerate() {
-        fs.write(ino, i as u64 * MIB, piece, false).unwrap();
+        fs.write(fh, i as u64 * MIB, piece, false).unwrap();
     }
     // Small overwrites go through the mapping, into bytes the file wrote.
     let mut expected = big.clone();
     for off in (0..expected.len()).step_by(300_000) {
         let small = nonzero_pattern(1000, off as u8);
-        fs.write(ino, off as u64, &small, false).unwrap();
+        fs.write(fh, off as u64, &small, false).unwrap();
         expected[off..off + 1000].copy_from_slice(&small);
     }
     assert_eq!(read_all(&fs, ino), expected, "1 MiB reads");
@@ -235,7 +236,7 @@ fn bytes_written_through_the_pool_file_and_the_mapping_agree() {
         read_range(&fs, ino, 299_500, 1000),
         expected[299_500..300_500]
     );
-    fs.fsync(ino).unwrap();
+    fs.fsync(fh).unwrap();
     fs.release(fh).unwrap();
     let region = region_oid(&fs, ino);
     drop(fs);
@@ -255,13 +256,13 @@ fn a_trimmed_file_keeps_headroom_for_appends_after_reopening() {
     let (attr, fh) = fs.create(ROOT_INO, b"log", 0o644, caller()).unwrap();
     let ino = attr.ino;
     let mut expected = Vec::new();
-    let mut append = |fs: &WarabiFs, len: usize| {
+    let mut append = |fs: &WarabiFs, fh: Fh, len: usize| {
         let piece = nonzero_pattern(len, expected.len() as u8);
-        fs.write(ino, expected.len() as u64, &piece, false).unwrap();
+        fs.write(fh, expected.len() as u64, &piece, false).unwrap();
         expected.extend_from_slice(&piece);
     };
     for _ in 0..64 {
-        append(&fs, 64 * KIB as usize);
+        append(&fs, fh, 64 * KIB as usize);
     }
     fs.release(fh).unwrap();
     let trimmed = region_id(&fs, ino).unwrap();
@@ -270,7 +271,7 @@ fn a_trimmed_file_keeps_headroom_for_appends_after_reopening() {
     // the appends nor the next close move (copy) the file again.
     for _ in 0..3 {
         let fh = fs.open(ino, true).unwrap();
-        append(&fs, 100 * KIB as usize);
+        append(&fs, fh, 100 * KIB as usize);
         fs.release(fh).unwrap();
         assert_eq!(region_id(&fs, ino).unwrap(), trimmed);
     }
@@ -285,7 +286,8 @@ fn overwriting_inside_the_capacity_keeps_the_region() {
     let ino = create_file(&fs, ROOT_INO, b"f", &data);
     let before = region_id(&fs, ino).unwrap();
     let patch = nonzero_pattern(500, 6);
-    fs.write(ino, 40_000, &patch, false).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 40_000, &patch, false).unwrap();
     data[40_000..40_500].copy_from_slice(&patch);
     assert_eq!(region_id(&fs, ino).unwrap(), before);
     assert_eq!(read_all(&fs, ino), data);
@@ -300,7 +302,7 @@ fn write_past_the_end_leaves_a_zero_filled_hole() {
     leave_garbage(&fs, 3 * MIB as usize);
     let data = nonzero_pattern(100, 7);
     let (attr, fh) = fs.create(ROOT_INO, b"sparse", 0o644, caller()).unwrap();
-    fs.write(attr.ino, MIB, &data, false).unwrap();
+    fs.write(fh, MIB, &data, false).unwrap();
 
     let mut expected = vec![0u8; MIB as usize];
     expected.extend_from_slice(&data);
@@ -318,7 +320,8 @@ fn second_write_past_the_end_zero_fills_between() {
     let fs = create_pool(&path, POOL_SIZE);
     leave_garbage(&fs, MIB as usize);
     let ino = create_file(&fs, ROOT_INO, b"f", &nonzero_pattern(10, 8));
-    fs.write(ino, 5000, b"end", false).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 5000, b"end", false).unwrap();
     let got = read_all(&fs, ino);
     assert_eq!(got.len(), 5003);
     assert_eq!(got[..10], nonzero_pattern(10, 8)[..]);
@@ -389,13 +392,14 @@ fn truncate_up_is_a_zero_tail_that_allocates_nothing() {
     assert_eq!(fs.getattr(ino).unwrap().size, 100 << 30);
     assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(data.len() as u64));
     // A write into the tail stores it, and zeros before it; the rest stays a hole.
-    fs.write(ino, 2 * MIB, b"tail", false).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 2 * MIB, b"tail", false).unwrap();
     let got = read_range(&fs, ino, 0, 2 * MIB as u32 + 8);
     assert_eq!(got[..data.len()], data[..]);
     assert!(got[data.len()..2 * MIB as usize].iter().all(|&b| b == 0));
     assert_eq!(&got[2 * MIB as usize..], b"tail\0\0\0\0");
     assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(2 * MIB + 4));
-    fs.fsync(ino).unwrap();
+    fs.fsync(fh).unwrap();
     let fs = remount(fs, &path);
     assert_eq!(read_range(&fs, ino, 2 * MIB, 8), b"tail\0\0\0\0");
     assert_eq!(fs.getattr(ino).unwrap().size, 100 << 30);
@@ -408,7 +412,7 @@ fn a_file_sized_first_gets_one_region_for_its_size_when_filled() {
     let (attr, fh) = fs.create(ROOT_INO, b"sized", 0o644, caller()).unwrap();
     truncate(&fs, attr.ino, 3 * MIB);
     let piece = nonzero_pattern(64 * KIB as usize, 4);
-    fs.write(attr.ino, 0, &piece, false).unwrap();
+    fs.write(fh, 0, &piece, false).unwrap();
     let region = region_id(&fs, attr.ino).unwrap();
     let capacity = fs.getattr(attr.ino).unwrap().blocks * 512;
     assert!(
@@ -416,7 +420,7 @@ fn a_file_sized_first_gets_one_region_for_its_size_when_filled() {
         "a region of {capacity} bytes for a 3 MiB file"
     );
     for k in 1..48 {
-        fs.write(attr.ino, k * 64 * KIB, &piece, false).unwrap();
+        fs.write(fh, k * 64 * KIB, &piece, false).unwrap();
     }
     fs.release(fh).unwrap();
     assert_eq!(region_id(&fs, attr.ino).unwrap(), region, "the file moved");
@@ -430,8 +434,9 @@ fn pools_without_zero_tails_keep_format_version_1() {
     let fs = create_pool(&path, POOL_SIZE);
     let ino = create_file(&fs, ROOT_INO, b"f", &nonzero_pattern(5000, 3));
     truncate(&fs, ino, 100);
-    fs.write(ino, 200, b"x", false).unwrap();
-    fs.fsync(ino).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 200, b"x", false).unwrap();
+    fs.fsync(fh).unwrap();
     drop(fs);
     assert_eq!(format_version(&path), 1);
 }
@@ -457,7 +462,7 @@ fn punching_the_end_of_the_data_and_copying_a_tail_store_nothing() {
     // A copy out of the zero tail writes zeros over data, and past the target's data
     // only raises its size.
     let (target, fh) = fs.create(ROOT_INO, b"t", 0o644, caller()).unwrap();
-    fs.write(target.ino, 0, &[9; 10_000], false).unwrap();
+    fs.write(fh, 0, &[9; 10_000], false).unwrap();
     assert_eq!(
         fs.copy_file_range(ino, 4000, target.ino, 0, 20_000)
             .unwrap(),
@@ -484,7 +489,7 @@ fn append_file(fs: &WarabiFs, name: &[u8], len: usize, piece: usize) -> u64 {
     let mut off = 0;
     while off < len {
         let n = piece.min(len - off);
-        fs.write(attr.ino, off as u64, &data[..n], false).unwrap();
+        fs.write(fh, off as u64, &data[..n], false).unwrap();
         off += n;
     }
     fs.release(fh).unwrap();
@@ -529,9 +534,9 @@ fn the_headroom_of_a_file_still_open_is_given_back_when_space_is_short() {
     let (open, fh) = fs.create(ROOT_INO, b"open", 0o644, caller()).unwrap();
     let data = nonzero_pattern(MIB as usize, 3);
     for k in 0..8 {
-        fs.write(open.ino, k * MIB, &data, false).unwrap();
+        fs.write(fh, k * MIB, &data, false).unwrap();
     }
-    fs.write(open.ino, 8 * MIB, b"one more", false).unwrap();
+    fs.write(fh, 8 * MIB, b"one more", false).unwrap();
     let held = fs.getattr(open.ino).unwrap().blocks * 512;
     let headroom = held - fs.getattr(open.ino).unwrap().size;
     assert!(headroom >= MIB, "growth left {headroom} bytes of headroom");
@@ -549,7 +554,7 @@ fn the_headroom_of_a_file_still_open_is_given_back_when_space_is_short() {
     expected.extend_from_slice(b"one more");
     assert_eq!(read_all(&fs, open.ino), expected);
     // Written again, the open file grows again from its fitted region.
-    fs.write(open.ino, 8 * MIB + 8, b"!", false).unwrap();
+    fs.write(fh, 8 * MIB + 8, b"!", false).unwrap();
     fs.release(fh).unwrap();
     fs.release(new_fh).unwrap();
 }
@@ -589,13 +594,14 @@ fn truncate_down_then_up_zeroes_the_reexposed_range() {
 
     // A write past the end after a shrink must not expose the old bytes either.
     truncate(&fs, ino, 10);
-    fs.write(ino, 500, b"z", false).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 500, b"z", false).unwrap();
     let got = read_all(&fs, ino);
     assert!(
         got[10..500].iter().all(|&b| b == 0),
         "bytes 10..500 must read as zeros"
     );
-    fs.fsync(ino).unwrap();
+    fs.fsync(fh).unwrap();
 
     let fs = remount(fs, &path);
     assert_eq!(read_all(&fs, ino), got);
@@ -642,7 +648,8 @@ fn truncate_to_zero_frees_the_region() {
     );
 
     // The emptied file can grow again.
-    fs.write(ino, 0, b"again", false).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 0, b"again", false).unwrap();
     assert_eq!(read_all(&fs, ino), b"again");
 }
 
@@ -679,8 +686,9 @@ fn warabi_regions_are_listed_as_files_and_written_in_place() {
 
     let c_ino = listed[c.to_string().as_bytes()].0;
     let patch = nonzero_pattern(300, 15);
-    fs.write(c_ino, 1234, &patch, false).unwrap();
-    fs.fsync(c_ino).unwrap();
+    let fh_c_ino = fs.open(c_ino, true).unwrap();
+    fs.write(fh_c_ino, 1234, &patch, false).unwrap();
+    fs.fsync(fh_c_ino).unwrap();
     drop(fs);
 
     let pool = Pool::open(&path).expect("Pool::open after the mount");
@@ -708,9 +716,10 @@ fn warabi_region_survives_remount_after_being_grown() {
     let ino = lookup_ino(&fs, ROOT_INO, &name);
     let mut expected = data.clone();
     expected.extend_from_slice(&nonzero_pattern(5000, 17));
-    fs.write(ino, data.len() as u64, &expected[data.len()..], false)
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, data.len() as u64, &expected[data.len()..], false)
         .unwrap();
-    fs.fsync(ino).unwrap();
+    fs.fsync(fh).unwrap();
     assert_ne!(region_oid(&fs, ino), oid, "growth moves the file");
 
     let fs = remount(fs, &path);
@@ -731,7 +740,8 @@ fn a_new_warabi_region_where_an_adopted_one_lived_is_listed_with_a_suffix() {
     let fs = mount_pool(&path);
     let old_name = old.to_string().into_bytes();
     let adopted = lookup_ino(&fs, ROOT_INO, &old_name);
-    fs.write(adopted, 2000, b"x", true).unwrap();
+    let fh_adopted = fs.open(adopted, true).unwrap();
+    fs.write(fh_adopted, 2000, b"x", true).unwrap();
     drop(fs);
     // Warabi reuses the offset the grown file left behind.
     let pool = Pool::open(&path).unwrap();
@@ -779,7 +789,7 @@ fn a_file_whose_region_warabi_erased_reads_empty_and_can_be_rewritten() {
     assert_eq!(fs.getattr(ino).unwrap().size, 0);
     assert_eq!(read_all(&fs, ino), Vec::<u8>::new());
     let fh = fs.open(ino, true).unwrap();
-    fs.write(ino, 0, b"again", false).unwrap();
+    fs.write(fh, 0, b"again", false).unwrap();
     fs.release(fh).unwrap();
     let fs = remount(fs, &path);
     assert_eq!(read_all(&fs, ino), b"again");
@@ -795,12 +805,12 @@ fn atomic_writes_are_durable_when_they_return() {
     };
     let fs = mount_pool_with(&path, atomic.clone());
     let mut expected = nonzero_pattern(300_000, 40);
-    let (attr, _fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
-    fs.write(attr.ino, 0, &expected, false).unwrap();
+    let (attr, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
+    fs.write(fh, 0, &expected, false).unwrap();
     let patch = nonzero_pattern(1000, 41);
-    fs.write(attr.ino, 1234, &patch, false).unwrap();
+    fs.write(fh, 1234, &patch, false).unwrap();
     expected[1234..2234].copy_from_slice(&patch);
-    fs.write(attr.ino, 400_000, b"tail", false).unwrap();
+    fs.write(fh, 400_000, b"tail", false).unwrap();
     expected.resize(400_000, 0);
     expected.extend_from_slice(b"tail");
     drop(fs); // a crash: no fsync, no release
@@ -1035,8 +1045,9 @@ fn hard_links_share_data_and_count_links() {
 
     fs.unlink(ROOT_INO, b"one").unwrap();
     assert_eq!(fs.getattr(ino).unwrap().nlink, 2);
-    fs.write(ino, 0, b"changed", false).unwrap();
-    fs.fsync(ino).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 0, b"changed", false).unwrap();
+    fs.fsync(fh).unwrap();
     let mut expected = data.clone();
     expected[..7].copy_from_slice(b"changed");
     assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"three")), expected);
@@ -1143,7 +1154,7 @@ fn unlinked_open_file_stays_readable_until_release() {
 
     fs.release(fh).unwrap();
     assert_eq!(fs.getattr(ino).unwrap_err(), Errno::ENOENT);
-    assert_eq!(fs.read(ino, 0, 10, |s| s.len()).unwrap_err(), Errno::ENOENT);
+    assert_eq!(fs.open(ino, false).unwrap_err(), Errno::ENOENT);
     assert!(
         free_bytes(&fs) >= before_release + MIB,
         "release did not free the region"
@@ -1157,8 +1168,8 @@ fn unlinked_open_file_is_reclaimed_at_the_next_mount_after_a_crash() {
     let fs = create_pool(&path, POOL_SIZE);
     let keep = create_file(&fs, ROOT_INO, b"keep", b"kept");
     let before_create = free_bytes(&fs);
-    let (attr, _fh) = fs.create(ROOT_INO, b"doomed", 0o644, caller()).unwrap();
-    fs.write(attr.ino, 0, &nonzero_pattern(2 * MIB as usize, 24), false)
+    let (attr, fh) = fs.create(ROOT_INO, b"doomed", 0o644, caller()).unwrap();
+    fs.write(fh, 0, &nonzero_pattern(2 * MIB as usize, 24), false)
         .unwrap();
     fs.unlink(ROOT_INO, b"doomed").unwrap();
     assert!(
@@ -1227,7 +1238,7 @@ fn full_pool_gives_enospc_and_recovers_after_a_delete() {
             "a 16 MiB pool took 32 MiB"
         );
         match fs.write(
-            attr.ino,
+            fh,
             written.len() as u64,
             &chunk(written.len() / MIB as usize),
             false,
@@ -1282,11 +1293,11 @@ fn many_files_fill_the_pool_with_enospc_and_leave_it_consistent() {
         assert!(files.len() < 32, "a 16 MiB pool took 32 files of 1 MiB");
         let name = format!("f{}", files.len()).into_bytes();
         let data = nonzero_pattern(MIB as usize, files.len() as u8);
-        let (attr, fh) = match fs.create(ROOT_INO, &name, 0o644, caller()) {
+        let (_, fh) = match fs.create(ROOT_INO, &name, 0o644, caller()) {
             Ok(created) => created,
             Err(e) => break e,
         };
-        let written = fs.write(attr.ino, 0, &data, false);
+        let written = fs.write(fh, 0, &data, false);
         fs.release(fh).unwrap();
         match written {
             Ok(_) => files.push((name, data)),
@@ -1344,7 +1355,7 @@ fn read_only_mount_refuses_changes_and_serves_reads() {
             ..FsOptions::default()
         },
     );
-    assert_eq!(fs.write(ino, 0, b"x", false).unwrap_err(), Errno::EROFS);
+    assert_eq!(fs.open(ino, true).unwrap_err(), Errno::EROFS);
     assert_eq!(
         fs.create(ROOT_INO, b"new", 0o644, caller()).unwrap_err(),
         Errno::EROFS
@@ -1396,7 +1407,7 @@ fn read_only_mount_lists_a_warabi_pool_without_formatting_it() {
     );
     let ino = lookup_ino(&fs, ROOT_INO, oid.to_string().as_bytes());
     assert_eq!(read_all(&fs, ino), data);
-    assert_eq!(fs.write(ino, 0, b"x", false).unwrap_err(), Errno::EROFS);
+    assert_eq!(fs.open(ino, true).unwrap_err(), Errno::EROFS);
     drop(fs);
 
     let pool = Pool::open(&path).unwrap();
@@ -1424,7 +1435,8 @@ fn pool_in_use_is_refused_and_the_first_mount_goes_on() {
     let err = open_err(&pool_config(&path, Some(POOL_SIZE)));
     assert!(matches!(err, StoreError::InUse(_)), "{err:?}");
 
-    fs.write(ino, 6, b" and after", true).unwrap();
+    let fh = fs.open(ino, true).unwrap();
+    fs.write(fh, 6, b" and after", true).unwrap();
     assert_eq!(read_all(&fs, ino), b"before and after");
     let fs = remount(fs, &path);
     assert_eq!(read_all(&fs, ino), b"before and after");
@@ -1697,10 +1709,8 @@ fn special_files_keep_their_kind_and_device_number() {
             .unwrap_err(),
         Errno::EINVAL
     );
-    assert_eq!(
-        fs.write(fifo.ino, 0, b"x", false).unwrap_err(),
-        Errno::EBADF
-    );
+    let fh_fifo = fs.open(fifo.ino, true).unwrap();
+    assert_eq!(fs.write(fh_fifo, 0, b"x", false).unwrap_err(), Errno::EBADF);
 
     let fs = remount(fs, &path);
     let listed = list(&fs, ROOT_INO);
@@ -1903,7 +1913,8 @@ fn copy_file_range_copies_between_and_within_files() {
     expected.resize(600_000, 0);
     expected.extend_from_within(0..1000);
     assert_bytes_eq(&read_all(&fs, to), &expected);
-    fs.fsync(to).unwrap();
+    let fh_to = fs.open(to, false).unwrap();
+    fs.fsync(fh_to).unwrap();
     let fs = remount(fs, &path);
     assert_bytes_eq(&read_all(&fs, to), &expected);
     assert_bytes_eq(&read_all(&fs, from), &source);
@@ -1914,12 +1925,13 @@ fn oversized_writes_and_truncates_give_efbig_and_dirs_refuse_data() {
     let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let ino = create_file(&fs, ROOT_INO, b"f", b"data");
+    let fh = fs.open(ino, true).unwrap();
     assert_eq!(
-        fs.write(ino, MAX_ALLOC_SIZE, b"x", false).unwrap_err(),
+        fs.write(fh, MAX_ALLOC_SIZE, b"x", false).unwrap_err(),
         Errno::EFBIG
     );
     assert_eq!(
-        fs.write(ino, u64::MAX, b"x", false).unwrap_err(),
+        fs.write(fh, u64::MAX, b"x", false).unwrap_err(),
         Errno::EFBIG
     );
     let too_big = SetAttr {
@@ -1937,16 +1949,17 @@ fn oversized_writes_and_truncates_give_efbig_and_dirs_refuse_data() {
         fs.setattr(ino, past_regions).unwrap().size,
         MAX_ALLOC_SIZE + 1
     );
-    let tail = fs.read(ino, MAX_ALLOC_SIZE - 3, 8, |b| b.to_vec()).unwrap();
+    let tail = fs.read(fh, MAX_ALLOC_SIZE - 3, 8, |b| b.to_vec()).unwrap();
     assert_eq!(tail, vec![0; 4]);
-    assert_eq!(fs.read(ino, 0, 8, |b| b.to_vec()).unwrap(), b"data\0\0\0\0");
+    assert_eq!(fs.read(fh, 0, 8, |b| b.to_vec()).unwrap(), b"data\0\0\0\0");
     assert_eq!(
-        fs.write(ino, MAX_ALLOC_SIZE, b"x", false).unwrap_err(),
+        fs.write(fh, MAX_ALLOC_SIZE, b"x", false).unwrap_err(),
         Errno::EFBIG
     );
     assert_eq!(fs.open(ROOT_INO, true).unwrap_err(), Errno::EISDIR);
+    let root_fh = fs.open(ROOT_INO, false).unwrap();
     assert_eq!(
-        fs.read(ROOT_INO, 0, 10, |s| s.len()).unwrap_err(),
+        fs.read(root_fh, 0, 10, |s| s.len()).unwrap_err(),
         Errno::EISDIR
     );
     let shrink_dir = SetAttr {
@@ -1997,19 +2010,19 @@ fn going_read_only_persists_every_file_and_refuses_changes() {
     let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let data = nonzero_pattern(100_000, 3);
-    let (attr, fh) = fs
+    let (_, fh) = fs
         .create(ROOT_INO, b"open", 0o644, caller())
         .expect("create");
-    fs.write(attr.ino, 0, &data, false).expect("write");
+    fs.write(fh, 0, &data, false).expect("write");
     fs.set_read_only(true).expect("read-only");
     assert!(fs.is_read_only());
-    assert_eq!(fs.write(attr.ino, 0, b"x", false), Err(Errno::EROFS));
+    assert_eq!(fs.write(fh, 0, b"x", false), Err(Errno::EROFS));
     assert_eq!(
         fs.mkdir(ROOT_INO, b"d", 0o755, caller()).map(|_| ()),
         Err(Errno::EROFS)
     );
     fs.set_read_only(false).expect("read-write again");
-    fs.write(attr.ino, data.len() as u64, b"more", false)
+    fs.write(fh, data.len() as u64, b"more", false)
         .expect("writes work again");
     fs.set_read_only(true).expect("read-only again");
     // A crash now (drop without release or fsync): what was written before going
@@ -2273,7 +2286,8 @@ fn a_number_given_to_a_region_is_never_given_to_a_file_on_a_later_mount() {
     drop(pool);
     let fs = mount_pool(&path);
     let adopted = lookup_ino(&fs, ROOT_INO, old.to_string().as_bytes());
-    fs.write(adopted, 2000, b"x", true).unwrap();
+    let fh_adopted = fs.open(adopted, true).unwrap();
+    fs.write(fh_adopted, 2000, b"x", true).unwrap();
     drop(fs);
     let pool = Pool::open(&path).unwrap();
     let (new, _) = warabi_region(&pool, 1000, 21);

@@ -26,7 +26,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use common::{caller, create_pool, mount_pool, pattern, scratch_pool, Scratch, KIB, MIB};
-use warabifs::fs::{FileKind, RenameMode, SetAttr, WarabiFs, REGION_ID_XATTR, ROOT_INO};
+use warabifs::fs::{Fh, FileKind, RenameMode, SetAttr, WarabiFs, REGION_ID_XATTR, ROOT_INO};
 
 /// Small enough to make quickly, big enough that no sequence runs out of room.
 const POOL_SIZE: u64 = 24 * MIB;
@@ -60,7 +60,7 @@ struct Core {
     path: PathBuf,
     fs: Option<WarabiFs>,
     /// Model handle id -> the core's handle.
-    handles: BTreeMap<usize, u64>,
+    handles: BTreeMap<usize, Fh>,
 }
 
 fn errno(e: warabifs::fs::Errno) -> i32 {
@@ -166,20 +166,34 @@ impl Core {
         fs.rename(from.0, from.1, to.0, to.1, mode).map_err(errno)
     }
 
-    fn write(&self, ino: u64, off: u64, data: &[u8], sync: bool) -> Res<usize> {
-        self.fs().write(ino, off, data, sync).map_err(errno)
+    fn fh(&self, handle: usize) -> Fh {
+        self.handles[&handle]
+    }
+
+    fn write(&self, handle: usize, off: u64, data: &[u8], sync: bool) -> Res<usize> {
+        let fs = self.fs();
+        fs.write(self.fh(handle), off, data, sync).map_err(errno)
     }
 
     /// A read through the region slice (`read`) or into a buffer (`read_into`).
-    fn read(&self, ino: u64, off: u64, len: u32, into_buffer: bool) -> Res<Vec<u8>> {
+    fn read(&self, handle: usize, off: u64, len: u32, into_buffer: bool) -> Res<Vec<u8>> {
+        let fh = self.fh(handle);
         if into_buffer {
             let mut buf = vec![0xEE; len as usize];
-            let n = self.fs().read_into(ino, off, &mut buf).map_err(errno)?;
+            let n = self.fs().read_into(fh, off, &mut buf).map_err(errno)?;
             buf.truncate(n);
             return Ok(buf);
         }
         self.fs()
-            .read(ino, off, len, |bytes| bytes.to_vec())
+            .read(fh, off, len, |bytes| bytes.to_vec())
+            .map_err(errno)
+    }
+
+    /// The whole file, read without a handle (whose release would persist it).
+    fn contents(&self, ino: u64) -> Res<Vec<u8>> {
+        let size = self.getattr(ino)?.size;
+        let fs = self.fs();
+        fs.read_unopened(ino, 0, size as u32 + 1, |bytes| bytes.to_vec())
             .map_err(errno)
     }
 
@@ -203,8 +217,8 @@ impl Core {
         self.setattr(ino, change)
     }
 
-    fn fsync(&self, ino: u64) -> Res<()> {
-        self.fs().fsync(ino).map_err(errno)
+    fn fsync(&self, handle: usize) -> Res<()> {
+        self.fs().fsync(self.fh(handle)).map_err(errno)
     }
 
     fn open(&mut self, ino: u64, write: bool, handle: usize) -> Res<()> {
@@ -295,6 +309,14 @@ enum At {
     DirEntry(usize),
 }
 
+/// An open handle picked by position when the step runs: `Writable` among those open
+/// for writing a regular file, `Any` among all.
+#[derive(Clone, Copy, Debug)]
+enum HandlePick {
+    Writable(usize),
+    Any(usize),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Replace,
@@ -339,7 +361,7 @@ enum Op {
         mode: Mode,
     },
     Write {
-        node: Pick,
+        handle: HandlePick,
         off: u64,
         len: usize,
         seed: u8,
@@ -354,7 +376,7 @@ enum Op {
         perm: u16,
     },
     Read {
-        node: Pick,
+        handle: HandlePick,
         off: u64,
         len: u32,
         into_buffer: bool,
@@ -365,7 +387,7 @@ enum Op {
         hole: bool,
     },
     Fsync {
-        node: Pick,
+        handle: HandlePick,
     },
     Open {
         node: Pick,
@@ -470,6 +492,13 @@ fn at(named: u32, entry: u32, dir_entry: u32) -> impl Strategy<Value = At> {
     ]
 }
 
+fn pick_handle() -> impl Strategy<Value = HandlePick> {
+    prop_oneof![
+        8 => (0..8usize).prop_map(HandlePick::Writable),
+        1 => (0..8usize).prop_map(HandlePick::Any),
+    ]
+}
+
 fn name_ix() -> impl Strategy<Value = u8> {
     prop_oneof![20 => 0..5u8, 1 => Just(5u8)]
 }
@@ -520,17 +549,18 @@ fn op() -> impl Strategy<Value = Op> {
         3 => at(1, 1, 3).prop_map(|at| Op::Rmdir { at }),
         8 => (at(1, 3, 1), at(2, 1, 1), rename_mode())
             .prop_map(|(from, to, mode)| Op::Rename { from, to, mode }),
-        12 => (pick_file(), offset(), length(), any::<u8>(), prop::bool::weighted(0.15))
-            .prop_map(|(node, off, len, seed, sync)| Op::Write { node, off, len, seed, sync }),
+        12 => (pick_handle(), offset(), length(), any::<u8>(), prop::bool::weighted(0.15))
+            .prop_map(|(handle, off, len, seed, sync)| Op::Write { handle, off, len, seed, sync }),
         3 => (pick_file(), prop_oneof![Just(0u64), offset()])
             .prop_map(|(node, size)| Op::Truncate { node, size }),
         1 => (pick_node(), 0..0o1000u16).prop_map(|(node, perm)| Op::Chmod { node, perm }),
-        4 => (pick_file(), offset(), 1..50_000u32, any::<bool>())
-            .prop_map(|(node, off, len, into_buffer)| Op::Read { node, off, len, into_buffer }),
+        4 => ((0..8usize).prop_map(HandlePick::Any), offset(), 1..50_000u32, any::<bool>())
+            .prop_map(|(handle, off, len, into_buffer)| Op::Read { handle, off, len, into_buffer }),
         1 => (pick_file(), offset(), any::<bool>())
             .prop_map(|(node, off, hole)| Op::Lseek { node, off, hole }),
-        3 => pick_file().prop_map(|node| Op::Fsync { node }),
-        4 => (pick_node(), any::<bool>()).prop_map(|(node, write)| Op::Open { node, write }),
+        3 => pick_handle().prop_map(|handle| Op::Fsync { handle }),
+        5 => (prop_oneof![3 => pick_file(), 1 => pick_node()], any::<bool>())
+            .prop_map(|(node, write)| Op::Open { node, write }),
         4 => (0..8usize).prop_map(|handle| Op::Release { handle }),
         3 => (pick_node(), prop_oneof![8 => 0..3u8, 1 => 3..6u8], xattr_len(), any::<u8>(), 0..4i32)
             .prop_map(|(node, name, len, seed, flags)| Op::SetXattr { node, name, len, seed, flags }),
@@ -539,7 +569,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => at(1, 1, 0).prop_map(|at| Op::Lookup { at }),
         2 => pick_dir().prop_map(|dir| Op::Readdir { dir }),
         1 => pick_node().prop_map(|node| Op::Readlink { node }),
-        2 => Just(Op::Crash),
+        3 => Just(Op::Crash),
         1 => Just(Op::Remount),
     ]
 }
@@ -646,7 +676,7 @@ struct Model {
     nodes: BTreeMap<Mid, Node>,
     next_mid: Mid,
     /// Open handles: id -> (inode, opened for writing).
-    handles: BTreeMap<usize, Mid>,
+    handles: BTreeMap<usize, (Mid, bool)>,
     next_handle: usize,
 }
 
@@ -775,6 +805,23 @@ impl Model {
             true => (ROOT, name(0)),
             false => entries.swap_remove(i % entries.len()),
         }
+    }
+
+    /// An open handle, if there is any.
+    fn resolve_handle(&self, pick: HandlePick) -> Option<usize> {
+        let all: Vec<usize> = self.handles.keys().copied().collect();
+        let (i, picked) = match pick {
+            HandlePick::Any(i) => (i, all.clone()),
+            HandlePick::Writable(i) => {
+                let writable = all.iter().copied().filter(|h| {
+                    let (mid, writes) = self.handles[h];
+                    writes && self.node(mid).kind() == FileKind::Regular
+                });
+                (i, writable.collect())
+            }
+        };
+        let from = if picked.is_empty() { all } else { picked };
+        (!from.is_empty()).then(|| from[i % from.len()])
     }
 
     fn child(&self, dir: Mid, name: &[u8]) -> Option<Mid> {
@@ -986,7 +1033,11 @@ impl Model {
         }
     }
 
-    fn write(&mut self, mid: Mid, off: u64, data: &[u8], sync: bool) -> Res<usize> {
+    fn write(&mut self, handle: usize, off: u64, data: &[u8], sync: bool) -> Res<usize> {
+        let (mid, writes) = self.handles[&handle];
+        if !writes {
+            return Err(libc::EBADF);
+        }
         let Some(file) = self.node_mut(mid).file() else {
             return Err(libc::EBADF);
         };
@@ -1010,7 +1061,8 @@ impl Model {
         Ok(data.len())
     }
 
-    fn read(&self, mid: Mid, off: u64, len: u32) -> Res<Vec<u8>> {
+    fn read(&self, handle: usize, off: u64, len: u32) -> Res<Vec<u8>> {
+        let (mid, _) = self.handles[&handle];
         match &self.node(mid).body {
             Body::File(f) => {
                 let start = (off as usize).min(f.bytes.len());
@@ -1060,12 +1112,12 @@ impl Model {
         self.node_mut(mid).open += 1;
         let handle = self.next_handle;
         self.next_handle += 1;
-        self.handles.insert(handle, mid);
+        self.handles.insert(handle, (mid, write));
         Ok(handle)
     }
 
     fn release(&mut self, handle: usize) {
-        let mid = self.handles.remove(&handle).expect("open handle");
+        let (mid, _) = self.handles.remove(&handle).expect("open handle");
         self.node_mut(mid).open -= 1;
         if self.nlink(mid) == 0 && self.node(mid).open == 0 {
             self.nodes.remove(&mid);
@@ -1299,16 +1351,18 @@ impl Runner {
                 compare(&what, model, core)
             }
             Op::Write {
-                node,
+                handle,
                 off,
                 len,
                 seed,
                 sync,
             } => {
-                let node = m.resolve(node);
+                let Some(handle) = m.resolve_handle(handle) else {
+                    return Ok(());
+                };
                 let data = write_data(len, seed, index);
-                let model = m.write(node, off, &data, sync);
-                let core = self.core.write(self.ino(node), off, &data, sync);
+                let model = m.write(handle, off, &data, sync);
+                let core = self.core.write(handle, off, &data, sync);
                 compare(&what, model, core)
             }
             Op::Truncate { node, size } => {
@@ -1327,17 +1381,16 @@ impl Runner {
                 self.compare_stat(&what, Ok(node), core)
             }
             Op::Read {
-                node,
+                handle,
                 off,
                 len,
                 into_buffer,
             } => {
-                let node = m.resolve(node);
-                if !matches!(m.node(node).body, Body::File(_) | Body::Dir { .. }) {
-                    return Ok(()); // the kernel reads no symlink or FIFO through us
-                }
-                let model = m.read(node, off, len);
-                let core = self.core.read(self.ino(node), off, len, into_buffer);
+                let Some(handle) = m.resolve_handle(handle) else {
+                    return Ok(());
+                };
+                let model = m.read(handle, off, len);
+                let core = self.core.read(handle, off, len, into_buffer);
                 compare(&what, model, core)
             }
             Op::Lseek { node, off, hole } => {
@@ -1350,10 +1403,12 @@ impl Runner {
                 let core = self.core.lseek(self.ino(node), off, whence);
                 compare(&what, model, core)
             }
-            Op::Fsync { node } => {
-                let node = m.resolve(node);
-                m.persist(node);
-                compare(&what, Ok(()), self.core.fsync(self.ino(node)))
+            Op::Fsync { handle } => {
+                let Some(handle) = m.resolve_handle(handle) else {
+                    return Ok(());
+                };
+                m.persist(m.handles[&handle].0);
+                compare(&what, Ok(()), self.core.fsync(handle))
             }
             Op::Open { node, write } => {
                 let node = m.resolve(node);
@@ -1508,12 +1563,7 @@ impl Runner {
         }
         match &node.body {
             Body::File(f) => {
-                let len = f.bytes.len() as u32 + 1;
-                compare(
-                    &what,
-                    Ok(f.bytes.clone()),
-                    self.core.read(ino, 0, len, false),
-                )?;
+                compare(&what, Ok(f.bytes.clone()), self.core.contents(ino))?;
                 let hole = self.model.lseek(mid, 0, SEEK_HOLE);
                 compare(&what, hole, self.core.lseek(ino, 0, SEEK_HOLE))
             }

@@ -53,7 +53,7 @@ fn build_pool(path: &Path) -> (Vec<Oid>, String) {
         common::without_spawning(|| WarabiFs::open_pool(&config, FsOptions::default())).unwrap();
     let dir = fs.mkdir(ROOT_INO, b"dir", 0o750, caller()).unwrap().ino;
     let (attr, fh) = fs.create(dir, b"data.bin", 0o640, caller()).unwrap();
-    fs.write(attr.ino, 0, &pattern(5000, 1), false).unwrap();
+    fs.write(fh, 0, &pattern(5000, 1), false).unwrap();
     fs.release(fh).unwrap();
     fs.symlink(ROOT_INO, b"link", b"dir/data.bin", caller())
         .unwrap();

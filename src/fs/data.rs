@@ -7,16 +7,18 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::inode::InodeState;
+use super::change::Change;
+use super::inode::{Inode, InodeState};
 use super::Attr;
-use super::{Errno, FileKind, FsResult, Handle, WarabiFs};
+use super::{Access, Errno, Fh, FileKind, FsResult, Handle, WarabiFs, Writer};
 use crate::pmem::{Oid, MAX_ALLOC_SIZE};
 use crate::store::records::Timestamp;
-use crate::store::{Growth, StoreError, StoreTx};
+use crate::store::{Growth, StoreError};
 
 /// The largest size a file may have (as Linux's MAX_LFS_FILESIZE); only the bytes
 /// its region holds are bounded by libpmemobj's largest allocation.
@@ -101,8 +103,26 @@ fn readable(state: &InodeState, off: u64, len: u64) -> FsResult<usize> {
 }
 
 impl WarabiFs {
-    /// Opens a file; `write` says whether the handle may write.
-    pub fn open(&self, ino: u64, write: bool) -> FsResult<u64> {
+    /// Opens a file; `write` says whether the handle may write. A handle for writing
+    /// enters the push gate here; one opened inside an operation that entered already
+    /// comes through [`WarabiFs::open_writing`].
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<Fh> {
+        let access = match write {
+            true => Access::Write {
+                _writer: self.gate.enter(ino),
+            },
+            false => Access::Read,
+        };
+        self.open_handle(ino, access)
+    }
+
+    /// Opens `writer`'s file for writing; the handle is that writer until released.
+    pub fn open_writing(&self, writer: Writer) -> FsResult<Fh> {
+        self.open_handle(writer.ino(), Access::Write { _writer: writer })
+    }
+
+    fn open_handle(&self, ino: u64, access: Access) -> FsResult<Fh> {
+        let write = matches!(access, Access::Write { .. });
         if write {
             self.writable()?;
         }
@@ -112,12 +132,20 @@ impl WarabiFs {
             return Err(Errno::EISDIR);
         }
         state.open_handles += 1;
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.insert(fh, Handle { ino, writes: write });
-        if write {
-            self.gate.enter(ino);
-        }
+        drop(state);
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
+        self.handles.insert(fh, Handle { inode, access });
         Ok(fh)
+    }
+
+    /// The inode handle `fh` opened: EBADF for a handle that is not open, or that was
+    /// opened read-only when `write` is asked.
+    fn opened(&self, fh: Fh, write: bool) -> FsResult<Arc<Inode>> {
+        let handle = self.handles.get(&fh).ok_or(Errno::EBADF)?;
+        if write && matches!(handle.access, Access::Read) {
+            return Err(Errno::EBADF);
+        }
+        Ok(Arc::clone(&handle.inode))
     }
 
     /// Creates and opens a regular file.
@@ -127,20 +155,17 @@ impl WarabiFs {
         name: &[u8],
         mode: u32,
         caller: super::Caller,
-    ) -> FsResult<(Attr, u64)> {
+    ) -> FsResult<(Attr, Fh)> {
         let attr = self.mknod(parent, name, libc::S_IFREG | (mode & 0o7777), 0, caller)?;
         let fh = self.open(attr.ino, true)?;
         Ok((attr, fh))
     }
 
     /// Closes a handle; the last close of an unlinked file frees it.
-    pub fn release(&self, fh: u64) -> FsResult<()> {
-        let (_, handle) = self.handles.remove(&fh).ok_or(Errno::EBADF)?;
-        if handle.writes {
-            // What follows (persist, trim) keeps the bytes as they are.
-            self.gate.leave(handle.ino);
-        }
-        let inode = self.inode(handle.ino)?;
+    pub fn release(&self, fh: Fh) -> FsResult<()> {
+        let (_, Handle { inode, access }) = self.handles.remove(&fh).ok_or(Errno::EBADF)?;
+        // A writer no more: what follows (persist, trim) keeps the bytes as they are.
+        drop(access);
         let mut state = inode.state.write();
         state.open_handles = state.open_handles.saturating_sub(1);
         if state.meta.nlink > 0 && state.open_handles == 0 && !self.is_read_only() {
@@ -149,17 +174,30 @@ impl WarabiFs {
         if state.meta.nlink > 0 || state.open_handles > 0 {
             return self.persist(&mut state);
         }
-        let mut tx = self.store.begin()?;
-        free_inode(&mut tx, &state)?;
-        tx.commit()?;
+        let mut change = Change::begin(&self.store)?;
+        state.free_records(change.tx())?;
+        change.commit()?;
         drop(state);
-        self.inodes.remove(&handle.ino);
+        self.inodes.remove(&inode.ino);
         Ok(())
     }
 
-    /// Reads up to `len` bytes at `off`, handing `reply` a slice of the region itself
-    /// (zeros past the bytes the region stores).
+    /// Reads up to `len` bytes at `off` through handle `fh`, handing `reply` a slice of
+    /// the region itself (zeros past the bytes the region stores).
     pub fn read<R>(
+        &self,
+        fh: Fh,
+        off: u64,
+        len: u32,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> FsResult<R> {
+        let inode = self.opened(fh, false)?;
+        self.read_inode(&inode, off, len, reply)
+    }
+
+    /// Like [`WarabiFs::read`], by inode, for a reader that holds no handle: the push
+    /// of file data into the kernel's page cache.
+    pub fn read_unopened<R>(
         &self,
         ino: u64,
         off: u64,
@@ -167,6 +205,16 @@ impl WarabiFs {
         reply: impl FnOnce(&[u8]) -> R,
     ) -> FsResult<R> {
         let inode = self.inode(ino)?;
+        self.read_inode(&inode, off, len, reply)
+    }
+
+    fn read_inode<R>(
+        &self,
+        inode: &Inode,
+        off: u64,
+        len: u32,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> FsResult<R> {
         let state = inode.state.read();
         let n = readable(&state, off, u64::from(len))?;
         let data_len = state.meta.data_len();
@@ -187,8 +235,8 @@ impl WarabiFs {
 
     /// Reads up to `buf.len()` bytes at `off` into `buf` (zeros past the bytes the
     /// region stores); returns how many.
-    pub fn read_into(&self, ino: u64, off: u64, buf: &mut [u8]) -> FsResult<usize> {
-        let inode = self.inode(ino)?;
+    pub fn read_into(&self, fh: Fh, off: u64, buf: &mut [u8]) -> FsResult<usize> {
+        let inode = self.opened(fh, false)?;
         let state = inode.state.read();
         let n = readable(&state, off, buf.len() as u64)?;
         let stored = self.read_stored(&state, off, &mut buf[..n]);
@@ -211,15 +259,21 @@ impl WarabiFs {
         stored
     }
 
-    /// Writes `data` at `off`, growing the region when needed. Visible at once, durable
-    /// at fsync (or before returning with `-o sync` or `sync`).
-    pub fn write(&self, ino: u64, off: u64, data: &[u8], sync: bool) -> FsResult<usize> {
+    /// Writes `data` at `off` through handle `fh` (open for writing), growing the region
+    /// when needed. Visible at once, durable at fsync (or before returning with `-o sync`
+    /// or `sync`).
+    pub fn write(&self, fh: Fh, off: u64, data: &[u8], sync: bool) -> FsResult<usize> {
+        let inode = self.opened(fh, true)?;
+        self.write_inode(&inode, off, data, sync)
+    }
+
+    fn write_inode(&self, inode: &Inode, off: u64, data: &[u8], sync: bool) -> FsResult<usize> {
         self.writable()?;
         let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         if end > MAX_ALLOC_SIZE {
             return Err(Errno::EFBIG);
         }
-        let inode = self.inode(ino)?;
+        let ino = inode.ino;
         let mut state = inode.state.write();
         if state.kind() != FileKind::Regular {
             return Err(Errno::EBADF);
@@ -230,7 +284,7 @@ impl WarabiFs {
         if (end > state.capacity || self.opts.atomic_writes) && state.record.is_none() {
             drop(state);
             self.adopt(ino)?;
-            return self.write(ino, off, data, sync);
+            return self.write_inode(inode, off, data, sync);
         }
         if self.opts.atomic_writes {
             self.write_atomically(&mut state, off, data)?;
@@ -271,12 +325,14 @@ impl WarabiFs {
     fn write_atomically(&self, state: &mut InodeState, off: u64, data: &[u8]) -> FsResult<()> {
         let end = off + data.len() as u64;
         self.ensure_capacity(state, end)?;
-        self.persist_data(state);
+        state.persist_data(&self.store);
         let old_data_len = state.meta.data_len();
         let region = state.region();
-        let mut tx = self.store.begin()?;
+        let mut change = Change::begin(&self.store)?;
         if off < old_data_len {
-            tx.snapshot(region, off, end.min(old_data_len) - off)?;
+            change
+                .tx()
+                .snapshot(region, off, end.min(old_data_len) - off)?;
         }
         let before = state.meta.clone();
         self.fill_to(state, off);
@@ -292,11 +348,8 @@ impl WarabiFs {
         meta.set_extent(meta.size.max(end), old_data_len.max(end));
         let now = Timestamp::now();
         (meta.mtime, meta.ctime) = (now, now);
-        tx.update_inode(state.record.expect("adopted before"), &meta)?;
-        tx.commit()?;
-        state.meta = meta;
-        state.meta_dirty = false;
-        Ok(())
+        change.stage(state, meta)?;
+        Ok(change.commit()?)
     }
 
     /// Grows the region if it cannot hold `end` bytes (the inode must be adopted).
@@ -472,17 +525,19 @@ impl WarabiFs {
 
     /// Moves the file's data into a new region of `capacity` bytes (none for 0).
     fn move_region(&self, state: &mut InodeState, capacity: u64) -> Result<(), StoreError> {
-        let record = state.record.expect("grow needs an adopted inode");
+        debug_assert!(state.record.is_some(), "moving needs an adopted inode");
         let old = state.region();
         let data_len = state.meta.data_len();
         debug_assert!(
             data_len <= capacity,
             "moving {data_len} bytes into {capacity}"
         );
-        let mut tx = self.store.begin()?;
+        // The copy below is persisted whole: the old region's dirty ranges are moot.
+        state.dirty.take();
+        let mut change = Change::begin(&self.store)?;
         let new = match capacity {
             0 => Oid::NULL,
-            _ => tx.create_region(capacity)?,
+            _ => change.tx().create_region(capacity)?,
         };
         if data_len > 0 {
             self.store.copy(old, 0, new, 0, data_len);
@@ -490,47 +545,31 @@ impl WarabiFs {
             self.store.drain();
         }
         crate::fault::point("region.filled");
-        tx.free(old)?;
+        change.tx().free(old)?;
         let mut meta = state.meta.clone();
         meta.region = new;
-        tx.update_inode(record, &meta)?;
-        tx.commit()?;
-        state.meta = meta;
+        change.stage(state, meta)?;
+        change.commit()?;
         state.capacity = self.store.capacity(new);
-        state.dirty.take();
-        state.meta_dirty = false;
         Ok(())
-    }
-
-    /// Persists written data (only the ranges that changed).
-    pub(super) fn persist_data(&self, state: &mut InodeState) {
-        let ranges = state.dirty.take();
-        if ranges.is_empty() {
-            return;
-        }
-        let region = state.region();
-        for (start, end) in ranges {
-            self.store.flush(region, start, end - start);
-        }
-        self.store.drain();
     }
 
     /// Persists data, then the size and times if they changed.
     pub(super) fn persist(&self, state: &mut InodeState) -> FsResult<()> {
-        self.persist_data(state);
+        state.persist_data(&self.store);
         if !state.meta_dirty || state.record.is_none() || self.is_read_only() {
             return Ok(());
         }
-        let mut tx = self.store.begin()?;
-        tx.update_inode(state.record.expect("checked"), &state.meta)?;
-        tx.commit()?;
-        state.meta_dirty = false;
-        Ok(())
+        let meta = state.meta.clone();
+        let mut change = Change::begin(&self.store)?;
+        change.stage(state, meta)?;
+        Ok(change.commit()?)
     }
 
-    /// fsync/fdatasync: everything written to the file so far becomes durable.
-    pub fn fsync(&self, ino: u64) -> FsResult<()> {
-        let inode = self.inode(ino)?;
+    /// fsync/fdatasync (and flush, at each close) through handle `fh`: everything
+    /// written to the file so far becomes durable.
+    pub fn fsync(&self, fh: Fh) -> FsResult<()> {
+        let inode = self.opened(fh, false)?;
         let mut state = inode.state.write();
         self.persist(&mut state)
     }
@@ -586,11 +625,10 @@ impl WarabiFs {
                 meta.mtime = now;
             }
         }
-        let mut tx = self.store.begin()?;
-        tx.free(free_region)?;
-        self.write_meta(&mut tx, &mut state, &meta)?;
-        tx.commit()?;
-        super::namespace::apply_meta(&mut state, meta);
+        let mut change = Change::begin(&self.store)?;
+        change.tx().free(free_region)?;
+        change.stage(&mut state, meta)?;
+        change.commit()?;
         if !free_region.is_null() {
             state.capacity = 0;
         }
@@ -634,17 +672,4 @@ impl WarabiFs {
 fn extend_data(state: &mut InodeState, end: u64) {
     let (size, data_len) = (state.meta.size, state.meta.data_len());
     state.meta.set_extent(size.max(end), data_len.max(end));
-}
-
-/// Frees everything an inode holds on the pool (region, record, extended attributes)
-/// inside `tx`.
-pub(super) fn free_inode(tx: &mut StoreTx<'_>, state: &InodeState) -> Result<(), StoreError> {
-    tx.free(state.region())?;
-    if let Some(record) = state.record {
-        tx.free(record)?;
-    }
-    for xattr in &state.xattrs {
-        tx.free(xattr.record)?;
-    }
-    Ok(())
 }

@@ -5,6 +5,7 @@ use parking_lot::RwLock;
 use super::dirty::DirtyRanges;
 use crate::pmem::Oid;
 use crate::store::records::{InodeRecord, Timestamp};
+use crate::store::{Store, StoreError, StoreTx};
 
 pub const ROOT_INO: u64 = 1;
 /// Inode numbers of Warabi regions that have no inode record yet: this bit plus the
@@ -192,6 +193,31 @@ impl InodeState {
             mtime: self.meta.mtime,
             ctime: self.meta.ctime,
         }
+    }
+
+    /// Persists written data (only the ranges that changed).
+    pub fn persist_data(&mut self, store: &Store) {
+        let ranges = self.dirty.take();
+        if ranges.is_empty() {
+            return;
+        }
+        for (start, end) in ranges {
+            store.flush(self.region(), start, end - start);
+        }
+        store.drain();
+    }
+
+    /// Frees everything the inode holds on the pool (region, record, extended
+    /// attributes) inside `tx`.
+    pub fn free_records(&self, tx: &mut StoreTx<'_>) -> Result<(), StoreError> {
+        tx.free(self.region())?;
+        if let Some(record) = self.record {
+            tx.free(record)?;
+        }
+        for xattr in &self.xattrs {
+            tx.free(xattr.record)?;
+        }
+        Ok(())
     }
 
     /// Records a content change: mtime and ctime move to now.

@@ -322,7 +322,7 @@ impl WarabiFs {
         let mut tx = self.store.begin()?;
         for (_, inode) in &inodes {
             let state = inode.state.read();
-            super::data::free_inode(&mut tx, &state)?;
+            state.free_records(&mut tx)?;
         }
         tx.commit()?;
         for (ino, _) in &inodes {

@@ -6,6 +6,7 @@
 //! only. So namespace changes are atomic to each other and data I/O on different files
 //! runs in parallel.
 
+mod change;
 mod data;
 mod dirty;
 mod error;
@@ -28,7 +29,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use data::{SetAttr, SetTime};
 pub use error::{Errno, FsResult};
-pub use gate::{Deferred, WriteGate};
+pub use gate::{Deferred, WriteGate, Writer};
 pub use inode::{Attr, FileKind, DIRECTORY_BLKSIZE, RAW_REGION_INO_BIT, ROOT_INO};
 use inode::{Inode, InodeState};
 pub use namespace::{DirEntry, RenameMode};
@@ -158,12 +159,26 @@ struct Child {
     kind: FileKind,
 }
 
-/// An open file.
-#[derive(Clone, Copy, Debug)]
+/// The number of an open handle, as the kernel passes it back with each request on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fh(pub u64);
+
+/// An open file or directory: the inode it opened, and what it may do.
+#[derive(Debug)]
 struct Handle {
-    ino: u64,
-    /// Opened for writing (or truncating): a writer of the gate until released.
-    writes: bool,
+    inode: Arc<Inode>,
+    access: Access,
+}
+
+/// What a handle may do: read, or read and write as one of the file's writers at the
+/// push gate, from its open until it is released (dropped).
+#[derive(Debug)]
+enum Access {
+    Read,
+    /// Held, never read: dropping it is the handle leaving the gate.
+    Write {
+        _writer: Writer,
+    },
 }
 
 /// A name, stored once and shared by the name map's key and the directory's listing.
@@ -198,7 +213,7 @@ pub struct WarabiFs {
     mounted_at: Timestamp,
     namespace: Mutex<()>,
     next_ino: AtomicU64,
-    handles: Map<u64, Handle>,
+    handles: Map<Fh, Handle>,
     next_fh: AtomicU64,
     gate: WriteGate,
     /// Files holding headroom or reserves that a full pool asks back (see [`data::Reserves`]).

@@ -3,15 +3,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use parking_lot::RwLockWriteGuard;
-
+use super::change::Change;
 use super::inode::{Inode, InodeState, RAW_REGION_INO_BIT, ROOT_INO};
 use super::regions::{listed_cookie, region_name};
 use super::Attr;
-use super::{check_name, key, Caller, Child, Dir, Entry, Errno, FileKind, FsResult, WarabiFs};
+use super::{check_name, key, Caller, Child, Dir, Entry, Errno, Fh, FileKind, FsResult, WarabiFs};
 use crate::pmem::Oid;
 use crate::store::records::{DentryRecord, InodeRecord, Timestamp, INODE_ORPHAN};
-use crate::store::StoreTx;
 
 /// Longest symlink target (as Linux PATH_MAX).
 const SYMLINK_MAX: usize = 4096;
@@ -84,7 +82,7 @@ impl WarabiFs {
 
     /// Opens a directory: an open directory keeps its inode after it is removed, until
     /// the handle is released (as an open file does).
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+    pub fn opendir(&self, ino: u64) -> FsResult<Fh> {
         if self.inode(ino)?.state.read().kind() != FileKind::Directory {
             return Err(Errno::ENOTDIR);
         }
@@ -302,16 +300,15 @@ impl WarabiFs {
         dir_meta.mtime = now;
         dir_meta.ctime = now;
         dir_meta.nlink += u32::from(is_dir);
-        let mut tx = self.store.begin()?;
-        let record = tx.create_inode(&meta)?;
-        let dentry = tx.create_dentry(&DentryRecord {
+        let mut change = Change::begin(&self.store)?;
+        let record = change.tx().create_inode(&meta)?;
+        let dentry = change.tx().create_dentry(&DentryRecord {
             parent,
             ino: meta.ino,
             name: name.to_vec(),
         })?;
-        self.write_meta(&mut tx, &mut dir_state, &dir_meta)?;
-        tx.commit()?;
-        apply_meta(&mut dir_state, dir_meta);
+        change.stage(&mut dir_state, dir_meta)?;
+        change.commit()?;
         let state = InodeState::new(meta, Some(record), 0);
         let attr = state.attr();
         self.inodes.insert(attr.ino, Arc::new(Inode::new(state)));
@@ -326,20 +323,6 @@ impl WarabiFs {
         }
         self.insert_entry(parent, name, Entry::recorded(attr.ino, attr.kind, dentry));
         Ok(attr)
-    }
-
-    /// Snapshots `meta` into the inode's record inside `tx` (after persisting the file's
-    /// dirty data, so a durable size never covers bytes that are not) and adopts it.
-    pub(super) fn write_meta(
-        &self,
-        tx: &mut StoreTx<'_>,
-        state: &mut InodeState,
-        meta: &InodeRecord,
-    ) -> FsResult<()> {
-        let record = state.record.ok_or(Errno::EROFS)?;
-        self.persist_data(state);
-        tx.update_inode(record, meta)?;
-        Ok(())
     }
 
     fn directory(&self, ino: u64) -> FsResult<Arc<Inode>> {
@@ -405,14 +388,14 @@ impl WarabiFs {
             .into_iter()
             .find(|n| self.entry(ROOT_INO, n).is_some_and(|e| e.ino == ino))
             .ok_or(Errno::ENOENT)?;
-        let mut tx = self.store.begin()?;
-        let record = tx.create_inode(&state.meta)?;
-        let dentry = tx.create_dentry(&DentryRecord {
+        let mut change = Change::begin(&self.store)?;
+        let record = change.tx().create_inode(&state.meta)?;
+        let dentry = change.tx().create_dentry(&DentryRecord {
             parent: ROOT_INO,
             ino,
             name: name.clone(),
         })?;
-        tx.commit()?;
+        change.commit()?;
         state.record = Some(record);
         // The entry now lists at its record's offset: the region's offset it listed at
         // before may be reused once the file moves.
@@ -458,17 +441,15 @@ impl WarabiFs {
         let mut dir_meta = dir_state.meta.clone();
         dir_meta.mtime = now;
         dir_meta.ctime = now;
-        let mut tx = self.store.begin()?;
-        let dentry = tx.create_dentry(&DentryRecord {
+        let mut change = Change::begin(&self.store)?;
+        let dentry = change.tx().create_dentry(&DentryRecord {
             parent: newparent,
             ino,
             name: newname.to_vec(),
         })?;
-        self.write_meta(&mut tx, &mut state, &meta)?;
-        self.write_meta(&mut tx, &mut dir_state, &dir_meta)?;
-        tx.commit()?;
-        apply_meta(&mut state, meta);
-        apply_meta(&mut dir_state, dir_meta);
+        change.stage(&mut state, meta)?;
+        change.stage(&mut dir_state, dir_meta)?;
+        change.commit()?;
         let entry = Entry::recorded(ino, state.kind(), dentry);
         self.insert_entry(newparent, newname, entry);
         Ok(state.attr())
@@ -517,46 +498,16 @@ impl WarabiFs {
         dir_meta.mtime = now;
         dir_meta.ctime = now;
         dir_meta.nlink -= u32::from(is_dir);
-        let mut tx = self.store.begin()?;
+        let mut change = Change::begin(&self.store)?;
         if let Some(dentry) = self.dentry_record(entry) {
-            tx.free(dentry)?;
+            change.tx().free(dentry)?;
         }
-        let (freed, meta) = self.drop_link(&mut tx, &mut state, is_dir, now)?;
-        self.write_meta(&mut tx, &mut dir_state, &dir_meta)?;
-        tx.commit()?;
-        apply_meta(&mut state, meta);
-        apply_meta(&mut dir_state, dir_meta);
+        let freed = drop_link(&mut change, &mut state, is_dir, now)?;
+        change.stage(&mut dir_state, dir_meta)?;
+        change.commit()?;
         self.remove_entry(parent, name);
         self.forget_if_freed(entry.ino, freed, is_dir);
         Ok(())
-    }
-
-    /// Takes one link away from an inode inside `tx`. At zero links it is freed, or kept
-    /// as an orphan while open. Returns whether it was freed, and the metadata to apply
-    /// once `tx` commits.
-    fn drop_link(
-        &self,
-        tx: &mut StoreTx<'_>,
-        state: &mut InodeState,
-        is_dir: bool,
-        now: Timestamp,
-    ) -> FsResult<(bool, InodeRecord)> {
-        let mut meta = state.meta.clone();
-        meta.nlink = if is_dir {
-            0
-        } else {
-            meta.nlink.saturating_sub(1)
-        };
-        meta.ctime = now;
-        if meta.nlink == 0 && state.open_handles == 0 {
-            super::data::free_inode(tx, state)?;
-            return Ok((true, meta));
-        }
-        if meta.nlink == 0 {
-            meta.flags |= INODE_ORPHAN;
-        }
-        self.write_meta(tx, state, &meta)?;
-        Ok((false, meta))
     }
 
     fn forget_if_freed(&self, ino: u64, freed: bool, is_dir: bool) {
@@ -663,34 +614,25 @@ impl WarabiFs {
             .map(|(ino, i)| (*ino, i.state.write()))
             .collect();
         let now = Timestamp::now();
-        let mut tx = self.store.begin()?;
-        let mut freed_target = false;
-        // New metadata per inode, applied only once the transaction has committed.
-        let mut staged: Vec<(u64, InodeRecord)> = Vec::new();
-        if let Some(t) = target {
-            if let Some(dentry) = self.dentry_record(t) {
-                tx.free(dentry)?;
-            }
-            let target_is_dir = self.dirs.contains_key(&t.ino);
-            let state = &mut guards
-                .iter_mut()
-                .find(|(i, _)| *i == t.ino)
-                .expect("locked")
-                .1;
-            let (freed, meta) = self.drop_link(&mut tx, state, target_is_dir, now)?;
-            freed_target = freed;
-            staged.push((t.ino, meta));
+        let mut change = Change::begin(&self.store)?;
+        if let Some(dentry) = target.and_then(|t| self.dentry_record(t)) {
+            change.tx().free(dentry)?;
         }
         if let Some(dentry) = self.dentry_record(source) {
-            tx.free(dentry)?;
+            change.tx().free(dentry)?;
         }
-        let dentry = tx.create_dentry(&DentryRecord {
+        let dentry = change.tx().create_dentry(&DentryRecord {
             parent: newparent,
             ino: source.ino,
             name: newname.to_vec(),
         })?;
         let target_dir = target.filter(|t| self.dirs.contains_key(&t.ino)).is_some();
+        let mut freed_target = false;
         for (ino, state) in guards.iter_mut() {
+            if target.is_some_and(|t| t.ino == *ino) {
+                freed_target = drop_link(&mut change, state, target_dir, now)?;
+                continue;
+            }
             let mut meta = state.meta.clone();
             if *ino == source.ino {
                 meta.ctime = now;
@@ -710,14 +652,9 @@ impl WarabiFs {
             if target_dir && *ino == newparent {
                 meta.nlink -= 1;
             }
-            if target.is_some_and(|t| t.ino == *ino) {
-                continue; // already written by drop_link
-            }
-            self.write_meta(&mut tx, state, &meta)?;
-            staged.push((*ino, meta));
+            change.stage(state, meta)?;
         }
-        tx.commit()?;
-        apply_staged(&mut guards, staged);
+        change.commit()?;
         drop(guards);
         if let Some(t) = target {
             self.remove_entry(newparent, newname);
@@ -753,22 +690,21 @@ impl WarabiFs {
             .map(|(ino, i)| (*ino, i.state.write()))
             .collect();
         let now = Timestamp::now();
-        let mut tx = self.store.begin()?;
+        let mut change = Change::begin(&self.store)?;
         for dentry in [a, b].into_iter().filter_map(|e| self.dentry_record(e)) {
-            tx.free(dentry)?;
+            change.tx().free(dentry)?;
         }
-        let new_a = tx.create_dentry(&DentryRecord {
+        let new_a = change.tx().create_dentry(&DentryRecord {
             parent: newparent,
             ino: a.ino,
             name: newname.to_vec(),
         })?;
-        let new_b = tx.create_dentry(&DentryRecord {
+        let new_b = change.tx().create_dentry(&DentryRecord {
             parent,
             ino: b.ino,
             name: name.to_vec(),
         })?;
         let moved_dirs = i64::from(a_dir) - i64::from(b_dir);
-        let mut staged: Vec<(u64, InodeRecord)> = Vec::new();
         for (ino, state) in guards.iter_mut() {
             let mut meta = state.meta.clone();
             meta.ctime = now;
@@ -781,11 +717,9 @@ impl WarabiFs {
             if parent != newparent && *ino == newparent {
                 meta.nlink = (meta.nlink as i64 + moved_dirs) as u32;
             }
-            self.write_meta(&mut tx, state, &meta)?;
-            staged.push((*ino, meta));
+            change.stage(state, meta)?;
         }
-        tx.commit()?;
-        apply_staged(&mut guards, staged);
+        change.commit()?;
         drop(guards);
         self.remove_entry(parent, name);
         self.remove_entry(newparent, newname);
@@ -800,22 +734,30 @@ impl WarabiFs {
     }
 }
 
-/// After a commit: the inode's metadata is what the transaction wrote, all of it durable.
-pub(super) fn apply_meta(state: &mut InodeState, meta: InodeRecord) {
-    state.meta = meta;
-    state.meta_dirty = false;
-}
-
-/// Applies the metadata staged for each locked inode, after the commit.
-fn apply_staged(
-    guards: &mut [(u64, RwLockWriteGuard<'_, InodeState>)],
-    staged: Vec<(u64, InodeRecord)>,
-) {
-    for (ino, meta) in staged {
-        if let Some((_, state)) = guards.iter_mut().find(|(i, _)| *i == ino) {
-            apply_meta(state, meta);
-        }
+/// Takes one link away from an inode within `change`. At zero links it is freed, or
+/// kept as an orphan while open. Returns whether it was freed.
+fn drop_link<'a>(
+    change: &mut Change<'_, 'a>,
+    state: &'a mut InodeState,
+    is_dir: bool,
+    now: Timestamp,
+) -> FsResult<bool> {
+    let mut meta = state.meta.clone();
+    meta.nlink = if is_dir {
+        0
+    } else {
+        meta.nlink.saturating_sub(1)
+    };
+    meta.ctime = now;
+    if meta.nlink == 0 && state.open_handles == 0 {
+        state.free_records(change.tx())?;
+        return Ok(true);
     }
+    if meta.nlink == 0 {
+        meta.flags |= INODE_ORPHAN;
+    }
+    change.stage(state, meta)?;
+    Ok(false)
 }
 
 /// A new inode's record: the caller owns it; the group is the directory's when the

@@ -1,8 +1,8 @@
 //! Extended attributes, each stored in a record of its own. `user.warabi.region_id`
 //! shows a file's Warabi RegionID and can be neither set nor removed.
 
+use super::change::Change;
 use super::inode::Xattr;
-use super::namespace::apply_meta;
 use super::{Errno, FileKind, FsResult, WarabiFs};
 use crate::store::records::{Timestamp, XattrRecord, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 
@@ -75,18 +75,17 @@ impl WarabiFs {
         }
         let mut meta = state.meta.clone();
         meta.ctime = Timestamp::now();
-        let mut tx = self.store.begin()?;
+        let mut change = Change::begin(&self.store)?;
         if let Some(old_record) = existing {
-            tx.free(old_record)?;
+            change.tx().free(old_record)?;
         }
-        let record = tx.create_xattr(&XattrRecord {
+        let record = change.tx().create_xattr(&XattrRecord {
             ino,
             name: name.to_vec(),
             value: value.to_vec(),
         })?;
-        self.write_meta(&mut tx, &mut state, &meta)?;
-        tx.commit()?;
-        apply_meta(&mut state, meta);
+        change.stage(&mut state, meta)?;
+        change.commit()?;
         state.xattrs.put(Xattr {
             name: name.into(),
             value: value.into(),
@@ -103,11 +102,10 @@ impl WarabiFs {
         let record = state.xattrs.find(name).ok_or(Errno::ENODATA)?.record;
         let mut meta = state.meta.clone();
         meta.ctime = Timestamp::now();
-        let mut tx = self.store.begin()?;
-        tx.free(record)?;
-        self.write_meta(&mut tx, &mut state, &meta)?;
-        tx.commit()?;
-        apply_meta(&mut state, meta);
+        let mut change = Change::begin(&self.store)?;
+        change.tx().free(record)?;
+        change.stage(&mut state, meta)?;
+        change.commit()?;
         state.xattrs.remove(name);
         Ok(())
     }

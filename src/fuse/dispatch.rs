@@ -9,7 +9,9 @@ use super::ops::{
     SetAttrArgs, Statfs, TimeArg, WriteArgs, XattrReply, WRITE_KILL_SUIDGID,
 };
 use super::{apply_umask, open_flags, INIT_HANDLE_KILLPRIV_V2};
-use crate::fs::{Attr, Caller, Errno, FsOptions, RenameMode, SetAttr, SetTime, WarabiFs};
+use crate::fs::{
+    Attr, Caller, Errno, Fh, FsOptions, RenameMode, SetAttr, SetTime, WarabiFs, Writer,
+};
 use crate::push::ReadPush;
 
 /// `flags` of RENAME2 the kernel may send.
@@ -70,15 +72,11 @@ impl WarabiOps {
     }
 
     /// Runs `op`, which may change the data of `ino`, as a writer of the push gate: now,
-    /// or once the push of that file under way ends (then on the push thread).
-    fn as_writer(&self, ino: u64, op: impl FnOnce() + Send + 'static) {
-        let fs = Arc::clone(&self.fs);
-        let op: crate::fs::Deferred = Box::new(move || {
-            op();
-            fs.gate().leave(ino);
-        });
-        if let Some(op) = self.fs.gate().enter_or_defer(ino, op) {
-            op();
+    /// or once the push of that file under way ends (then on the push thread). The
+    /// writer leaves when `op` drops it, or lives on in the handle `op` opens with it.
+    fn as_writer(&self, ino: u64, op: impl FnOnce(Writer) + Send + 'static) {
+        if let Some((op, writer)) = self.fs.gate().enter_or_defer(ino, Box::new(op)) {
+            op(writer);
         }
     }
 
@@ -187,7 +185,11 @@ impl Operations for WarabiOps {
         let fs = Arc::clone(&self.fs);
         let set = move || reply(fs.setattr(ino, change));
         match args.size {
-            Some(_) => self.as_writer(ino, set),
+            // A writer for the truncate's length, left when it is done.
+            Some(_) => self.as_writer(ino, move |writer| {
+                set();
+                drop(writer);
+            }),
             None => set(),
         }
     }
@@ -265,10 +267,12 @@ impl Operations for WarabiOps {
     fn open(&self, _req: &RequestInfo, ino: u64, flags: i32, reply: Deferred<Opened>) {
         let write = wants_write(flags);
         let (fs, flags) = (Arc::clone(&self.fs), open_flags(self.fs.options(), flags));
-        let open = move || reply(fs.open(ino, write).map(|fh| Opened { fh, flags }));
+        let opened = move |fh: Fh| Opened { fh: fh.0, flags };
         match write {
-            true => self.as_writer(ino, open),
-            false => open(),
+            true => self.as_writer(ino, move |writer| {
+                reply(fs.open_writing(writer).map(opened))
+            }),
+            false => reply(fs.open(ino, false).map(opened)),
         }
     }
 
@@ -276,13 +280,13 @@ impl Operations for WarabiOps {
         &self,
         _req: &RequestInfo,
         ino: u64,
-        _fh: u64,
+        fh: u64,
         offset: u64,
         size: u32,
         reply: &mut dyn FnMut(&[u8]),
     ) -> Result<(), Errno> {
         // The reply is sent from the mapped region while the inode's read lock is held.
-        let replied = self.fs.read(ino, offset, size, |bytes| {
+        let replied = self.fs.read(Fh(fh), offset, size, |bytes| {
             reply(bytes);
             bytes.len()
         })?;
@@ -293,12 +297,12 @@ impl Operations for WarabiOps {
     fn read_into(
         &self,
         _req: &RequestInfo,
-        ino: u64,
-        _fh: u64,
+        _ino: u64,
+        fh: u64,
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, Errno> {
-        self.fs.read_into(ino, offset, buf)
+        self.fs.read_into(Fh(fh), offset, buf)
     }
 
     /// Maybe pushes the window around the read into the page cache, now that the
@@ -321,29 +325,29 @@ impl Operations for WarabiOps {
         }
         let sync = args.open_flags & (libc::O_SYNC | libc::O_DSYNC) != 0;
         self.fs
-            .write(ino, args.offset, data, sync)
+            .write(Fh(args.fh), args.offset, data, sync)
             .map(|n| n as u32)
     }
 
-    fn flush(&self, _req: &RequestInfo, ino: u64, _fh: u64) -> Result<(), Errno> {
-        self.fs.fsync(ino)
+    fn flush(&self, _req: &RequestInfo, _ino: u64, fh: u64) -> Result<(), Errno> {
+        self.fs.fsync(Fh(fh))
     }
 
     fn release(&self, _req: &RequestInfo, _ino: u64, fh: u64) -> Result<(), Errno> {
-        self.fs.release(fh)
+        self.fs.release(Fh(fh))
     }
 
-    fn fsync(&self, _req: &RequestInfo, ino: u64, _fh: u64, _datasync: bool) -> Result<(), Errno> {
-        self.fs.fsync(ino)
+    fn fsync(&self, _req: &RequestInfo, _ino: u64, fh: u64, _datasync: bool) -> Result<(), Errno> {
+        self.fs.fsync(Fh(fh))
     }
 
     fn opendir(&self, _req: &RequestInfo, ino: u64, _flags: i32) -> Result<Opened, Errno> {
         let fh = self.fs.opendir(ino)?;
-        Ok(Opened { fh, flags: 0 })
+        Ok(Opened { fh: fh.0, flags: 0 })
     }
 
     fn releasedir(&self, _req: &RequestInfo, _ino: u64, fh: u64) -> Result<(), Errno> {
-        self.fs.release(fh)
+        self.fs.release(Fh(fh))
     }
 
     fn readdir(
@@ -437,7 +441,7 @@ impl Operations for WarabiOps {
         let mode = apply_umask(mode, umask);
         let (attr, fh) = self.fs.create(parent, name, mode, caller(req))?;
         let flags = open_flags(self.fs.options(), flags);
-        Ok((attr, Opened { fh, flags }))
+        Ok((attr, Opened { fh: fh.0, flags }))
     }
 
     fn fallocate(

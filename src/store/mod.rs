@@ -75,6 +75,10 @@ pub enum StoreError {
     },
     #[error("pool {path}: {source}")]
     Pmem { path: PathBuf, source: PmemError },
+    /// A change of an inode that has no record (a Warabi region not adopted, or the
+    /// stand-in root of a pool without warabifs metadata): nothing to write it to.
+    #[error("inode {0} has no record on the pool to change")]
+    NoRecord(u64),
 }
 
 impl StoreError {
@@ -83,6 +87,7 @@ impl StoreError {
         match self {
             StoreError::Pmem { source, .. } => errno_of(source),
             StoreError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            StoreError::NoRecord(_) => libc::EROFS,
             _ => libc::EIO,
         }
     }

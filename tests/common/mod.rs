@@ -131,8 +131,13 @@ pub fn nonzero_pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Up to `len` bytes at `off`, through a handle of its own (whose release persists the
+/// file, as a close does).
 pub fn read_range(fs: &WarabiFs, ino: u64, off: u64, len: u32) -> Vec<u8> {
-    fs.read(ino, off, len, |s| s.to_vec()).expect("read")
+    let fh = fs.open(ino, false).expect("open");
+    let bytes = fs.read(fh, off, len, |s| s.to_vec()).expect("read");
+    fs.release(fh).expect("release");
+    bytes
 }
 
 /// The whole file, read in 1 MiB pieces; checks the read length against the size.
@@ -158,10 +163,7 @@ pub fn read_all(fs: &WarabiFs, ino: u64) -> Vec<u8> {
 pub fn create_file(fs: &WarabiFs, parent: u64, name: &[u8], data: &[u8]) -> u64 {
     let (attr, fh) = fs.create(parent, name, 0o644, caller()).expect("create");
     if !data.is_empty() {
-        assert_eq!(
-            fs.write(attr.ino, 0, data, false).expect("write"),
-            data.len()
-        );
+        assert_eq!(fs.write(fh, 0, data, false).expect("write"), data.len());
     }
     fs.release(fh).expect("release");
     attr.ino
