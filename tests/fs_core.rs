@@ -38,6 +38,7 @@ fn name_set(names: &[&[u8]]) -> BTreeSet<Vec<u8>> {
 
 fn region_id(fs: &WarabiFs, ino: u64) -> Result<String, Errno> {
     fs.getxattr(ino, REGION_ID_XATTR)
+        .map_err(|e| e.errno())
         .map(|v| String::from_utf8(v).expect("region id is UTF-8"))
 }
 
@@ -379,7 +380,10 @@ fn truncate_up_is_a_zero_tail_that_allocates_nothing() {
     assert!(read_range(&fs, ino, 99 << 30, 4096).iter().all(|&b| b == 0));
     assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(data.len() as u64));
     assert_eq!(fs.lseek(ino, 5 << 30, libc::SEEK_HOLE), Ok(5 << 30));
-    assert_eq!(fs.lseek(ino, 5 << 30, libc::SEEK_DATA), Err(Errno::ENXIO));
+    assert_eq!(
+        fs.lseek(ino, 5 << 30, libc::SEEK_DATA),
+        Err(Errno::ENXIO.into())
+    );
     assert_eq!(fs.lseek(ino, 7, libc::SEEK_DATA), Ok(7));
     drop(fs);
     assert_eq!(
@@ -1261,7 +1265,8 @@ fn full_pool_gives_enospc_and_recovers_after_a_delete() {
     );
     // Small files still fit, or fail cleanly with ENOSPC.
     assert!(matches!(
-        fs.mkdir(ROOT_INO, b"d", 0o755, caller()),
+        fs.mkdir(ROOT_INO, b"d", 0o755, caller())
+            .map_err(|e| e.errno()),
         Ok(_) | Err(Errno(libc::ENOSPC))
     ));
     fs.release(fh).unwrap();
@@ -2016,10 +2021,10 @@ fn going_read_only_persists_every_file_and_refuses_changes() {
     fs.write(fh, 0, &data, false).expect("write");
     fs.set_read_only(true).expect("read-only");
     assert!(fs.is_read_only());
-    assert_eq!(fs.write(fh, 0, b"x", false), Err(Errno::EROFS));
+    assert_eq!(fs.write(fh, 0, b"x", false), Err(Errno::EROFS.into()));
     assert_eq!(
         fs.mkdir(ROOT_INO, b"d", 0o755, caller()).map(|_| ()),
-        Err(Errno::EROFS)
+        Err(Errno::EROFS.into())
     );
     fs.set_read_only(false).expect("read-write again");
     fs.write(fh, data.len() as u64, b"more", false)
@@ -2204,12 +2209,12 @@ fn dot_of_any_live_inode_is_itself_and_of_a_removed_one_is_enoent() {
     assert_eq!(fs.lookup(dir, b".").unwrap().ino, dir);
     assert_eq!(fs.lookup(dir, b"..").unwrap().ino, ROOT_INO);
     fs.unlink(ROOT_INO, b"f").unwrap();
-    assert_eq!(fs.lookup(file, b".").err(), Some(Errno::ENOENT));
+    assert_eq!(fs.lookup(file, b".").err(), Some(Errno::ENOENT.into()));
     // An open-unlinked file has no name: "." of it is stale as well.
     let open = create_file(&fs, ROOT_INO, b"g", b"data");
     let fh = fs.open(open, false).unwrap();
     fs.unlink(ROOT_INO, b"g").unwrap();
-    assert_eq!(fs.lookup(open, b".").err(), Some(Errno::ENOENT));
+    assert_eq!(fs.lookup(open, b".").err(), Some(Errno::ENOENT.into()));
     fs.release(fh).unwrap();
 }
 
@@ -2260,7 +2265,7 @@ fn a_directory_removed_while_open_keeps_its_inode_until_released() {
         "a removed directory lists nothing, not even . and .."
     );
     fs.release(fh).unwrap();
-    assert_eq!(fs.getattr(dir).err(), Some(Errno::ENOENT));
+    assert_eq!(fs.getattr(dir).err(), Some(Errno::ENOENT.into()));
     assert_eq!(free_bytes(&fs), free_before);
 
     // Renamed over while open: the same, and a crash before the release leaves
@@ -2273,7 +2278,7 @@ fn a_directory_removed_while_open_keeps_its_inode_until_released() {
     assert_eq!(fs.getattr(victim).unwrap().nlink, 0);
     fs.rmdir(ROOT_INO, b"victim").unwrap();
     let fs = remount(fs, &path); // the handle was never released: a crash
-    assert_eq!(fs.getattr(victim).err(), Some(Errno::ENOENT));
+    assert_eq!(fs.getattr(victim).err(), Some(Errno::ENOENT.into()));
     assert_eq!(free_bytes(&fs), free_before);
     assert_eq!(fs.opendir(ROOT_INO).map(|_| ()), Ok(()));
 }

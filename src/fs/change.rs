@@ -5,7 +5,9 @@
 //! (libpmemobj aborts the transaction) and the inodes in memory untouched.
 
 use super::inode::InodeState;
-use crate::store::records::InodeRecord;
+use super::names::Entry;
+use crate::pmem::Oid;
+use crate::store::records::{DentryRecord, InodeRecord};
 use crate::store::{Store, StoreError, StoreTx};
 
 /// A metadata change under way: one transaction, and the records staged for the locked
@@ -29,6 +31,26 @@ impl<'s, 'a> Change<'s, 'a> {
     /// records (regions, dentries, extended attributes).
     pub(super) fn tx(&mut self) -> &mut StoreTx<'s> {
         &mut self.tx
+    }
+
+    /// Writes a directory entry record naming `ino` as `name` in `parent`.
+    pub(super) fn create_dentry(
+        &mut self,
+        parent: u64,
+        ino: u64,
+        name: &[u8],
+    ) -> Result<Oid, StoreError> {
+        let name = name.to_vec();
+        self.tx.create_dentry(&DentryRecord { parent, ino, name })
+    }
+
+    /// Frees the directory entry record behind `entry`, if it has one (a listed Warabi
+    /// region has none).
+    pub(super) fn free_dentry(&mut self, entry: Entry) -> Result<(), StoreError> {
+        match entry.has_record {
+            true => self.tx.free(self.store.pool().oid_at(entry.cookie)),
+            false => Ok(()),
+        }
     }
 
     /// Writes `meta` as the inode's record inside the transaction, and adopts it in

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use super::change::Change;
 use super::inode::{Inode, InodeState};
 use super::Attr;
-use super::{Access, Errno, Fh, FileKind, FsResult, Handle, WarabiFs, Writer};
+use super::{Access, Errno, Fh, FileKind, FsError, FsResult, Handle, WarabiFs, Writer};
 use crate::pmem::{Oid, MAX_ALLOC_SIZE};
 use crate::store::records::Timestamp;
 use crate::store::{Growth, StoreError};
@@ -97,7 +97,7 @@ fn without_suid_sgid(mode: u32) -> u32 {
 /// How many of `len` bytes at `off` a read of this inode returns (0 at or past the end).
 fn readable(state: &InodeState, off: u64, len: u64) -> FsResult<usize> {
     if state.kind() == FileKind::Directory {
-        return Err(Errno::EISDIR);
+        return Err(Errno::EISDIR.into());
     }
     Ok(state.meta.size.saturating_sub(off).min(len) as usize)
 }
@@ -129,7 +129,7 @@ impl WarabiFs {
         let inode = self.inode(ino)?;
         let mut state = inode.state.write();
         if state.kind() == FileKind::Directory && write {
-            return Err(Errno::EISDIR);
+            return Err(Errno::EISDIR.into());
         }
         state.open_handles += 1;
         drop(state);
@@ -143,7 +143,7 @@ impl WarabiFs {
     fn opened(&self, fh: Fh, write: bool) -> FsResult<Arc<Inode>> {
         let handle = self.handles.get(&fh).ok_or(Errno::EBADF)?;
         if write && matches!(handle.access, Access::Read) {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         }
         Ok(Arc::clone(&handle.inode))
     }
@@ -271,12 +271,12 @@ impl WarabiFs {
         self.writable()?;
         let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         if end > MAX_ALLOC_SIZE {
-            return Err(Errno::EFBIG);
+            return Err(Errno::EFBIG.into());
         }
         let ino = inode.ino;
         let mut state = inode.state.write();
         if state.kind() != FileKind::Regular {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         }
         if data.is_empty() {
             return Ok(0);
@@ -307,7 +307,7 @@ impl WarabiFs {
     fn room_for_write(&self, state: &mut InodeState, off: u64, end: u64) -> FsResult<u64> {
         match self.ensure_capacity(state, end) {
             Ok(()) => Ok(end),
-            Err(Errno::ENOSPC) if off < state.capacity => {
+            Err(e) if e.errno() == Errno::ENOSPC && off < state.capacity => {
                 let page_end = state.capacity / 4096 * 4096;
                 Ok(if page_end > off {
                     page_end
@@ -355,7 +355,7 @@ impl WarabiFs {
     /// Grows the region if it cannot hold `end` bytes (the inode must be adopted).
     pub(super) fn ensure_capacity(&self, state: &mut InodeState, end: u64) -> FsResult<()> {
         if end > MAX_ALLOC_SIZE {
-            return Err(Errno::EFBIG);
+            return Err(Errno::EFBIG.into());
         }
         if end > state.capacity {
             self.grow(state, end)?;
@@ -367,7 +367,7 @@ impl WarabiFs {
     /// what `end` needs (fallocate: the caller says how much it wants).
     pub(super) fn ensure_capacity_exact(&self, state: &mut InodeState, end: u64) -> FsResult<()> {
         if end > MAX_ALLOC_SIZE {
-            return Err(Errno::EFBIG);
+            return Err(Errno::EFBIG.into());
         }
         if end <= state.capacity {
             return Ok(());
@@ -380,7 +380,7 @@ impl WarabiFs {
                     false => Err(e),
                 },
             )
-            .map_err(Errno::from)
+            .map_err(FsError::from)
     }
 
     /// Fills the region with zeros from the end of the data to `off`, so that data can
@@ -435,7 +435,7 @@ impl WarabiFs {
             }
             other => other,
         }
-        .map_err(Errno::from)
+        .map_err(FsError::from)
     }
 
     fn grow_once(&self, state: &mut InodeState, needed: u64) -> Result<(), StoreError> {
@@ -644,8 +644,8 @@ impl WarabiFs {
     ) -> FsResult<Oid> {
         match state.kind() {
             FileKind::Regular => {}
-            FileKind::Directory => return Err(Errno::EISDIR),
-            _ => return Err(Errno::EINVAL),
+            FileKind::Directory => return Err(Errno::EISDIR.into()),
+            _ => return Err(Errno::EINVAL.into()),
         }
         if size == 0 && !state.region().is_null() {
             // An emptied file gives its region back to the pool.
@@ -657,7 +657,7 @@ impl WarabiFs {
             return Ok(region);
         }
         if size > MAX_FILE_SIZE {
-            return Err(Errno::EFBIG);
+            return Err(Errno::EFBIG.into());
         }
         // No allocation either way: up, the new bytes are a zero tail; down, the
         // region keeps its capacity until the last close trims it.

@@ -114,4 +114,100 @@ mod tests {
         }
         assert_eq!(d.take(), vec![(0, MAX_RANGES as u64 * 10 + 1)]);
     }
+
+    #[test]
+    fn empty_and_reversed_ranges_mark_nothing_and_allocate_nothing() {
+        let mut d = DirtyRanges::default();
+        d.add(7, 7);
+        d.add(9, 3);
+        d.add(u64::MAX, u64::MAX);
+        assert!(d.ranges.is_none());
+        assert_eq!(d.take(), vec![]);
+    }
+
+    #[test]
+    fn a_range_inside_another_or_covering_several_leaves_one() {
+        let mut d = DirtyRanges::default();
+        d.add(10, 100);
+        d.add(20, 30);
+        assert_eq!(d.take(), vec![(10, 100)]);
+        d.add(10, 20);
+        d.add(30, 40);
+        d.add(50, 60);
+        d.add(0, 55);
+        assert_eq!(d.take(), vec![(0, 60)]);
+    }
+
+    #[test]
+    fn ranges_merge_when_touching_on_either_side_and_not_across_a_gap() {
+        let mut d = DirtyRanges::default();
+        d.add(10, 20);
+        d.add(0, 10);
+        d.add(20, 25);
+        d.add(26, 30);
+        assert_eq!(d.take(), vec![(0, 25), (26, 30)]);
+    }
+
+    #[test]
+    fn ranges_reach_the_top_of_the_offsets() {
+        let mut d = DirtyRanges::default();
+        d.add(u64::MAX - 10, u64::MAX);
+        d.add(0, 1);
+        d.add(u64::MAX - 20, u64::MAX - 10);
+        assert_eq!(d.take(), vec![(0, 1), (u64::MAX - 20, u64::MAX)]);
+        d.add(u64::MAX - 1, u64::MAX);
+        d.truncate(u64::MAX);
+        assert_eq!(d.take(), vec![(u64::MAX - 1, u64::MAX)]);
+    }
+
+    #[test]
+    fn truncating_at_a_range_boundary_keeps_what_is_below() {
+        let mut d = DirtyRanges::default();
+        d.add(0, 10);
+        d.add(20, 30);
+        // At a range's start the range goes; at its end it stays whole.
+        d.truncate(20);
+        assert_eq!(d.take(), vec![(0, 10)]);
+        d.add(0, 10);
+        d.truncate(10);
+        assert_eq!(d.take(), vec![(0, 10)]);
+    }
+
+    #[test]
+    fn truncating_to_zero_or_an_empty_set_leaves_none() {
+        let mut d = DirtyRanges::default();
+        d.truncate(100);
+        assert!(d.ranges.is_none());
+        d.add(0, 10);
+        d.truncate(0);
+        assert!(d.ranges.is_none());
+        assert_eq!(d.take(), vec![]);
+    }
+
+    #[test]
+    fn taking_leaves_an_empty_set_that_marks_again() {
+        let mut d = DirtyRanges::default();
+        d.add(1, 2);
+        assert_eq!(d.take(), vec![(1, 2)]);
+        assert!(d.ranges.is_none());
+        d.add(3, 4);
+        assert_eq!(d.take(), vec![(3, 4)]);
+    }
+
+    #[test]
+    fn up_to_max_ranges_stay_apart() {
+        let mut d = DirtyRanges::default();
+        for i in 0..MAX_RANGES as u64 {
+            d.add(i * 10, i * 10 + 1);
+        }
+        let ranges = d.take();
+        assert_eq!(ranges.len(), MAX_RANGES);
+        assert_eq!(
+            ranges[MAX_RANGES - 1],
+            (
+                (MAX_RANGES as u64 - 1) * 10,
+                (MAX_RANGES as u64 - 1) * 10 + 1
+            )
+        );
+    }
 }

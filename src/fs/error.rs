@@ -1,5 +1,5 @@
-//! The file system's error: a precise errno. Store failures are logged once, where they
-//! are turned into an errno.
+//! The file system's error: a precise errno, and the pool failure behind it if any.
+//! Each failure is logged once, by the request layer, which knows the operation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -44,19 +44,74 @@ impl std::fmt::Display for Errno {
     }
 }
 
-impl From<StoreError> for Errno {
-    fn from(e: StoreError) -> Errno {
-        let errno = Errno(e.errno());
-        if errno == Errno::ENOSPC || errno == Errno::EFBIG {
-            log_full(&e);
-        } else {
-            tracing::error!("{e}");
+/// Why an operation of the file system failed: the errno its caller gets and, when a
+/// pool failure is behind it, that failure. It is logged once, by the request layer,
+/// which names the operation ([`FsError::log`]).
+#[derive(Debug)]
+pub struct FsError {
+    errno: Errno,
+    cause: Option<Box<StoreError>>,
+}
+
+impl FsError {
+    pub fn errno(&self) -> Errno {
+        self.errno
+    }
+
+    /// Logs the failure of `op` at the level it deserves: an answer the caller asked
+    /// for (no such name, not empty, read-only...) at debug level only; a full pool or
+    /// a file at its largest size as a warning, at most one per interval; a failure of
+    /// the pool, or EIO, as an error.
+    pub fn log(&self, op: &str) {
+        match (&self.cause, self.errno) {
+            (Some(cause), Errno::ENOSPC | Errno::EFBIG) => log_full(op, cause),
+            (Some(cause), _) => tracing::error!("{op}: {cause}"),
+            (None, Errno::EIO) => tracing::error!("{op}: {}", self.errno),
+            (None, errno) => tracing::debug!("{op}: {errno}"),
         }
-        errno
     }
 }
 
-pub type FsResult<T> = Result<T, Errno>;
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cause {
+            Some(cause) => write!(f, "{cause}"),
+            None => write!(f, "{}", self.errno),
+        }
+    }
+}
+
+impl std::error::Error for FsError {}
+
+impl From<Errno> for FsError {
+    fn from(errno: Errno) -> FsError {
+        FsError { errno, cause: None }
+    }
+}
+
+impl From<StoreError> for FsError {
+    fn from(e: StoreError) -> FsError {
+        FsError {
+            errno: Errno(e.errno()),
+            cause: Some(Box::new(e)),
+        }
+    }
+}
+
+/// Failures compare by errno, whatever their cause.
+impl PartialEq for FsError {
+    fn eq(&self, other: &FsError) -> bool {
+        self.errno == other.errno
+    }
+}
+
+impl PartialEq<Errno> for FsError {
+    fn eq(&self, other: &Errno) -> bool {
+        self.errno == *other
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;
 
 /// How often a full pool (ENOSPC) or a file at its largest size (EFBIG) is logged.
 const FULL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -65,13 +120,13 @@ const FULL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// full pool is a state, not an accident: a writer retrying in a loop would otherwise
 /// log a line per request (a stress run logged 72,394). Each line says how many were
 /// left out since the last one.
-fn log_full(e: &StoreError) {
+fn log_full(op: &str, e: &StoreError) {
     static THROTTLE: Throttle = Throttle::new(FULL_LOG_INTERVAL);
     static START: OnceLock<Instant> = OnceLock::new();
     let now = START.get_or_init(Instant::now).elapsed();
     match THROTTLE.admit(now) {
-        Some(0) => tracing::warn!("{e}"),
-        Some(left_out) => tracing::warn!("{e} ({left_out} more like it not logged)"),
+        Some(0) => tracing::warn!("{op}: {e}"),
+        Some(left_out) => tracing::warn!("{op}: {e} ({left_out} more like it not logged)"),
         None => {}
     }
 }
@@ -117,6 +172,21 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_keeps_the_errno_of_its_cause_and_compares_by_errno() {
+        let no_record: FsError = StoreError::NoRecord(7).into();
+        assert_eq!(no_record.errno(), Errno::EROFS);
+        assert_eq!(no_record, Errno::EROFS);
+        assert_eq!(
+            no_record.to_string(),
+            "inode 7 has no record on the pool to change"
+        );
+        let plain: FsError = Errno::ENOENT.into();
+        assert_eq!(plain, FsError::from(Errno::ENOENT));
+        assert_ne!(plain, no_record);
+        assert_eq!(plain.to_string(), Errno::ENOENT.to_string());
+    }
 
     #[test]
     fn throttle_lets_one_through_per_interval_and_counts_the_rest() {

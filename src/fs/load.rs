@@ -8,16 +8,17 @@
 //! erased, inodes with extended attributes).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use super::inode::{FileKind, Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
-use super::names::NameIndex;
+use super::names::Entry;
+use super::namespace::{Child, Namespace};
 use super::regions::ListedRegions;
 use super::unloaded::UnloadedInodes;
-use super::{Child, Dir, Entry, FsOptions, Map, Name, WarabiFs, WriteGate};
+use super::{FsOptions, Map, Name, WarabiFs, WriteGate};
 use crate::pmem::Oid;
 use crate::store::records::{InodeRecord, Timestamp, XattrRecord, INODE_ORPHAN};
 use crate::store::{Found, Store, StoreError};
@@ -59,12 +60,8 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
         opts,
         inodes: Map::default(),
         unloaded: RwLock::new(UnloadedInodes::default()),
-        names: NameIndex::new(),
-        dirs: Map::default(),
-        regions: RwLock::new(ListedRegions::default()),
-        listed_with_inode: AtomicUsize::new(0),
+        ns: Namespace::default(),
         mounted_at: Timestamp::now(),
-        namespace: Mutex::new(()),
         next_ino: AtomicU64::new(next_ino),
         handles: Map::default(),
         next_fh: AtomicU64::new(1),
@@ -106,7 +103,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
     tracing::info!(
         "loaded {} inode records, {entries} directory entries, {region_count} regions ({} listed by RegionID)",
         fs.inodes.len() + fs.unloaded.read().len(),
-        fs.regions.read().len()
+        fs.ns.listed_region_count()
     );
     Ok(fs)
 }
@@ -156,13 +153,10 @@ impl WarabiFs {
         // Two records of one number cannot come from committed transactions; the first
         // is used (`warabifs check` reports them).
         inodes.dedup_by_key(|&mut (ino, _, _)| ino);
+        let ns = self.ns.lock();
         for &(ino, _, kind) in &inodes {
             if kind == FileKind::Directory {
-                let dir = Dir {
-                    parent: ROOT_INO,
-                    ..Dir::default()
-                };
-                self.dirs.insert(ino, dir);
+                ns.add_dir(ino, ROOT_INO);
             }
         }
         let slots = inodes.iter().map(|&(ino, off, _)| (ino, off)).collect();
@@ -236,13 +230,7 @@ impl WarabiFs {
         };
         let state = InodeState::new(meta, record, 0);
         self.inodes.insert(ROOT_INO, Arc::new(Inode::new(state)));
-        self.dirs.insert(
-            ROOT_INO,
-            Dir {
-                parent: ROOT_INO,
-                ..Dir::default()
-            },
-        );
+        self.ns.lock().add_dir(ROOT_INO, ROOT_INO);
         Ok(())
     }
 
@@ -254,6 +242,7 @@ impl WarabiFs {
             let i = kinds.binary_search_by_key(&ino, |&(i, _)| i).ok()?;
             Some(kinds[i].1)
         };
+        let ns = self.ns.lock();
         let mut listings: BTreeMap<u64, Vec<(u64, Child)>> = BTreeMap::new();
         // Entries come in runs of one parent: its checks are made once a run.
         let mut run: Option<(u64, bool)> = None;
@@ -261,7 +250,7 @@ impl WarabiFs {
             let parent_is_dir = match run {
                 Some((parent, is_dir)) if parent == d.parent => is_dir,
                 _ => {
-                    let is_dir = self.dirs.contains_key(&d.parent);
+                    let is_dir = self.ns.is_dir(d.parent);
                     run = Some((d.parent, is_dir));
                     is_dir
                 }
@@ -279,9 +268,7 @@ impl WarabiFs {
                 }
             };
             if kind == FileKind::Directory {
-                if let Some(mut child) = self.dirs.get_mut(&d.ino) {
-                    child.parent = d.parent;
-                }
+                ns.set_parent(d.ino, d.parent);
             }
             let child = Child {
                 name: d.name,
@@ -294,20 +281,7 @@ impl WarabiFs {
                 _ => listings.entry(d.parent).or_default().push((cookie, child)),
             }
         }
-        let entries = listings.iter().flat_map(|(&parent, children)| {
-            children.iter().map(move |(cookie, c)| {
-                let entry = Entry::recorded(c.ino, c.kind, self.store.pool().oid_at(*cookie));
-                (parent, &c.name[..], entry)
-            })
-        });
-        self.names.set_mounted(entries);
-        for (parent, children) in listings {
-            if let Some(mut dir) = self.dirs.get_mut(&parent) {
-                // In cookie order already (the pass is in pool order): a bulk build
-                // fills the tree's nodes, where inserts one by one leave them half full.
-                dir.children = children.into_iter().collect();
-            }
-        }
+        ns.set_mounted(&self.store, listings);
     }
 
     /// Frees inodes that were unlinked while open when the last mount ended.
@@ -327,7 +301,7 @@ impl WarabiFs {
         tx.commit()?;
         for (ino, _) in &inodes {
             // A directory removed while open is an orphan too: forget its listing as well.
-            self.dirs.remove(ino);
+            self.ns.lock().remove_dir(*ino);
             self.inodes.remove(ino);
         }
         tracing::info!("reclaimed {} files unlinked while open", inodes.len());
@@ -359,7 +333,9 @@ impl WarabiFs {
             true
         });
         listed.shrink_to_fit();
-        *self.regions.write() = ListedRegions::new(uuid_lo, listed);
+        self.ns
+            .lock()
+            .set_listed_regions(ListedRegions::new(uuid_lo, listed));
     }
 
     /// A region whose number a file took got a counter number (`counted_from` was the
@@ -388,17 +364,14 @@ impl WarabiFs {
                 .unloaded
                 .read()
                 .any_ino(|ino| ino & RAW_REGION_INO_BIT != 0)
-            || self
-                .dirs
-                .get(&ROOT_INO)
-                .is_some_and(|root| root.children.values().any(|c| region_like(&c.name)))
+            || self.ns.any_child(ROOT_INO, |c| region_like(&c.name))
     }
 
     /// Whether the region's plain name or its inode number is taken.
     fn region_collides(&self, region: Oid) -> bool {
         let [plain, _] = region_names(region);
         self.exists(RAW_REGION_INO_BIT | region.off)
-            || self.names.get(&self.store, ROOT_INO, &plain).is_some()
+            || self.ns.named(&self.store, ROOT_INO, &plain).is_some()
     }
 
     /// A region whose name or number a file took: an inode and a named entry of its own.
@@ -412,14 +385,16 @@ impl WarabiFs {
         }
         let Some(name) = region_names(region)
             .into_iter()
-            .find(|n| self.names.get(&self.store, ROOT_INO, n).is_none())
+            .find(|n| self.ns.named(&self.store, ROOT_INO, n).is_none())
         else {
             tracing::warn!("region {region}: its names are taken by other files; not listed");
             return;
         };
         let state = self.region_state(ino, region);
         self.inodes.insert(ino, Arc::new(Inode::new(state)));
-        self.insert_entry(ROOT_INO, &name, Entry::region(ino, region));
+        self.ns
+            .lock()
+            .insert_entry(ROOT_INO, &name, Entry::region(ino, region));
     }
 }
 

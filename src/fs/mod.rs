@@ -2,9 +2,16 @@
 //! handles, and the errno of every failure. Unit-testable on a real pool.
 //!
 //! Locking: every namespace change (create, link, unlink, rename, ...) holds the
-//! namespace mutex, then the inode locks it needs; data operations hold one inode lock
-//! only. So namespace changes are atomic to each other and data I/O on different files
-//! runs in parallel.
+//! namespace guard (`namespace::NamespaceGuard`), then the inode locks it needs, taken
+//! through the guard; data operations hold the lock of the inode they change (two, in
+//! inode order, for copy_file_range between files) and no guard. So namespace changes
+//! are atomic to each other and data I/O on different files runs in parallel. Every
+//! metadata change is written through `change::Change`.
+//!
+//! The files: `namespace` (names and directories, and their lock), `tree` (lookup,
+//! listing and the operations that change names), `data` (handles, read, write,
+//! growth, truncate, fsync), `ranges` (fallocate, lseek, copy_file_range), `xattr`,
+//! `load` (the namespace built from the pool at mount), `change` (the commit path).
 
 mod change;
 mod data;
@@ -17,22 +24,24 @@ mod names;
 mod namespace;
 mod ranges;
 mod regions;
+mod tree;
 mod unloaded;
 mod xattr;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 pub use data::{SetAttr, SetTime};
-pub use error::{Errno, FsResult};
+pub use error::{Errno, FsError, FsResult};
 pub use gate::{Deferred, WriteGate, Writer};
 pub use inode::{Attr, FileKind, DIRECTORY_BLKSIZE, RAW_REGION_INO_BIT, ROOT_INO};
 use inode::{Inode, InodeState};
-pub use namespace::{DirEntry, RenameMode};
+use names::Entry;
+use namespace::Namespace;
+pub use tree::{DirEntry, RenameMode};
 pub use xattr::REGION_ID_XATTR;
 
 use crate::pmem::Oid;
@@ -106,59 +115,6 @@ pub struct FsStats {
     pub name_max: u32,
 }
 
-/// A directory entry in memory: the inode it names and where its record is. One per
-/// name, so it is kept to three words.
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    ino: u64,
-    /// The kind of the inode it names (which never changes), for readdir's d_type.
-    kind: FileKind,
-    /// Position in the directory listing (the dentry record's offset): stable across
-    /// mounts and unique, so readdir offsets survive concurrent changes.
-    cookie: u64,
-    /// Whether a dentry record sits at offset `cookie`; a Warabi region listed under its
-    /// RegionID has none (its cookie is the region's offset).
-    has_record: bool,
-}
-
-impl Entry {
-    /// The entry of a dentry record.
-    fn recorded(ino: u64, kind: FileKind, dentry: Oid) -> Entry {
-        Entry {
-            ino,
-            kind,
-            cookie: dentry.off,
-            has_record: true,
-        }
-    }
-
-    /// The entry of a Warabi region (no record): it lists at the region's offset.
-    fn region(ino: u64, region: Oid) -> Entry {
-        Entry {
-            ino,
-            kind: FileKind::Regular,
-            cookie: region.off,
-            has_record: false,
-        }
-    }
-}
-
-/// A directory's children in listing order, and its parent for "..".
-#[derive(Debug, Default)]
-struct Dir {
-    parent: u64,
-    children: BTreeMap<u64, Child>,
-}
-
-/// One child of a directory as readdir lists it: everything a getdents entry needs, so
-/// listing takes no other lookup per entry.
-#[derive(Clone, Debug)]
-struct Child {
-    name: Name,
-    ino: u64,
-    kind: FileKind,
-}
-
 /// The number of an open handle, as the kernel passes it back with each request on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fh(pub u64);
@@ -201,17 +157,10 @@ pub struct WarabiFs {
     inodes: Map<u64, Arc<Inode>>,
     /// Inodes whose state is still only their record on the pool (unloaded.rs).
     unloaded: RwLock<unloaded::UnloadedInodes>,
-    /// Named entries: dentry records, and Warabi regions that could not be listed in
-    /// `regions` (names.rs). The root's listed Warabi regions are not in here.
-    names: names::NameIndex,
-    dirs: Map<u64, Dir>,
-    /// Warabi-made regions listed in the root directory by offset alone (regions.rs).
-    regions: RwLock<regions::ListedRegions>,
-    /// How many of the listed regions also have an inode in `inodes` (for statfs).
-    listed_with_inode: AtomicUsize,
+    /// Names, directories, and the Warabi regions the root lists by RegionID.
+    ns: Namespace,
     /// Times shown for Warabi regions, which have none of their own.
     mounted_at: Timestamp,
-    namespace: Mutex<()>,
     next_ino: AtomicU64,
     handles: Map<Fh, Handle>,
     next_fh: AtomicU64,
@@ -245,15 +194,16 @@ impl WarabiFs {
         if let Some(inode) = self.load_inode(ino)? {
             return Ok(inode);
         }
-        // Under the listing's lock, so that a region leaving the listing (and then
-        // forgotten) cannot get an inode again after it.
-        let regions = self.regions.read();
-        let region = regions.by_ino(ino).ok_or(Errno::ENOENT)?;
-        let inode = self.inodes.entry(ino).or_insert_with(|| {
-            self.listed_with_inode.fetch_add(1, Ordering::Relaxed);
-            Arc::new(Inode::new(self.region_state(ino, region)))
-        });
-        Ok(Arc::clone(&inode))
+        self.ns
+            .with_listed_region(ino, |region| {
+                let mut made = false;
+                let inode = self.inodes.entry(ino).or_insert_with(|| {
+                    made = true;
+                    Arc::new(Inode::new(self.region_state(ino, region)))
+                });
+                (Arc::clone(&inode), made)
+            })
+            .ok_or(Errno::ENOENT.into())
     }
 
     /// Loads inode `ino` from its record, unless it is loaded already or has no record.
@@ -286,7 +236,7 @@ impl WarabiFs {
     fn exists(&self, ino: u64) -> bool {
         self.inodes.contains_key(&ino)
             || self.unloaded.read().record_of(ino).is_some()
-            || self.regions.read().by_ino(ino).is_some()
+            || self.ns.listed_region(ino).is_some()
     }
 
     /// The state of a Warabi region without a record, as its offset and the mount
@@ -309,26 +259,12 @@ impl WarabiFs {
 
     /// The entry `name` of directory `parent`: a named one, or a listed Warabi region.
     fn entry(&self, parent: u64, name: &[u8]) -> Option<Entry> {
-        if let Some(entry) = self.names.get(&self.store, parent, name) {
-            return Some(entry);
-        }
-        if parent != ROOT_INO {
-            return None;
-        }
-        let region = self.regions.read().by_name(name)?;
-        Some(Entry::region(RAW_REGION_INO_BIT | region.off, region))
-    }
-
-    /// The dentry record behind `entry`, if it has one.
-    fn dentry_record(&self, entry: Entry) -> Option<Oid> {
-        entry
-            .has_record
-            .then(|| self.store.pool().oid_at(entry.cookie))
+        self.ns.entry(&self.store, parent, name)
     }
 
     fn writable(&self) -> FsResult<()> {
         if self.is_read_only() {
-            return Err(Errno::EROFS);
+            return Err(Errno::EROFS.into());
         }
         Ok(())
     }
@@ -375,7 +311,7 @@ impl WarabiFs {
                 return Ok(state.attr());
             }
         }
-        let region = self.regions.read().by_ino(ino).ok_or(Errno::ENOENT)?;
+        let region = self.ns.listed_region(ino).ok_or(Errno::ENOENT)?;
         Ok(self.region_state(ino, region).attr())
     }
 
@@ -395,12 +331,7 @@ impl WarabiFs {
 
     /// Inodes, counting each listed Warabi region once whether it has an inode or not.
     fn file_count(&self) -> usize {
-        let listed_without_inode = self
-            .regions
-            .read()
-            .len()
-            .saturating_sub(self.listed_with_inode.load(Ordering::Relaxed));
-        self.inodes.len() + self.unloaded.read().len() + listed_without_inode
+        self.inodes.len() + self.unloaded.read().len() + self.ns.listed_without_inode()
     }
 
     /// Makes everything durable: called at unmount. Failures are logged.
@@ -427,11 +358,11 @@ impl WarabiFs {
 /// Checks a new name: not empty, not "." or "..", no '/', at most NAME_MAX bytes.
 fn check_name(name: &[u8]) -> FsResult<()> {
     if name.len() > NAME_MAX {
-        return Err(Errno::ENAMETOOLONG);
+        return Err(Errno::ENAMETOOLONG.into());
     }
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
     {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     Ok(())
 }

@@ -147,6 +147,8 @@ pub(super) fn region_name(region: Oid) -> [u8; 32] {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn listing() -> ListedRegions {
@@ -221,5 +223,116 @@ mod tests {
         for (i, &c) in cookies.iter().enumerate() {
             assert_eq!(regions.after(c, 100), listed[i + 1..]);
         }
+    }
+
+    #[test]
+    fn an_empty_listing_lists_and_finds_nothing() {
+        let mut regions = ListedRegions::new(1, Vec::new());
+        assert_eq!(regions.len(), 0);
+        assert_eq!(regions.after(0, 10), []);
+        assert_eq!(regions.after(listed_cookie(0x100), 10), []);
+        assert_eq!(regions.by_offset(0), None);
+        assert_eq!(regions.by_ino(RAW_REGION_INO_BIT), None);
+        assert!(!regions.remove(0x100));
+        assert_eq!(regions.len(), 0);
+    }
+
+    #[test]
+    fn a_limit_of_zero_lists_nothing_and_a_limit_cuts_the_listing() {
+        let regions = listing();
+        assert_eq!(regions.after(0, 0), []);
+        let first_two: Vec<u64> = regions.after(0, 2).iter().map(|o| o.off).collect();
+        assert_eq!(first_two.len(), 2);
+        let rest = regions.after(listed_cookie(first_two[1]), usize::MAX);
+        assert_eq!(rest.len(), 2);
+        assert!(rest.iter().all(|o| !first_two.contains(&o.off)));
+    }
+
+    #[test]
+    fn names_that_are_no_region_id_find_nothing() {
+        let regions = listing();
+        let name = region_name(Oid {
+            pool_uuid_lo: 0xabcd_ef01,
+            off: 0x100,
+        });
+        assert!(regions.by_name(&name).is_some());
+        assert_eq!(regions.by_name(b""), None);
+        assert_eq!(regions.by_name(&name[..31]), None);
+        assert_eq!(regions.by_name(&[name.as_slice(), b"0"].concat()), None);
+        assert_eq!(regions.by_name(b"\xff\xfe"), None);
+        let mut not_hex = name;
+        not_hex[0] = b'g';
+        assert_eq!(regions.by_name(&not_hex), None);
+        // The name of an offset that is not listed.
+        let unlisted = region_name(Oid {
+            pool_uuid_lo: 0xabcd_ef01,
+            off: 0x180,
+        });
+        assert_eq!(regions.by_name(&unlisted), None);
+    }
+
+    #[test]
+    fn only_raw_region_inode_numbers_of_listed_offsets_are_found() {
+        let mut regions = listing();
+        assert!(regions.by_ino(RAW_REGION_INO_BIT | 0x100).is_some());
+        assert_eq!(regions.by_ino(RAW_REGION_INO_BIT | 0x180), None);
+        assert_eq!(regions.by_ino(0x100), None);
+        assert_eq!(regions.by_ino(1), None);
+        assert!(regions.remove(0x100));
+        assert_eq!(regions.by_ino(RAW_REGION_INO_BIT | 0x100), None);
+    }
+
+    #[test]
+    fn removals_across_bitmap_words_leave_the_rest_listed() {
+        let offsets: Vec<u64> = (1..=130).map(|i| i * 0x40).collect();
+        let mut regions = ListedRegions::new(9, offsets.clone());
+        assert_eq!(regions.len(), 130);
+        let removed = [
+            0x40,
+            63 * 0x40,
+            64 * 0x40,
+            65 * 0x40,
+            128 * 0x40,
+            130 * 0x40,
+        ];
+        for off in removed {
+            assert!(regions.remove(off), "{off:#x}");
+        }
+        assert_eq!(regions.len(), 130 - removed.len());
+        let listed: BTreeSet<u64> = regions.after(0, 1000).iter().map(|o| o.off).collect();
+        let expected: BTreeSet<u64> = offsets
+            .iter()
+            .copied()
+            .filter(|off| !removed.contains(off))
+            .collect();
+        assert_eq!(listed, expected);
+        for off in offsets {
+            assert_eq!(regions.by_offset(off).is_some(), !removed.contains(&off));
+        }
+    }
+
+    #[test]
+    fn removing_every_region_empties_the_listing() {
+        let mut regions = listing();
+        for off in [0x400, 0x100, 0x300, 0x200] {
+            assert!(regions.remove(off));
+        }
+        assert_eq!(regions.len(), 0);
+        assert_eq!(regions.after(0, 10), []);
+    }
+
+    #[test]
+    fn name_keys_round_trip_and_cookies_stay_between_the_bits_at_the_extremes() {
+        for off in [0, 1, 0x40, 0xff, 0x100, 1 << 40, (1 << 62) - 1] {
+            assert_eq!(off_of_key(name_key(off)), off, "{off:#x}");
+            let cookie = listed_cookie(off);
+            assert!((LISTED_COOKIE_BIT..1 << 63).contains(&cookie), "{off:#x}");
+        }
+        assert_eq!(off_of_key(name_key(u64::MAX)), u64::MAX);
+        // The cookie of the highest offset still resumes after every region below it.
+        let top = (1 << 62) - 0x40;
+        let regions = ListedRegions::new(3, vec![0x40, top]);
+        assert_eq!(regions.after(listed_cookie(top), 10), []);
+        assert_eq!(regions.after(listed_cookie(0x40), 10).len(), 1);
     }
 }

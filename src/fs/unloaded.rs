@@ -69,4 +69,50 @@ mod tests {
         assert_eq!(set.record_of(9), Some(0x900));
         assert_eq!(set.len(), 2);
     }
+
+    #[test]
+    fn an_empty_set_holds_nothing() {
+        let mut set = UnloadedInodes::new(Vec::new());
+        assert_eq!(set.len(), 0);
+        assert_eq!(set.record_of(1), None);
+        assert_eq!(set.take(1), None);
+        assert!(!set.any_ino(|_| true));
+        assert_eq!(set.len(), 0);
+    }
+
+    #[test]
+    fn any_ino_sees_only_the_inodes_still_unloaded() {
+        let mut set = UnloadedInodes::new(vec![(3, 0x300), (8, 0x800)]);
+        assert!(set.any_ino(|ino| ino == 8));
+        assert!(!set.any_ino(|ino| ino > 8));
+        set.take(8);
+        assert!(!set.any_ino(|ino| ino == 8));
+        assert!(set.any_ino(|ino| ino == 3));
+    }
+
+    #[test]
+    fn inode_numbers_and_offsets_at_the_extremes() {
+        let mut set = UnloadedInodes::new(vec![(u64::MAX, u64::MAX), (1, 1), (u64::MAX - 1, 0x40)]);
+        assert_eq!(set.record_of(u64::MAX), Some(u64::MAX));
+        assert_eq!(set.record_of(u64::MAX - 1), Some(0x40));
+        assert_eq!(set.record_of(1), Some(1));
+        assert_eq!(set.record_of(0), None);
+        assert_eq!(set.take(u64::MAX), Some(u64::MAX));
+        assert_eq!(set.record_of(u64::MAX), None);
+        assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn taking_every_inode_in_any_order_empties_the_set() {
+        let inos: Vec<u64> = (1..=100).map(|i| i * 7919 % 1000 + 1).collect();
+        let slots: Vec<(u64, u64)> = inos.iter().map(|&ino| (ino, ino << 12)).collect();
+        let mut set = UnloadedInodes::new(slots);
+        assert_eq!(set.len(), 100);
+        for &ino in inos.iter().rev() {
+            assert_eq!(set.record_of(ino), Some(ino << 12), "inode {ino}");
+            assert_eq!(set.take(ino), Some(ino << 12));
+        }
+        assert_eq!(set.len(), 0);
+        assert!(!set.any_ino(|_| true));
+    }
 }

@@ -27,17 +27,17 @@ impl WarabiFs {
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         let inode = self.inode(ino)?;
         if unsupported(name) {
-            return Err(Errno::ENOTSUP);
+            return Err(Errno::ENOTSUP.into());
         }
         let state = inode.state.read();
         if name == REGION_ID_XATTR {
             return match state.region().is_null() {
-                true => Err(Errno::ENODATA),
+                true => Err(Errno::ENODATA.into()),
                 false => Ok(state.region().to_string().into_bytes()),
             };
         }
         let found = state.xattrs.find(name);
-        found.map(|x| x.value.to_vec()).ok_or(Errno::ENODATA)
+        found.map(|x| x.value.to_vec()).ok_or(Errno::ENODATA.into())
     }
 
     /// Attribute names, each followed by a NUL, as listxattr(2) returns them.
@@ -61,7 +61,7 @@ impl WarabiFs {
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
         check_xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
-            return Err(Errno::E2BIG);
+            return Err(Errno::E2BIG.into());
         }
         self.writable()?;
         self.adopt_if_raw(ino)?;
@@ -69,8 +69,8 @@ impl WarabiFs {
         let mut state = inode.state.write();
         let existing = state.xattrs.find(name).map(|x| x.record);
         match (existing, flags & (XATTR_CREATE | XATTR_REPLACE)) {
-            (Some(_), XATTR_CREATE) => return Err(Errno::EEXIST),
-            (None, XATTR_REPLACE) => return Err(Errno::ENODATA),
+            (Some(_), XATTR_CREATE) => return Err(Errno::EEXIST.into()),
+            (None, XATTR_REPLACE) => return Err(Errno::ENODATA.into()),
             _ => {}
         }
         let mut meta = state.meta.clone();
@@ -115,13 +115,13 @@ impl WarabiFs {
 /// SELinux label, and not the read-only RegionID.
 fn check_xattr_name(name: &[u8]) -> FsResult<()> {
     if name == REGION_ID_XATTR {
-        return Err(Errno::EPERM);
+        return Err(Errno::EPERM.into());
     }
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
-        return Err(Errno::ERANGE);
+        return Err(Errno::ERANGE.into());
     }
     if unsupported(name) {
-        return Err(Errno::ENOTSUP);
+        return Err(Errno::ENOTSUP.into());
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use super::ops::{
 };
 use super::{apply_umask, open_flags, INIT_HANDLE_KILLPRIV_V2};
 use crate::fs::{
-    Attr, Caller, Errno, Fh, FsOptions, RenameMode, SetAttr, SetTime, WarabiFs, Writer,
+    Attr, Caller, Errno, Fh, FsOptions, FsResult, RenameMode, SetAttr, SetTime, WarabiFs, Writer,
 };
 use crate::push::ReadPush;
 
@@ -56,7 +56,7 @@ impl WarabiOps {
     /// the reply of the request that caused it carries no attributes, and the kernel
     /// would otherwise keep showing the old mode from its cache.
     fn kill_suid_sgid(&self, ino: u64) -> Result<(), Errno> {
-        if self.fs.clear_suid_sgid(ino)? {
+        if answer("clear_suid_sgid", self.fs.clear_suid_sgid(ino))? {
             if let Some(invalidate) = self.invalidate_attr.get() {
                 invalidate(ino);
             }
@@ -162,13 +162,13 @@ impl Operations for WarabiOps {
             Ok(attr) => Ok(Lookup::Found(attr)),
             // Only this mount changes the namespace, so a missing name stays missing
             // until the kernel itself creates it.
-            Err(Errno::ENOENT) => Ok(Lookup::Missing),
-            Err(e) => Err(e),
+            Err(e) if e == Errno::ENOENT => Ok(Lookup::Missing),
+            Err(e) => answer("lookup", Err(e)),
         }
     }
 
     fn getattr(&self, _req: &RequestInfo, ino: u64, _fh: Option<u64>) -> Result<Attr, Errno> {
-        self.fs.getattr(ino)
+        answer("getattr", self.fs.getattr(ino))
     }
 
     fn setattr(&self, req: &RequestInfo, ino: u64, args: SetAttrArgs, reply: Deferred<Attr>) {
@@ -183,7 +183,7 @@ impl Operations for WarabiOps {
             clear_suid_sgid: self.setattr_clears_suid_sgid(req, &args),
         };
         let fs = Arc::clone(&self.fs);
-        let set = move || reply(fs.setattr(ino, change));
+        let set = move || reply(answer("setattr", fs.setattr(ino, change)));
         match args.size {
             // A writer for the truncate's length, left when it is done.
             Some(_) => self.as_writer(ino, move |writer| {
@@ -195,7 +195,7 @@ impl Operations for WarabiOps {
     }
 
     fn readlink(&self, _req: &RequestInfo, ino: u64) -> Result<Vec<u8>, Errno> {
-        self.fs.readlink(ino)
+        answer("readlink", self.fs.readlink(ino))
     }
 
     fn mknod(
@@ -208,7 +208,10 @@ impl Operations for WarabiOps {
         rdev: u32,
     ) -> Result<Attr, Errno> {
         let mode = apply_umask(mode, umask);
-        self.fs.mknod(parent, name, mode, rdev, caller(req))
+        answer(
+            "mknod",
+            self.fs.mknod(parent, name, mode, rdev, caller(req)),
+        )
     }
 
     fn mkdir(
@@ -220,15 +223,15 @@ impl Operations for WarabiOps {
         umask: u32,
     ) -> Result<Attr, Errno> {
         let mode = apply_umask(mode, umask);
-        self.fs.mkdir(parent, name, mode, caller(req))
+        answer("mkdir", self.fs.mkdir(parent, name, mode, caller(req)))
     }
 
     fn unlink(&self, _req: &RequestInfo, parent: u64, name: &[u8]) -> Result<(), Errno> {
-        self.fs.unlink(parent, name)
+        answer("unlink", self.fs.unlink(parent, name))
     }
 
     fn rmdir(&self, _req: &RequestInfo, parent: u64, name: &[u8]) -> Result<(), Errno> {
-        self.fs.rmdir(parent, name)
+        answer("rmdir", self.fs.rmdir(parent, name))
     }
 
     fn symlink(
@@ -238,7 +241,10 @@ impl Operations for WarabiOps {
         name: &[u8],
         target: &[u8],
     ) -> Result<Attr, Errno> {
-        self.fs.symlink(parent, name, target, caller(req))
+        answer(
+            "symlink",
+            self.fs.symlink(parent, name, target, caller(req)),
+        )
     }
 
     fn rename(
@@ -251,7 +257,10 @@ impl Operations for WarabiOps {
         flags: u32,
     ) -> Result<(), Errno> {
         let mode = rename_mode(flags)?;
-        self.fs.rename(parent, name, newparent, newname, mode)
+        answer(
+            "rename",
+            self.fs.rename(parent, name, newparent, newname, mode),
+        )
     }
 
     fn link(
@@ -261,7 +270,7 @@ impl Operations for WarabiOps {
         newparent: u64,
         newname: &[u8],
     ) -> Result<Attr, Errno> {
-        self.fs.link(ino, newparent, newname)
+        answer("link", self.fs.link(ino, newparent, newname))
     }
 
     fn open(&self, _req: &RequestInfo, ino: u64, flags: i32, reply: Deferred<Opened>) {
@@ -270,9 +279,9 @@ impl Operations for WarabiOps {
         let opened = move |fh: Fh| Opened { fh: fh.0, flags };
         match write {
             true => self.as_writer(ino, move |writer| {
-                reply(fs.open_writing(writer).map(opened))
+                reply(answer("open_writing", fs.open_writing(writer)).map(opened))
             }),
-            false => reply(fs.open(ino, false).map(opened)),
+            false => reply(answer("open", fs.open(ino, false)).map(opened)),
         }
     }
 
@@ -286,10 +295,13 @@ impl Operations for WarabiOps {
         reply: &mut dyn FnMut(&[u8]),
     ) -> Result<(), Errno> {
         // The reply is sent from the mapped region while the inode's read lock is held.
-        let replied = self.fs.read(Fh(fh), offset, size, |bytes| {
-            reply(bytes);
-            bytes.len()
-        })?;
+        let replied = answer(
+            "read",
+            self.fs.read(Fh(fh), offset, size, |bytes| {
+                reply(bytes);
+                bytes.len()
+            }),
+        )?;
         self.read_answered(ino, offset, size, replied);
         Ok(())
     }
@@ -302,7 +314,7 @@ impl Operations for WarabiOps {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, Errno> {
-        self.fs.read_into(Fh(fh), offset, buf)
+        answer("read_into", self.fs.read_into(Fh(fh), offset, buf))
     }
 
     /// Maybe pushes the window around the read into the page cache, now that the
@@ -324,30 +336,29 @@ impl Operations for WarabiOps {
             self.kill_suid_sgid(ino)?;
         }
         let sync = args.open_flags & (libc::O_SYNC | libc::O_DSYNC) != 0;
-        self.fs
-            .write(Fh(args.fh), args.offset, data, sync)
-            .map(|n| n as u32)
+        let written = self.fs.write(Fh(args.fh), args.offset, data, sync);
+        answer("write", written).map(|n| n as u32)
     }
 
     fn flush(&self, _req: &RequestInfo, _ino: u64, fh: u64) -> Result<(), Errno> {
-        self.fs.fsync(Fh(fh))
+        answer("fsync", self.fs.fsync(Fh(fh)))
     }
 
     fn release(&self, _req: &RequestInfo, _ino: u64, fh: u64) -> Result<(), Errno> {
-        self.fs.release(Fh(fh))
+        answer("release", self.fs.release(Fh(fh)))
     }
 
     fn fsync(&self, _req: &RequestInfo, _ino: u64, fh: u64, _datasync: bool) -> Result<(), Errno> {
-        self.fs.fsync(Fh(fh))
+        answer("fsync", self.fs.fsync(Fh(fh)))
     }
 
     fn opendir(&self, _req: &RequestInfo, ino: u64, _flags: i32) -> Result<Opened, Errno> {
-        let fh = self.fs.opendir(ino)?;
+        let fh = answer("opendir", self.fs.opendir(ino))?;
         Ok(Opened { fh: fh.0, flags: 0 })
     }
 
     fn releasedir(&self, _req: &RequestInfo, _ino: u64, fh: u64) -> Result<(), Errno> {
-        self.fs.release(Fh(fh))
+        answer("release", self.fs.release(Fh(fh)))
     }
 
     fn readdir(
@@ -358,8 +369,10 @@ impl Operations for WarabiOps {
         offset: u64,
         sink: &mut dyn DirSink,
     ) -> Result<(), Errno> {
-        self.fs
-            .readdir(ino, offset, |e| sink.add(e.ino, e.cookie, e.kind, e.name))
+        let listed = self
+            .fs
+            .readdir(ino, offset, |e| sink.add(e.ino, e.cookie, e.kind, e.name));
+        answer("readdir", listed)
     }
 
     fn readdirplus(
@@ -370,13 +383,14 @@ impl Operations for WarabiOps {
         offset: u64,
         sink: &mut dyn DirPlusSink,
     ) -> Result<(), Errno> {
-        self.fs.readdir(ino, offset, |e| {
+        let listed = self.fs.readdir(ino, offset, |e| {
             // An entry removed since it was listed is skipped, not an error.
             match self.fs.getattr(e.ino) {
                 Ok(attr) => sink.add(&attr, e.cookie, e.name),
                 Err(_) => false,
             }
-        })
+        });
+        answer("readdirplus", listed)
     }
 
     fn fsyncdir(
@@ -402,7 +416,7 @@ impl Operations for WarabiOps {
         value: &[u8],
         flags: i32,
     ) -> Result<(), Errno> {
-        self.fs.setxattr(ino, name, value, flags)
+        answer("setxattr", self.fs.setxattr(ino, name, value, flags))
     }
 
     fn getxattr(
@@ -412,21 +426,21 @@ impl Operations for WarabiOps {
         name: &[u8],
         size: u32,
     ) -> Result<XattrReply, Errno> {
-        XattrReply::fitting(size, self.fs.getxattr(ino, name)?)
+        XattrReply::fitting(size, answer("getxattr", self.fs.getxattr(ino, name))?)
     }
 
     fn listxattr(&self, _req: &RequestInfo, ino: u64, size: u32) -> Result<XattrReply, Errno> {
-        XattrReply::fitting(size, self.fs.listxattr(ino)?)
+        XattrReply::fitting(size, answer("listxattr", self.fs.listxattr(ino))?)
     }
 
     fn removexattr(&self, _req: &RequestInfo, ino: u64, name: &[u8]) -> Result<(), Errno> {
-        self.fs.removexattr(ino, name)
+        answer("removexattr", self.fs.removexattr(ino, name))
     }
 
     fn access(&self, _req: &RequestInfo, ino: u64, _mask: u32) -> Result<(), Errno> {
         // Permissions are checked by the kernel (default_permissions); access only needs
         // the inode to exist.
-        self.fs.getattr(ino).map(|_| ())
+        answer("getattr", self.fs.getattr(ino)).map(|_| ())
     }
 
     fn create(
@@ -439,7 +453,7 @@ impl Operations for WarabiOps {
         flags: i32,
     ) -> Result<(Attr, Opened), Errno> {
         let mode = apply_umask(mode, umask);
-        let (attr, fh) = self.fs.create(parent, name, mode, caller(req))?;
+        let (attr, fh) = answer("create", self.fs.create(parent, name, mode, caller(req)))?;
         let flags = open_flags(self.fs.options(), flags);
         Ok((attr, Opened { fh: fh.0, flags }))
     }
@@ -453,7 +467,7 @@ impl Operations for WarabiOps {
         length: u64,
         mode: i32,
     ) -> Result<(), Errno> {
-        self.fs.fallocate(ino, offset, length, mode)?;
+        answer("fallocate", self.fs.fallocate(ino, offset, length, mode))?;
         if self.unprivileged_change(req) {
             self.kill_suid_sgid(ino)?;
         }
@@ -471,9 +485,7 @@ impl Operations for WarabiOps {
         // A negative offset is past no data and no hole: ENXIO, as Linux's own file
         // systems answer it.
         let offset = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
-        self.fs
-            .lseek(ino, offset, whence)
-            .map(|position| position as i64)
+        answer("lseek", self.fs.lseek(ino, offset, whence)).map(|position| position as i64)
     }
 
     /// No ioctl is supported: each gets `ENOTTY` (which the kernel turns into
@@ -491,18 +503,30 @@ impl Operations for WarabiOps {
         }
         // The reply carries a 32-bit count; callers loop for the rest.
         let len = range.len.min(u64::from(u32::MAX) & !0xfff);
-        let copied = self.fs.copy_file_range(
-            range.ino_in,
-            range.offset_in,
-            range.ino_out,
-            range.offset_out,
-            len,
+        let copied = answer(
+            "copy_file_range",
+            self.fs.copy_file_range(
+                range.ino_in,
+                range.offset_in,
+                range.ino_out,
+                range.offset_out,
+                len,
+            ),
         )?;
         if copied > 0 && self.unprivileged_change(req) {
             self.kill_suid_sgid(range.ino_out)?;
         }
         Ok(copied as u32)
     }
+}
+
+/// The request layer's answer for a result of the file system: a failure is logged
+/// here, once, naming the operation, at the level it deserves (`FsError::log`).
+fn answer<T>(op: &str, result: FsResult<T>) -> Result<T, Errno> {
+    result.map_err(|e| {
+        e.log(op);
+        e.errno()
+    })
 }
 
 #[cfg(test)]
