@@ -118,7 +118,7 @@ fn contents_of(name: &[u8]) -> Vec<u8> {
 fn try_create(fs: &WarabiFs, dir: u64, name: &[u8]) -> bool {
     let (attr, fh) = match fs.create(dir, name, 0o644, caller()) {
         Ok(created) => created,
-        Err(e) if e == Errno::EEXIST => return false,
+        Err(e) if e.errno() == Errno::EEXIST => return false,
         Err(e) => panic!("create {name:?}: {e}"),
     };
     let _ = attr;
@@ -132,7 +132,7 @@ fn try_create(fs: &WarabiFs, dir: u64, name: &[u8]) -> bool {
 fn try_unlink(fs: &WarabiFs, dir: u64, name: &[u8]) -> bool {
     match fs.unlink(dir, name) {
         Ok(()) => true,
-        Err(e) if e == Errno::ENOENT => false,
+        Err(e) if e.errno() == Errno::ENOENT => false,
         Err(e) => panic!("unlink {name:?}: {e}"),
     }
 }
@@ -342,7 +342,7 @@ fn renames_racing_across_directories_neither_deadlock_nor_lose_entries() {
             match result {
                 Ok(()) => renamed += 1,
                 // Not there (moved away), a loop, or (with NoReplace) onto itself.
-                Err(e) if [Errno::ENOENT, Errno::EINVAL, Errno::EEXIST].contains(&e) => {}
+                Err(e) if [Errno::ENOENT, Errno::EINVAL, Errno::EEXIST].contains(&e.errno()) => {}
                 Err(e) => panic!("rename {name:?} from {from} to {to}: {e}"),
             }
         }
@@ -515,7 +515,7 @@ fn append_until_full(fs: &WarabiFs, fh: Fh, t: usize) -> Vec<u8> {
                 assert!(n > 0 && n <= piece.len(), "write of {len} accepted {n}");
                 accepted.extend_from_slice(&piece[..n]);
             }
-            Err(e) if e == Errno::ENOSPC => return accepted,
+            Err(e) if e.errno() == Errno::ENOSPC => return accepted,
             Err(e) => panic!("append to a filling pool: {e}"),
         }
         assert!(

@@ -63,8 +63,8 @@ struct Core {
     handles: BTreeMap<usize, Fh>,
 }
 
-fn errno(e: warabifs::fs::Errno) -> i32 {
-    e.0
+fn errno(e: warabifs::fs::FsError) -> i32 {
+    e.errno().0
 }
 
 fn stat(attr: warabifs::fs::Attr) -> Stat {
