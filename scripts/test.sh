@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The project's checks, as CI runs them: system packages, formatting, lints, every test
-# (unit, integration and FUSE mount tests on real pools in /dev/shm), then the POSIX
-# conformance suites on real mounts: pjdfstest (scripts/pjdfstest.sh) and 20,000 fsx
-# operations (scripts/fsx.sh).
+# The project's checks, as CI runs them: system packages, formatting, lints, the model
+# test in release mode, every test (unit, integration and FUSE mount tests on real pools
+# in /dev/shm), then the POSIX conformance suites on real mounts: pjdfstest
+# (scripts/pjdfstest.sh) and 20,000 fsx operations (scripts/fsx.sh).
 # The FUSE tests need /dev/fuse; this script never tells them to skip.
 set -euo pipefail
 
@@ -18,6 +18,12 @@ cargo fmt --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+# The core against its model (tests/model.rs), built as users run it: optimized, with
+# 256 random sequences of operations and crashes. (The passes below run it again, with
+# debug assertions.) It mounts nothing, so it runs once.
+step "cargo test --release --test model (256 cases)"
+PROPTEST_CASES=256 cargo test --release --test model
 
 # shellcheck source=scripts/lib/uring.sh
 source scripts/lib/uring.sh

@@ -1,152 +1,35 @@
 //! Integration tests of the FUSE-free core, `warabifs::fs::WarabiFs`, on real small
 //! libpmemobj pools in /dev/shm. Dropping a `WarabiFs` closes the pool without syncing,
-//! so a drop is a crash unless the test released or fsynced first.
+//! so a drop is a crash unless the test released or fsynced first. The helpers they
+//! share with other tests of the core are in tests/common.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::path::Path;
 
-use tempfile::TempDir;
+use common::{
+    assert_bytes_eq, caller, create_file, create_pool, list, lookup_ino, mount_pool,
+    mount_pool_with, names, nonzero_pattern, pool_config, read_all, read_range, remount,
+    scratch_pool, KIB, MIB,
+};
+
 use warabifs::fs::{
-    Attr, Caller, Errno, Fh, FileKind, FsOptions, RenameMode, SetAttr, SetTime, WarabiFs,
-    REGION_ID_XATTR, ROOT_INO,
+    Attr, Errno, Fh, FileKind, FsOptions, RenameMode, SetAttr, SetTime, WarabiFs, REGION_ID_XATTR,
+    ROOT_INO,
 };
 use warabifs::pmem::{Oid, Pool, MAX_ALLOC_SIZE};
 use warabifs::store::records::Timestamp;
 use warabifs::store::{transaction_reserve, PoolConfig, StoreError};
 
-const KIB: u64 = 1 << 10;
-const MIB: u64 = 1 << 20;
 const POOL_SIZE: u64 = 32 * MIB;
 
 // ---------------------------------------------------------------- helpers
-
-/// A fresh directory in /dev/shm and the pool path inside it (not created yet).
-fn scratch() -> (TempDir, PathBuf) {
-    let dir = tempfile::tempdir_in("/dev/shm").expect("tempdir in /dev/shm");
-    let path = dir.path().join("pool.pmem");
-    (dir, path)
-}
-
-fn config(path: &Path, size: Option<u64>) -> PoolConfig {
-    PoolConfig {
-        path: path.to_path_buf(),
-        create_if_missing_with_size: size,
-        override_if_exists: false,
-    }
-}
-
-/// Creates a pool of `size` bytes and mounts it.
-fn create_pool(path: &Path, size: u64) -> WarabiFs {
-    WarabiFs::open_pool(&config(path, Some(size)), FsOptions::default()).expect("create pool")
-}
-
-/// Mounts an existing pool, as a remount does (no size given).
-fn mount(path: &Path) -> WarabiFs {
-    mount_with(path, FsOptions::default())
-}
-
-fn mount_with(path: &Path, opts: FsOptions) -> WarabiFs {
-    WarabiFs::open_pool(&config(path, None), opts).expect("mount existing pool")
-}
-
-/// Closes the pool (by dropping the file system) and mounts it again.
-fn remount(fs: WarabiFs, path: &Path) -> WarabiFs {
-    drop(fs);
-    mount(path)
-}
 
 fn open_err(cfg: &PoolConfig) -> StoreError {
     WarabiFs::open_pool(cfg, FsOptions::default())
         .err()
         .expect("open_pool must fail")
-}
-
-fn caller() -> Caller {
-    let opts = FsOptions::default();
-    Caller {
-        uid: opts.uid,
-        gid: opts.gid,
-    }
-}
-
-/// `len` bytes that differ from one `seed` to the next and are never all zero.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u64 * 31 + u64::from(seed) * 7 + 1) as u8 | 1)
-        .collect()
-}
-
-fn read_range(fs: &WarabiFs, ino: u64, off: u64, len: u32) -> Vec<u8> {
-    let fh = fs.open(ino, false).expect("open");
-    let bytes = fs.read(fh, off, len, |s| s.to_vec()).expect("read");
-    fs.release(fh).expect("release");
-    bytes
-}
-
-/// The whole file, read in 1 MiB pieces; checks the read length against the size.
-fn read_all(fs: &WarabiFs, ino: u64) -> Vec<u8> {
-    let size = fs.getattr(ino).expect("getattr").size;
-    let mut out = Vec::with_capacity(size as usize);
-    loop {
-        let piece = read_range(fs, ino, out.len() as u64, MIB as u32);
-        if piece.is_empty() {
-            break;
-        }
-        out.extend_from_slice(&piece);
-    }
-    assert_eq!(
-        out.len() as u64,
-        size,
-        "read_all length disagrees with the size of inode {ino}"
-    );
-    out
-}
-
-/// Creates `name` in `parent` holding `data`, closes it (which persists it); returns the ino.
-fn create_file(fs: &WarabiFs, parent: u64, name: &[u8], data: &[u8]) -> u64 {
-    let (attr, fh) = fs.create(parent, name, 0o644, caller()).expect("create");
-    if !data.is_empty() {
-        assert_eq!(fs.write(fh, 0, data, false).expect("write"), data.len());
-    }
-    fs.release(fh).expect("release");
-    attr.ino
-}
-
-/// Compares byte vectors, reporting the first difference instead of both vectors.
-fn assert_bytes_eq(actual: &[u8], expected: &[u8]) {
-    let first_difference = actual.iter().zip(expected).position(|(a, e)| a != e);
-    assert!(
-        actual.len() == expected.len() && first_difference.is_none(),
-        "lengths {} vs {} expected, first difference at {first_difference:?}",
-        actual.len(),
-        expected.len()
-    );
-}
-
-fn lookup_ino(fs: &WarabiFs, parent: u64, name: &[u8]) -> u64 {
-    fs.lookup(parent, name).expect("lookup").ino
-}
-
-/// Directory entries other than "." and "..": name -> (ino, kind).
-fn list(fs: &WarabiFs, dir: u64) -> BTreeMap<Vec<u8>, (u64, FileKind)> {
-    let mut entries = BTreeMap::new();
-    fs.readdir(dir, 0, |e| {
-        if e.name != b"." && e.name != b".." {
-            let previous = entries.insert(e.name.to_vec(), (e.ino, e.kind));
-            assert!(previous.is_none(), "name listed twice: {:?}", e.name);
-        }
-        false
-    })
-    .expect("readdir");
-    entries
-}
-
-fn names(fs: &WarabiFs, dir: u64) -> BTreeSet<Vec<u8>> {
-    list(fs, dir).into_keys().collect()
 }
 
 fn name_set(names: &[&[u8]]) -> BTreeSet<Vec<u8>> {
@@ -201,7 +84,7 @@ fn leave_garbage(fs: &WarabiFs, len: usize) {
 /// Warabi's side: allocates a region with `Pool::alloc` and fills all of it.
 fn warabi_region(pool: &Pool, size: u64, seed: u8) -> (Oid, Vec<u8>) {
     let oid = pool.alloc(size, 0).expect("alloc region");
-    let data = pattern(pool.usable_size(oid) as usize, seed);
+    let data = nonzero_pattern(pool.usable_size(oid) as usize, seed);
     pool.write(oid, 0, &data);
     pool.persist(oid, 0, data.len());
     (oid, data)
@@ -211,10 +94,10 @@ fn warabi_region(pool: &Pool, size: u64, seed: u8) -> (Oid, Vec<u8>) {
 
 #[test]
 fn written_file_reads_back_and_survives_remount_with_stable_inode_numbers() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let small = pattern(3000, 1);
-    let big = pattern(300_000, 2);
+    let small = nonzero_pattern(3000, 1);
+    let big = nonzero_pattern(300_000, 2);
     let small_ino = create_file(&fs, ROOT_INO, b"small", &small);
     let sub = fs
         .mkdir(ROOT_INO, b"sub", 0o755, caller())
@@ -254,10 +137,10 @@ fn written_file_reads_back_and_survives_remount_with_stable_inode_numbers() {
 
 #[test]
 fn fsynced_write_survives_a_crash_without_release() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let (_, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
-    let data = pattern(10_000, 3);
+    let data = nonzero_pattern(10_000, 3);
     fs.write(fh, 0, &data, false).unwrap();
     fs.fsync(fh).unwrap();
 
@@ -267,10 +150,10 @@ fn fsynced_write_survives_a_crash_without_release() {
 
 #[test]
 fn sync_write_survives_a_crash_without_fsync() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let (_, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
-    let data = pattern(5000, 4);
+    let data = nonzero_pattern(5000, 4);
     fs.write(fh, 0, &data, true).unwrap();
 
     let fs = remount(fs, &path);
@@ -281,7 +164,7 @@ fn sync_write_survives_a_crash_without_fsync() {
 
 #[test]
 fn appending_grows_the_region_and_changes_its_region_id() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     // Big enough that 6 MiB stays below a sixteenth of the free space: growth doubles
     // all the way (past that the file would move into the largest region instead).
     let fs = create_pool(&path, 128 * MIB);
@@ -299,7 +182,7 @@ fn appending_grows_the_region_and_changes_its_region_id() {
     assert_region_id_format(&first_id);
     let mut ids = vec![first_id];
     while expected.len() < 6 * MIB as usize {
-        let piece = pattern(
+        let piece = nonzero_pattern(
             64 * KIB as usize,
             (expected.len() / (64 * KIB as usize)) as u8,
         );
@@ -334,18 +217,18 @@ fn appending_grows_the_region_and_changes_its_region_id() {
 /// through the mapping; both must show the same bytes, to warabifs and to Warabi.
 #[test]
 fn bytes_written_through_the_pool_file_and_the_mapping_agree() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, 64 * MIB);
     let (attr, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
     let ino = attr.ino;
-    let big = pattern(3 * MIB as usize, 30);
+    let big = nonzero_pattern(3 * MIB as usize, 30);
     for (i, piece) in big.chunks(MIB as usize).enumerate() {
         fs.write(fh, i as u64 * MIB, piece, false).unwrap();
     }
     // Small overwrites go through the mapping, into bytes the file wrote.
     let mut expected = big.clone();
     for off in (0..expected.len()).step_by(300_000) {
-        let small = pattern(1000, off as u8);
+        let small = nonzero_pattern(1000, off as u8);
         fs.write(fh, off as u64, &small, false).unwrap();
         expected[off..off + 1000].copy_from_slice(&small);
     }
@@ -369,13 +252,13 @@ fn bytes_written_through_the_pool_file_and_the_mapping_agree() {
 
 #[test]
 fn a_trimmed_file_keeps_headroom_for_appends_after_reopening() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, 64 * MIB);
     let (attr, fh) = fs.create(ROOT_INO, b"log", 0o644, caller()).unwrap();
     let ino = attr.ino;
     let mut expected = Vec::new();
     let mut append = |fs: &WarabiFs, fh: Fh, len: usize| {
-        let piece = pattern(len, expected.len() as u8);
+        let piece = nonzero_pattern(len, expected.len() as u8);
         fs.write(fh, expected.len() as u64, &piece, false).unwrap();
         expected.extend_from_slice(&piece);
     };
@@ -398,12 +281,12 @@ fn a_trimmed_file_keeps_headroom_for_appends_after_reopening() {
 
 #[test]
 fn overwriting_inside_the_capacity_keeps_the_region() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let mut data = pattern(100_000, 5);
+    let mut data = nonzero_pattern(100_000, 5);
     let ino = create_file(&fs, ROOT_INO, b"f", &data);
     let before = region_id(&fs, ino).unwrap();
-    let patch = pattern(500, 6);
+    let patch = nonzero_pattern(500, 6);
     let fh = fs.open(ino, true).unwrap();
     fs.write(fh, 40_000, &patch, false).unwrap();
     data[40_000..40_500].copy_from_slice(&patch);
@@ -415,10 +298,10 @@ fn overwriting_inside_the_capacity_keeps_the_region() {
 
 #[test]
 fn write_past_the_end_leaves_a_zero_filled_hole() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     leave_garbage(&fs, 3 * MIB as usize);
-    let data = pattern(100, 7);
+    let data = nonzero_pattern(100, 7);
     let (attr, fh) = fs.create(ROOT_INO, b"sparse", 0o644, caller()).unwrap();
     fs.write(fh, MIB, &data, false).unwrap();
 
@@ -434,25 +317,25 @@ fn write_past_the_end_leaves_a_zero_filled_hole() {
 
 #[test]
 fn second_write_past_the_end_zero_fills_between() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     leave_garbage(&fs, MIB as usize);
-    let ino = create_file(&fs, ROOT_INO, b"f", &pattern(10, 8));
+    let ino = create_file(&fs, ROOT_INO, b"f", &nonzero_pattern(10, 8));
     let fh = fs.open(ino, true).unwrap();
     fs.write(fh, 5000, b"end", false).unwrap();
     let got = read_all(&fs, ino);
     assert_eq!(got.len(), 5003);
-    assert_eq!(got[..10], pattern(10, 8)[..]);
+    assert_eq!(got[..10], nonzero_pattern(10, 8)[..]);
     assert!(got[10..5000].iter().all(|&b| b == 0), "hole is not zero");
     assert_eq!(&got[5000..], b"end");
 }
 
 #[test]
 fn truncate_up_reads_zeros() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     leave_garbage(&fs, 3 * MIB as usize);
-    let data = pattern(1000, 9);
+    let data = nonzero_pattern(1000, 9);
     let ino = create_file(&fs, ROOT_INO, b"f", &data);
     truncate(&fs, ino, 2 * MIB);
 
@@ -474,10 +357,10 @@ fn format_version(path: &Path) -> u32 {
 
 #[test]
 fn truncate_up_is_a_zero_tail_that_allocates_nothing() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     leave_garbage(&fs, 3 * MIB as usize);
-    let data = pattern(300 * KIB as usize, 11);
+    let data = nonzero_pattern(300 * KIB as usize, 11);
     let ino = create_file(&fs, ROOT_INO, b"f", &data);
     let before = fs.statfs();
     let region = region_oid(&fs, ino);
@@ -509,7 +392,7 @@ fn truncate_up_is_a_zero_tail_that_allocates_nothing() {
         "a zero tail raises the format version"
     );
 
-    let fs = mount(&path);
+    let fs = mount_pool(&path);
     assert_eq!(fs.getattr(ino).unwrap().size, 100 << 30);
     assert_eq!(fs.lseek(ino, 0, libc::SEEK_HOLE), Ok(data.len() as u64));
     // A write into the tail stores it, and zeros before it; the rest stays a hole.
@@ -528,11 +411,11 @@ fn truncate_up_is_a_zero_tail_that_allocates_nothing() {
 
 #[test]
 fn a_file_sized_first_gets_one_region_for_its_size_when_filled() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, 128 * MIB);
     let (attr, fh) = fs.create(ROOT_INO, b"sized", 0o644, caller()).unwrap();
     truncate(&fs, attr.ino, 3 * MIB);
-    let piece = pattern(64 * KIB as usize, 4);
+    let piece = nonzero_pattern(64 * KIB as usize, 4);
     fs.write(fh, 0, &piece, false).unwrap();
     let region = region_id(&fs, attr.ino).unwrap();
     let capacity = fs.getattr(attr.ino).unwrap().blocks * 512;
@@ -551,9 +434,9 @@ fn a_file_sized_first_gets_one_region_for_its_size_when_filled() {
 
 #[test]
 fn pools_without_zero_tails_keep_format_version_1() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let ino = create_file(&fs, ROOT_INO, b"f", &pattern(5000, 3));
+    let ino = create_file(&fs, ROOT_INO, b"f", &nonzero_pattern(5000, 3));
     truncate(&fs, ino, 100);
     let fh = fs.open(ino, true).unwrap();
     fs.write(fh, 200, b"x", false).unwrap();
@@ -564,9 +447,9 @@ fn pools_without_zero_tails_keep_format_version_1() {
 
 #[test]
 fn punching_the_end_of_the_data_and_copying_a_tail_store_nothing() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let data = pattern(64 * KIB as usize, 5);
+    let data = nonzero_pattern(64 * KIB as usize, 5);
     let ino = create_file(&fs, ROOT_INO, b"f", &data);
     const PUNCH_HOLE_KEEP_SIZE: i32 = 0x02 | 0x01;
     fs.fallocate(ino, 4096, 1 << 20, PUNCH_HOLE_KEEP_SIZE)
@@ -606,7 +489,7 @@ fn punching_the_end_of_the_data_and_copying_a_tail_store_nothing() {
 /// Writes `len` bytes to a new file in `piece`-sized appends and closes it.
 fn append_file(fs: &WarabiFs, name: &[u8], len: usize, piece: usize) -> u64 {
     let (attr, fh) = fs.create(ROOT_INO, name, 0o644, caller()).unwrap();
-    let data = pattern(piece, 21);
+    let data = nonzero_pattern(piece, 21);
     let mut off = 0;
     while off < len {
         let n = piece.min(len - off);
@@ -619,9 +502,14 @@ fn append_file(fs: &WarabiFs, name: &[u8], len: usize, piece: usize) -> u64 {
 
 #[test]
 fn a_reserve_that_could_not_be_trimmed_is_given_back_when_space_is_short() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, 1024 * MIB);
-    let blocker = create_file(&fs, ROOT_INO, b"blocker", &pattern(384 * MIB as usize, 1));
+    let blocker = create_file(
+        &fs,
+        ROOT_INO,
+        b"blocker",
+        &nonzero_pattern(384 * MIB as usize, 1),
+    );
     // A pool large enough for files to take the largest region (store::LARGEST_MIN_STEP).
     // Appended to 256 MiB, the file moves into the largest region; at its close the
     // 256 MiB copy a trim needs does not fit beside the blocker.
@@ -631,7 +519,7 @@ fn a_reserve_that_could_not_be_trimmed_is_given_back_when_space_is_short() {
     fs.unlink(ROOT_INO, b"blocker").unwrap();
     let _ = blocker;
     // 448 MiB do not fit in what the blocker left, unless the reserve is given back.
-    let needs_room = pattern(448 * MIB as usize, 2);
+    let needs_room = nonzero_pattern(448 * MIB as usize, 2);
     let ino = create_file(&fs, ROOT_INO, b"new", &needs_room);
     assert!(
         fs.getattr(big).unwrap().blocks * 512 < 320 * MIB,
@@ -645,10 +533,10 @@ fn a_reserve_that_could_not_be_trimmed_is_given_back_when_space_is_short() {
 fn the_headroom_of_a_file_still_open_is_given_back_when_space_is_short() {
     // The kernel sends a release after close(2) returns, so the next file's writes
     // may come while the last one is still open with the headroom growth gave it.
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, 64 * MIB);
     let (open, fh) = fs.create(ROOT_INO, b"open", 0o644, caller()).unwrap();
-    let data = pattern(MIB as usize, 3);
+    let data = nonzero_pattern(MIB as usize, 3);
     for k in 0..8 {
         fs.write(fh, k * MIB, &data, false).unwrap();
     }
@@ -677,7 +565,7 @@ fn the_headroom_of_a_file_still_open_is_given_back_when_space_is_short() {
 
 #[test]
 fn fallocate_of_what_statfs_offers_fits_a_new_file() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, 16 * MIB);
     for k in 0..8u8 {
         let ino = create_file(&fs, ROOT_INO, &[b'x', b'0' + k], b"x");
@@ -697,9 +585,9 @@ fn fallocate_of_what_statfs_offers_fits_a_new_file() {
 
 #[test]
 fn truncate_down_then_up_zeroes_the_reexposed_range() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let data = pattern(1000, 10);
+    let data = nonzero_pattern(1000, 10);
     let ino = create_file(&fs, ROOT_INO, b"f", &data);
     truncate(&fs, ino, 10);
     truncate(&fs, ino, 100);
@@ -727,10 +615,10 @@ fn truncate_down_then_up_zeroes_the_reexposed_range() {
 
 #[test]
 fn truncate_to_zero_frees_the_region() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let before_create = free_bytes(&fs);
-    let ino = create_file(&fs, ROOT_INO, b"f", &pattern(MIB as usize, 11));
+    let ino = create_file(&fs, ROOT_INO, b"f", &nonzero_pattern(MIB as usize, 11));
     let with_data = free_bytes(&fs);
     assert!(
         before_create - with_data >= MIB,
@@ -773,7 +661,7 @@ fn truncate_to_zero_frees_the_region() {
 
 #[test]
 fn warabi_regions_are_listed_as_files_and_written_in_place() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let pool = Pool::create(&path, POOL_SIZE).expect("Pool::create");
     let (a, a_data) = warabi_region(&pool, 1000, 12);
     let (erased, _) = warabi_region(&pool, 4096, 13);
@@ -781,7 +669,7 @@ fn warabi_regions_are_listed_as_files_and_written_in_place() {
     pool.free(erased);
     drop(pool);
 
-    let fs = mount(&path);
+    let fs = mount_pool(&path);
     let listed = list(&fs, ROOT_INO);
     let expected_names = name_set(&[a.to_string().as_bytes(), c.to_string().as_bytes()]);
     assert_eq!(
@@ -801,7 +689,7 @@ fn warabi_regions_are_listed_as_files_and_written_in_place() {
     }
 
     let c_ino = listed[c.to_string().as_bytes()].0;
-    let patch = pattern(300, 15);
+    let patch = nonzero_pattern(300, 15);
     let fh_c_ino = fs.open(c_ino, true).unwrap();
     fs.write(fh_c_ino, 1234, &patch, false).unwrap();
     fs.fsync(fh_c_ino).unwrap();
@@ -822,16 +710,16 @@ fn warabi_regions_are_listed_as_files_and_written_in_place() {
 
 #[test]
 fn warabi_region_survives_remount_after_being_grown() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let pool = Pool::create(&path, POOL_SIZE).unwrap();
     let (oid, data) = warabi_region(&pool, 1000, 16);
     drop(pool);
 
-    let fs = mount(&path);
+    let fs = mount_pool(&path);
     let name = oid.to_string().into_bytes();
     let ino = lookup_ino(&fs, ROOT_INO, &name);
     let mut expected = data.clone();
-    expected.extend_from_slice(&pattern(5000, 17));
+    expected.extend_from_slice(&nonzero_pattern(5000, 17));
     let fh = fs.open(ino, true).unwrap();
     fs.write(fh, data.len() as u64, &expected[data.len()..], false)
         .unwrap();
@@ -849,11 +737,11 @@ fn warabi_region_survives_remount_after_being_grown() {
 
 #[test]
 fn a_new_warabi_region_where_an_adopted_one_lived_is_listed_with_a_suffix() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let pool = Pool::create(&path, POOL_SIZE).unwrap();
     let (old, _) = warabi_region(&pool, 1000, 20);
     drop(pool);
-    let fs = mount(&path);
+    let fs = mount_pool(&path);
     let old_name = old.to_string().into_bytes();
     let adopted = lookup_ino(&fs, ROOT_INO, &old_name);
     let fh_adopted = fs.open(adopted, true).unwrap();
@@ -865,7 +753,7 @@ fn a_new_warabi_region_where_an_adopted_one_lived_is_listed_with_a_suffix() {
     drop(pool);
     assert_eq!(new, old, "libpmemobj reuses the freed offset");
 
-    let fs = mount(&path);
+    let fs = mount_pool(&path);
     let suffixed = format!("{new}.region").into_bytes();
     assert_eq!(names(&fs, ROOT_INO), name_set(&[&old_name, &suffixed]));
     let ino = lookup_ino(&fs, ROOT_INO, &suffixed);
@@ -891,16 +779,16 @@ fn a_new_warabi_region_where_an_adopted_one_lived_is_listed_with_a_suffix() {
 
 #[test]
 fn a_file_whose_region_warabi_erased_reads_empty_and_can_be_rewritten() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let ino = create_file(&fs, ROOT_INO, b"f", &pattern(50_000, 22));
+    let ino = create_file(&fs, ROOT_INO, b"f", &nonzero_pattern(50_000, 22));
     let region = region_oid(&fs, ino);
     drop(fs);
     let pool = Pool::open(&path).unwrap();
     pool.free(region); // Warabi's erase of the file's RegionID
     drop(pool);
 
-    let fs = mount(&path);
+    let fs = mount_pool(&path);
     assert_eq!(lookup_ino(&fs, ROOT_INO, b"f"), ino);
     assert_eq!(fs.getattr(ino).unwrap().size, 0);
     assert_eq!(read_all(&fs, ino), Vec::<u8>::new());
@@ -913,32 +801,32 @@ fn a_file_whose_region_warabi_erased_reads_empty_and_can_be_rewritten() {
 
 #[test]
 fn atomic_writes_are_durable_when_they_return() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     drop(create_pool(&path, POOL_SIZE));
     let atomic = FsOptions {
         atomic_writes: true,
         ..FsOptions::default()
     };
-    let fs = mount_with(&path, atomic.clone());
-    let mut expected = pattern(300_000, 40);
+    let fs = mount_pool_with(&path, atomic.clone());
+    let mut expected = nonzero_pattern(300_000, 40);
     let (attr, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
     fs.write(fh, 0, &expected, false).unwrap();
-    let patch = pattern(1000, 41);
+    let patch = nonzero_pattern(1000, 41);
     fs.write(fh, 1234, &patch, false).unwrap();
     expected[1234..2234].copy_from_slice(&patch);
     fs.write(fh, 400_000, b"tail", false).unwrap();
     expected.resize(400_000, 0);
     expected.extend_from_slice(b"tail");
     drop(fs); // a crash: no fsync, no release
-    let fs = mount_with(&path, atomic);
+    let fs = mount_pool_with(&path, atomic);
     assert_bytes_eq(&read_all(&fs, attr.ino), &expected);
 }
 
 #[test]
 fn file_created_through_the_fs_is_a_warabi_region() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let data = pattern(20_000, 18);
+    let data = nonzero_pattern(20_000, 18);
     let ino = create_file(&fs, ROOT_INO, b"f", &data);
     let oid = region_oid(&fs, ino);
     assert_eq!(
@@ -960,7 +848,7 @@ fn file_created_through_the_fs_is_a_warabi_region() {
 
 #[test]
 fn mkdir_rmdir_and_their_errors() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let d = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap();
     assert_eq!((d.kind, d.nlink), (FileKind::Directory, 2));
@@ -996,11 +884,11 @@ fn mkdir_rmdir_and_their_errors() {
 
 #[test]
 fn rename_over_a_file_replaces_it_and_frees_its_data() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let src_data = pattern(4000, 19);
+    let src_data = nonzero_pattern(4000, 19);
     let src = create_file(&fs, ROOT_INO, b"src", &src_data);
-    let dst = create_file(&fs, ROOT_INO, b"dst", &pattern(MIB as usize, 20));
+    let dst = create_file(&fs, ROOT_INO, b"dst", &nonzero_pattern(MIB as usize, 20));
     let with_both = free_bytes(&fs);
 
     fs.rename(ROOT_INO, b"src", ROOT_INO, b"dst", RenameMode::Replace)
@@ -1025,12 +913,12 @@ fn rename_over_a_file_replaces_it_and_frees_its_data() {
 
 #[test]
 fn rename_across_directories_moves_files_and_directories() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let a = fs.mkdir(ROOT_INO, b"a", 0o755, caller()).unwrap().ino;
     let b = fs.mkdir(ROOT_INO, b"b", 0o755, caller()).unwrap().ino;
     let inner = fs.mkdir(a, b"inner", 0o755, caller()).unwrap().ino;
-    let data = pattern(777, 21);
+    let data = nonzero_pattern(777, 21);
     let file = create_file(&fs, a, b"f", &data);
 
     fs.rename(a, b"f", b, b"g", RenameMode::Replace).unwrap();
@@ -1053,7 +941,7 @@ fn rename_across_directories_moves_files_and_directories() {
 
 #[test]
 fn rename_noreplace_exchange_and_loops() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let x = create_file(&fs, ROOT_INO, b"x", b"xxx");
     let y = create_file(&fs, ROOT_INO, b"y", b"yyyyy");
@@ -1121,7 +1009,7 @@ fn rename_noreplace_exchange_and_loops() {
 
 #[test]
 fn rename_over_an_empty_directory_replaces_it() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let a = fs.mkdir(ROOT_INO, b"a", 0o755, caller()).unwrap().ino;
     let b = fs.mkdir(ROOT_INO, b"b", 0o755, caller()).unwrap().ino;
@@ -1148,10 +1036,10 @@ fn rename_over_an_empty_directory_replaces_it() {
 
 #[test]
 fn hard_links_share_data_and_count_links() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let d = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap().ino;
-    let data = pattern(9000, 22);
+    let data = nonzero_pattern(9000, 22);
     let ino = create_file(&fs, ROOT_INO, b"one", &data);
     assert_eq!(fs.link(ino, d, b"two").unwrap().nlink, 2);
     assert_eq!(fs.link(ino, ROOT_INO, b"three").unwrap().nlink, 3);
@@ -1179,7 +1067,7 @@ fn hard_links_share_data_and_count_links() {
 
 #[test]
 fn symlinks_store_their_target() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let target = b"../some/where/else".as_slice();
     let link = fs.symlink(ROOT_INO, b"ln", target, caller()).unwrap();
@@ -1200,7 +1088,7 @@ fn symlinks_store_their_target() {
 
 #[test]
 fn names_of_255_bytes_work_and_256_are_too_long() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let longest = vec![b'n'; 255];
     let too_long = vec![b'n'; 256];
@@ -1239,7 +1127,7 @@ fn names_of_255_bytes_work_and_256_are_too_long() {
 
 #[test]
 fn invalid_names_are_refused() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     for bad in [b"".as_slice(), b".", b"..", b"a/b", b"nul\0"] {
         assert_eq!(
@@ -1255,9 +1143,9 @@ fn invalid_names_are_refused() {
 
 #[test]
 fn unlinked_open_file_stays_readable_until_release() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let data = pattern(MIB as usize, 23);
+    let data = nonzero_pattern(MIB as usize, 23);
     let ino = create_file(&fs, ROOT_INO, b"f", &data);
     let fh = fs.open(ino, false).unwrap();
     fs.unlink(ROOT_INO, b"f").unwrap();
@@ -1280,12 +1168,12 @@ fn unlinked_open_file_stays_readable_until_release() {
 
 #[test]
 fn unlinked_open_file_is_reclaimed_at_the_next_mount_after_a_crash() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let keep = create_file(&fs, ROOT_INO, b"keep", b"kept");
     let before_create = free_bytes(&fs);
     let (attr, fh) = fs.create(ROOT_INO, b"doomed", 0o644, caller()).unwrap();
-    fs.write(fh, 0, &pattern(2 * MIB as usize, 24), false)
+    fs.write(fh, 0, &nonzero_pattern(2 * MIB as usize, 24), false)
         .unwrap();
     fs.unlink(ROOT_INO, b"doomed").unwrap();
     assert!(
@@ -1302,7 +1190,7 @@ fn unlinked_open_file_is_reclaimed_at_the_next_mount_after_a_crash() {
 
 #[test]
 fn directory_removed_while_open_is_reclaimed_at_the_next_mount_after_a_crash() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let before_mkdir = free_bytes(&fs);
     let d = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap().ino;
@@ -1319,9 +1207,9 @@ fn directory_removed_while_open_is_reclaimed_at_the_next_mount_after_a_crash() {
 
 #[test]
 fn file_replaced_by_rename_while_open_lives_until_release() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let old_data = pattern(5000, 25);
+    let old_data = nonzero_pattern(5000, 25);
     let old = create_file(&fs, ROOT_INO, b"target", &old_data);
     create_file(&fs, ROOT_INO, b"new", b"new contents");
     let fh = fs.open(old, false).unwrap();
@@ -1343,10 +1231,10 @@ fn file_replaced_by_rename_while_open_lives_until_release() {
 
 #[test]
 fn full_pool_gives_enospc_and_recovers_after_a_delete() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, 16 * MIB);
     let (attr, fh) = fs.create(ROOT_INO, b"big", 0o644, caller()).unwrap();
-    let chunk = |i: usize| pattern(MIB as usize, i as u8);
+    let chunk = |i: usize| nonzero_pattern(MIB as usize, i as u8);
     let mut written = Vec::new();
     let err = loop {
         assert!(
@@ -1388,7 +1276,7 @@ fn full_pool_gives_enospc_and_recovers_after_a_delete() {
     let full = free_bytes(&fs);
     fs.unlink(ROOT_INO, b"big").unwrap();
     assert!(free_bytes(&fs) >= full + written.len() as u64);
-    let again = pattern(4 * MIB as usize, 99);
+    let again = nonzero_pattern(4 * MIB as usize, 99);
     let ino = create_file(&fs, ROOT_INO, b"again", &again);
     assert_eq!(read_all(&fs, ino), again);
 
@@ -1403,13 +1291,13 @@ fn full_pool_gives_enospc_and_recovers_after_a_delete() {
 
 #[test]
 fn many_files_fill_the_pool_with_enospc_and_leave_it_consistent() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, 16 * MIB);
     let mut files = Vec::new();
     let err = loop {
         assert!(files.len() < 32, "a 16 MiB pool took 32 files of 1 MiB");
         let name = format!("f{}", files.len()).into_bytes();
-        let data = pattern(MIB as usize, files.len() as u8);
+        let data = nonzero_pattern(MIB as usize, files.len() as u8);
         let (_, fh) = match fs.create(ROOT_INO, &name, 0o644, caller()) {
             Ok(created) => created,
             Err(e) => break e,
@@ -1437,8 +1325,8 @@ fn many_files_fill_the_pool_with_enospc_and_leave_it_consistent() {
     }
     let (first, _) = files.remove(0);
     fs.unlink(ROOT_INO, &first).unwrap();
-    let ino = create_file(&fs, ROOT_INO, b"after", &pattern(MIB as usize, 200));
-    assert_eq!(read_all(&fs, ino), pattern(MIB as usize, 200));
+    let ino = create_file(&fs, ROOT_INO, b"after", &nonzero_pattern(MIB as usize, 200));
+    assert_eq!(read_all(&fs, ino), nonzero_pattern(MIB as usize, 200));
 
     let fs = remount(fs, &path);
     let mut expected: BTreeSet<Vec<u8>> = files.iter().map(|(n, _)| n.clone()).collect();
@@ -1458,14 +1346,14 @@ fn many_files_fill_the_pool_with_enospc_and_leave_it_consistent() {
 
 #[test]
 fn read_only_mount_refuses_changes_and_serves_reads() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let data = pattern(3000, 26);
+    let data = nonzero_pattern(3000, 26);
     let ino = create_file(&fs, ROOT_INO, b"f", &data);
     fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap();
     drop(fs);
 
-    let fs = mount_with(
+    let fs = mount_pool_with(
         &path,
         FsOptions {
             read_only: true,
@@ -1510,12 +1398,12 @@ fn read_only_mount_refuses_changes_and_serves_reads() {
 
 #[test]
 fn read_only_mount_lists_a_warabi_pool_without_formatting_it() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let pool = Pool::create(&path, POOL_SIZE).unwrap();
     let (oid, data) = warabi_region(&pool, 2000, 27);
     drop(pool);
 
-    let fs = mount_with(
+    let fs = mount_pool_with(
         &path,
         FsOptions {
             read_only: true,
@@ -1540,16 +1428,16 @@ fn read_only_mount_lists_a_warabi_pool_without_formatting_it() {
 
 #[test]
 fn pool_in_use_is_refused_and_the_first_mount_goes_on() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let ino = create_file(&fs, ROOT_INO, b"f", b"before");
 
-    let err = open_err(&config(&path, None));
+    let err = open_err(&pool_config(&path, None));
     assert!(
         matches!(&err, StoreError::InUse(p) if p == &path),
         "{err:?}"
     );
-    let err = open_err(&config(&path, Some(POOL_SIZE)));
+    let err = open_err(&pool_config(&path, Some(POOL_SIZE)));
     assert!(matches!(err, StoreError::InUse(_)), "{err:?}");
 
     let fh = fs.open(ino, true).unwrap();
@@ -1572,63 +1460,63 @@ fn assert_refused_unchanged(cfg: &PoolConfig, check: impl Fn(&StoreError) -> boo
 
 #[test]
 fn files_that_are_not_pools_are_refused_untouched() {
-    let (dir, _) = scratch();
-    let junk = dir.path().join("junk");
-    std::fs::write(&junk, pattern(64 * KIB as usize, 28)).unwrap();
-    let short = dir.path().join("short");
+    let (dir, _) = scratch_pool();
+    let junk = dir.path("junk");
+    std::fs::write(&junk, nonzero_pattern(64 * KIB as usize, 28)).unwrap();
+    let short = dir.path("short");
     std::fs::write(&short, b"PMEMOBJ\0").unwrap();
     let is_not_a_pool = |e: &StoreError| matches!(e, StoreError::NotAPool(_));
     for path in [&junk, &short] {
-        assert_refused_unchanged(&config(path, None), is_not_a_pool);
-        assert_refused_unchanged(&config(path, Some(POOL_SIZE)), is_not_a_pool);
+        assert_refused_unchanged(&pool_config(path, None), is_not_a_pool);
+        assert_refused_unchanged(&pool_config(path, Some(POOL_SIZE)), is_not_a_pool);
     }
 }
 
 #[test]
 fn bad_configurations_are_refused_and_leave_the_pool_untouched() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, 16 * MIB);
     create_file(&fs, ROOT_INO, b"f", b"contents");
     drop(fs);
 
     assert_refused_unchanged(
-        &config(&path, Some(4 * MIB)),
+        &pool_config(&path, Some(4 * MIB)),
         |e| matches!(e, StoreError::SizeTooSmall(s) if *s == 4 * MIB),
     );
     let override_without_size = PoolConfig {
         override_if_exists: true,
-        ..config(&path, None)
+        ..pool_config(&path, None)
     };
     assert_refused_unchanged(&override_without_size, |e| {
         matches!(e, StoreError::OverrideWithoutSize)
     });
 
-    let fs = mount(&path);
+    let fs = mount_pool(&path);
     assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"f")), b"contents");
 }
 
 #[test]
 fn missing_pool_without_size_is_refused_and_not_created() {
-    let (_dir, path) = scratch();
-    let err = open_err(&config(&path, None));
+    let (_dir, path) = scratch_pool();
+    let err = open_err(&pool_config(&path, None));
     assert!(
         matches!(&err, StoreError::Missing(p) if p == &path),
         "{err:?}"
     );
-    let err = open_err(&config(&path, Some(MIB)));
+    let err = open_err(&pool_config(&path, Some(MIB)));
     assert!(matches!(err, StoreError::SizeTooSmall(_)), "{err:?}");
     assert!(!path.exists(), "a refused open created {}", path.display());
 }
 
 #[test]
 fn override_recreates_an_existing_pool_empty() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, 16 * MIB);
     create_file(&fs, ROOT_INO, b"f", b"old");
     drop(fs);
     let cfg = PoolConfig {
         override_if_exists: true,
-        ..config(&path, Some(16 * MIB))
+        ..pool_config(&path, Some(16 * MIB))
     };
     let fs = WarabiFs::open_pool(&cfg, FsOptions::default()).expect("override");
     assert!(list(&fs, ROOT_INO).is_empty());
@@ -1636,23 +1524,23 @@ fn override_recreates_an_existing_pool_empty() {
 
 #[test]
 fn pool_with_a_foreign_root_is_refused_untouched() {
-    let (dir, _) = scratch();
+    let (dir, _) = scratch_pool();
     for (name, root_size, contents) in [("named", 128, b"NOTOURS!".as_slice()), ("tiny", 16, b"x")]
     {
-        let path = dir.path().join(name);
+        let path = dir.path(name);
         let pool = Pool::create(&path, 16 * MIB).unwrap();
         let root = pool.root_with_size(root_size).unwrap();
         pool.write(root, 0, contents);
         pool.persist(root, 0, contents.len());
         drop(pool);
         let is_foreign = |e: &StoreError| matches!(e, StoreError::ForeignRoot(_));
-        assert_refused_unchanged(&config(&path, None), is_foreign);
+        assert_refused_unchanged(&pool_config(&path, None), is_foreign);
         let read_only = FsOptions {
             read_only: true,
             ..FsOptions::default()
         };
         let before = std::fs::read(&path).unwrap();
-        let err = WarabiFs::open_pool(&config(&path, None), read_only)
+        let err = WarabiFs::open_pool(&pool_config(&path, None), read_only)
             .err()
             .expect("refused");
         assert!(is_foreign(&err), "{err:?}");
@@ -1665,14 +1553,14 @@ fn pool_with_a_foreign_root_is_refused_untouched() {
 
 #[test]
 fn format_cut_short_after_making_the_root_is_finished_at_the_next_mount() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let pool = Pool::create(&path, POOL_SIZE).unwrap();
     let (oid, data) = warabi_region(&pool, 3000, 29);
     // What a crash between the root's allocation and the superblock's write leaves.
     pool.root_with_size(64).unwrap();
     drop(pool);
 
-    let fs = mount(&path);
+    let fs = mount_pool(&path);
     let ino = lookup_ino(&fs, ROOT_INO, oid.to_string().as_bytes());
     assert_eq!(read_all(&fs, ino), data);
     create_file(&fs, ROOT_INO, b"f", b"formatted");
@@ -1691,14 +1579,14 @@ fn mount_warabi_pool(path: &Path, size: u64) -> (WarabiFs, Oid, Vec<u8>, u64) {
     let pool = Pool::create(path, POOL_SIZE).unwrap();
     let (oid, data) = warabi_region(&pool, size, 30);
     drop(pool);
-    let fs = mount(path);
+    let fs = mount_pool(path);
     let ino = lookup_ino(&fs, ROOT_INO, oid.to_string().as_bytes());
     (fs, oid, data, ino)
 }
 
 #[test]
 fn unlinking_a_warabi_region_frees_it() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let (fs, oid, _, ino) = mount_warabi_pool(&path, 2 * MIB);
     let before = free_bytes(&fs);
     fs.unlink(ROOT_INO, oid.to_string().as_bytes()).unwrap();
@@ -1717,7 +1605,7 @@ fn unlinking_a_warabi_region_frees_it() {
 
 #[test]
 fn renamed_warabi_region_keeps_its_bytes_and_region_id() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let (fs, oid, data, ino) = mount_warabi_pool(&path, 5000);
     let d = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap().ino;
     fs.rename(
@@ -1743,7 +1631,7 @@ fn renamed_warabi_region_keeps_its_bytes_and_region_id() {
 
 #[test]
 fn truncated_and_chmoded_warabi_region_keeps_the_change() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let (fs, oid, data, ino) = mount_warabi_pool(&path, 5000);
     truncate(&fs, ino, 100);
     let change = SetAttr {
@@ -1760,7 +1648,7 @@ fn truncated_and_chmoded_warabi_region_keeps_the_change() {
 
 #[test]
 fn hard_link_to_a_warabi_region_survives_unlinking_its_region_name() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let (fs, oid, data, ino) = mount_warabi_pool(&path, 5000);
     fs.link(ino, ROOT_INO, b"alias").unwrap();
     fs.unlink(ROOT_INO, oid.to_string().as_bytes()).unwrap();
@@ -1775,7 +1663,7 @@ fn hard_link_to_a_warabi_region_survives_unlinking_its_region_name() {
 
 #[test]
 fn setattr_changes_persist() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let ino = create_file(&fs, ROOT_INO, b"f", b"data");
     let atime = Timestamp {
@@ -1809,7 +1697,7 @@ fn setattr_changes_persist() {
 
 #[test]
 fn special_files_keep_their_kind_and_device_number() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let fifo = fs
         .mknod(ROOT_INO, b"fifo", libc::S_IFIFO | 0o600, 0, caller())
@@ -1838,7 +1726,7 @@ fn special_files_keep_their_kind_and_device_number() {
 
 #[test]
 fn region_id_xattr_is_read_only() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let ino = create_file(&fs, ROOT_INO, b"f", b"data");
     assert_eq!(
@@ -1860,7 +1748,7 @@ fn region_id_xattr_is_read_only() {
 fn extended_attributes_are_stored_listed_replaced_removed_and_persist() {
     const XATTR_CREATE: i32 = 1;
     const XATTR_REPLACE: i32 = 2;
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let ino = create_file(&fs, ROOT_INO, b"f", b"data");
     let dir = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap().ino;
@@ -1877,11 +1765,11 @@ fn extended_attributes_are_stored_listed_replaced_removed_and_persist() {
         Errno::ENODATA
     );
     fs.setxattr(ino, b"user.k", b"v2", XATTR_REPLACE).unwrap();
-    let big = pattern(65536, 30);
+    let big = nonzero_pattern(65536, 30);
     fs.setxattr(ino, b"trusted.big", &big, 0).unwrap();
     fs.setxattr(dir, b"user.on-a-dir", b"", 0).unwrap();
     assert_eq!(
-        fs.setxattr(ino, b"user.huge", &pattern(65537, 1), 0)
+        fs.setxattr(ino, b"user.huge", &nonzero_pattern(65537, 1), 0)
             .unwrap_err(),
         Errno::E2BIG
     );
@@ -1927,13 +1815,18 @@ fn extended_attributes_are_stored_listed_replaced_removed_and_persist() {
 
 #[test]
 fn deleting_a_file_frees_its_extended_attributes() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let free_before = fs.statfs().free_bytes;
     let ino = create_file(&fs, ROOT_INO, b"f", b"data");
     for i in 0..20 {
-        fs.setxattr(ino, format!("user.{i}").as_bytes(), &pattern(4000, i), 0)
-            .unwrap();
+        fs.setxattr(
+            ino,
+            format!("user.{i}").as_bytes(),
+            &nonzero_pattern(4000, i),
+            0,
+        )
+        .unwrap();
     }
     fs.unlink(ROOT_INO, b"f").unwrap();
     assert_eq!(fs.statfs().free_bytes, free_before);
@@ -1953,9 +1846,9 @@ fn fallocate_reserves_zeroes_and_punches_without_changing_other_bytes() {
     const PUNCH_HOLE: i32 = 0x02;
     const ZERO_RANGE: i32 = 0x10;
     const COLLAPSE_RANGE: i32 = 0x08;
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let mut expected = pattern(10_000, 31);
+    let mut expected = nonzero_pattern(10_000, 31);
     let ino = create_file(&fs, ROOT_INO, b"f", &expected);
 
     fs.fallocate(ino, 0, 2 * MIB, KEEP_SIZE).unwrap();
@@ -1990,9 +1883,9 @@ fn fallocate_reserves_zeroes_and_punches_without_changing_other_bytes() {
 fn seek_data_and_hole_see_one_extent() {
     const SEEK_DATA: i32 = 3;
     const SEEK_HOLE: i32 = 4;
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let ino = create_file(&fs, ROOT_INO, b"f", &pattern(5000, 32));
+    let ino = create_file(&fs, ROOT_INO, b"f", &nonzero_pattern(5000, 32));
     assert_eq!(fs.lseek(ino, 10, SEEK_DATA).unwrap(), 10);
     assert_eq!(fs.lseek(ino, 10, SEEK_HOLE).unwrap(), 5000);
     assert_eq!(fs.lseek(ino, 5000, SEEK_DATA).unwrap_err(), Errno::ENXIO);
@@ -2001,9 +1894,9 @@ fn seek_data_and_hole_see_one_extent() {
 
 #[test]
 fn copy_file_range_copies_between_and_within_files() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let source = pattern(700_000, 33);
+    let source = nonzero_pattern(700_000, 33);
     let from = create_file(&fs, ROOT_INO, b"from", &source);
     let to = create_file(&fs, ROOT_INO, b"to", b"head");
     assert_eq!(
@@ -2034,7 +1927,7 @@ fn copy_file_range_copies_between_and_within_files() {
 
 #[test]
 fn oversized_writes_and_truncates_give_efbig_and_dirs_refuse_data() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let ino = create_file(&fs, ROOT_INO, b"f", b"data");
     let fh = fs.open(ino, true).unwrap();
@@ -2081,11 +1974,11 @@ fn oversized_writes_and_truncates_give_efbig_and_dirs_refuse_data() {
     assert_eq!(fs.setattr(ROOT_INO, shrink_dir).unwrap_err(), Errno::EISDIR);
 }
 
-// ---------------------------------------------------------------- listing and concurrency
+// ---------------------------------------------------------------- listing (threads: tests/concurrency.rs)
 
 #[test]
 fn readdir_resumes_from_any_cookie_without_losing_or_repeating_entries() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let expected: BTreeSet<Vec<u8>> = (0..300).map(|i| format!("file{i}").into_bytes()).collect();
     for name in &expected {
@@ -2115,132 +2008,13 @@ fn readdir_resumes_from_any_cookie_without_losing_or_repeating_entries() {
     assert_eq!(listed, expected);
 }
 
-/// Runs `work` on `threads` threads sharing one file system. Fails if one panics, and
-/// (rather than hang the test run) if they have not all finished after a generous
-/// `LIVENESS_LIMIT`: that is a deadlock, not slowness.
-fn run_concurrently(fs: WarabiFs, threads: usize, work: fn(&WarabiFs, usize)) -> WarabiFs {
-    const LIVENESS_LIMIT: Duration = Duration::from_secs(120);
-    let fs = Arc::new(fs);
-    let (done, finished) = mpsc::channel();
-    for t in 0..threads {
-        let (fs, done) = (Arc::clone(&fs), done.clone());
-        std::thread::spawn(move || {
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(&fs, t)));
-            drop(fs);
-            done.send((t, outcome.is_ok())).unwrap();
-        });
-    }
-    for _ in 0..threads {
-        let (t, ok) = finished
-            .recv_timeout(LIVENESS_LIMIT)
-            .expect("worker threads deadlocked");
-        assert!(ok, "worker thread {t} panicked");
-    }
-    Arc::try_unwrap(fs).ok().expect("workers hold no reference")
-}
-
-fn stable_name(i: usize) -> Vec<u8> {
-    format!("stable{i}").into_bytes()
-}
-
-fn churn_name(i: usize) -> Vec<u8> {
-    format!("churn{}", i % 100).into_bytes()
-}
-
-/// The untouched entries one readdir pass lists, sorted.
-fn stable_entries(fs: &WarabiFs) -> Vec<Vec<u8>> {
-    let mut stable = Vec::new();
-    fs.readdir(ROOT_INO, 0, |e| {
-        stable.extend(Some(e.name.to_vec()).filter(|n| n.starts_with(b"stable")));
-        false
-    })
-    .unwrap();
-    stable.sort();
-    stable
-}
-
-/// Whether the writer of the readdir test below is still at work.
-static CHURNING: AtomicBool = AtomicBool::new(true);
-
-/// A reader lists a directory for as long as a writer unlinks and re-creates most of its
-/// entries. (readdir used to hold a `dirs` shard lock while locking each child inode, and
-/// unlink the other way round: this deadlocked within the first few rounds.)
-#[test]
-fn readdir_runs_alongside_creates_and_unlinks_in_the_same_directory() {
-    let (_dir, path) = scratch();
-    let fs = create_pool(&path, POOL_SIZE);
-    for i in 0..100 {
-        create_file(&fs, ROOT_INO, &stable_name(i), b"");
-        create_file(&fs, ROOT_INO, &churn_name(i), b"x");
-    }
-    let fs = run_concurrently(fs, 2, |fs, t| {
-        if t == 0 {
-            for round in 0..2000 {
-                fs.unlink(ROOT_INO, &churn_name(round)).unwrap();
-                create_file(fs, ROOT_INO, &churn_name(round), b"x");
-            }
-            CHURNING.store(false, Ordering::Relaxed);
-            return;
-        }
-        let mut expected: Vec<Vec<u8>> = (0..100).map(stable_name).collect();
-        expected.sort();
-        while CHURNING.load(Ordering::Relaxed) {
-            // Entries neither added nor removed are listed exactly once.
-            let stable = stable_entries(fs);
-            assert!(
-                stable == expected,
-                "a listing lost or repeated an untouched entry"
-            );
-        }
-    });
-    let fs = remount(fs, &path);
-    let all: BTreeSet<Vec<u8>> = (0..100)
-        .flat_map(|i| [stable_name(i), churn_name(i)])
-        .collect();
-    assert_eq!(names(&fs, ROOT_INO), all);
-}
-
-fn writer_name(t: usize) -> Vec<u8> {
-    format!("w{t}").into_bytes()
-}
-
-fn writer_bytes(t: usize) -> Vec<u8> {
-    (0..64)
-        .flat_map(|i| pattern(16 * KIB as usize, (t * 64 + i) as u8))
-        .collect()
-}
-
-#[test]
-fn parallel_writers_on_separate_files_keep_their_own_bytes() {
-    let (_dir, path) = scratch();
-    let fs = create_pool(&path, 64 * MIB);
-    for t in 0..4 {
-        create_file(&fs, ROOT_INO, &writer_name(t), b"");
-    }
-    let fs = run_concurrently(fs, 4, |fs, t| {
-        let ino = lookup_ino(fs, ROOT_INO, &writer_name(t));
-        // Appends of 16 KiB: the file moves to bigger regions as the others do too.
-        let fh = fs.open(ino, true).unwrap();
-        for piece in writer_bytes(t).chunks(16 * KIB as usize) {
-            let size = fs.getattr(ino).unwrap().size;
-            fs.write(fh, size, piece, false).unwrap();
-        }
-        fs.fsync(fh).unwrap();
-    });
-    let fs = remount(fs, &path);
-    for t in 0..4 {
-        let got = read_all(&fs, lookup_ino(&fs, ROOT_INO, &writer_name(t)));
-        assert!(got == writer_bytes(t), "file w{t} mixed up");
-    }
-}
-
 // ---------------------------------------------------------------- remount
 
 #[test]
 fn going_read_only_persists_every_file_and_refuses_changes() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
-    let data = pattern(100_000, 3);
+    let data = nonzero_pattern(100_000, 3);
     let (_, fh) = fs
         .create(ROOT_INO, b"open", 0o644, caller())
         .expect("create");
@@ -2268,13 +2042,13 @@ fn going_read_only_persists_every_file_and_refuses_changes() {
 
 #[test]
 fn a_pool_without_metadata_mounted_read_only_cannot_go_read_write() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     drop(Pool::create(&path, POOL_SIZE).expect("a pool as Warabi makes it"));
     let ro = FsOptions {
         read_only: true,
         ..FsOptions::default()
     };
-    let fs = mount_with(&path, ro);
+    let fs = mount_pool_with(&path, ro);
     let err = fs.set_read_only(false).unwrap_err();
     assert!(err.contains("no warabifs metadata"), "{err}");
     assert!(fs.is_read_only());
@@ -2296,12 +2070,12 @@ fn pool_of_files_and_regions(path: &Path, files: usize, regions: usize) -> (Wara
         .map(|i| warabi_region(&pool, 100, i as u8).0)
         .collect();
     drop(pool);
-    (mount(path), oids)
+    (mount_pool(path), oids)
 }
 
 #[test]
 fn files_and_warabi_regions_list_together_resumably_from_any_cookie() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let (fs, oids) = pool_of_files_and_regions(&path, 150, 300);
     let mut expected: BTreeSet<Vec<u8>> =
         (0..150).map(|i| format!("file{i}").into_bytes()).collect();
@@ -2343,7 +2117,7 @@ fn files_and_warabi_regions_list_together_resumably_from_any_cookie() {
 
 #[test]
 fn a_listed_region_name_is_taken_and_only_in_its_own_spelling() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let (fs, oids) = pool_of_files_and_regions(&path, 1, 3);
     let name = oids[1].to_string();
     let ino = lookup_ino(&fs, ROOT_INO, name.as_bytes());
@@ -2400,7 +2174,7 @@ fn a_listed_region_name_is_taken_and_only_in_its_own_spelling() {
 
 #[test]
 fn names_found_at_mount_can_be_removed_made_again_and_renamed() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let (fs, _) = pool_of_files_and_regions(&path, 50, 0);
     fs.unlink(ROOT_INO, b"file3").unwrap();
     assert_eq!(fs.lookup(ROOT_INO, b"file3").unwrap_err(), Errno::ENOENT);
@@ -2426,7 +2200,7 @@ fn names_found_at_mount_can_be_removed_made_again_and_renamed() {
 
 #[test]
 fn dot_of_any_live_inode_is_itself_and_of_a_removed_one_is_enoent() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let file = create_file(&fs, ROOT_INO, b"f", b"data");
     let dir = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap().ino;
@@ -2446,7 +2220,7 @@ fn dot_of_any_live_inode_is_itself_and_of_a_removed_one_is_enoent() {
 
 #[test]
 fn the_number_of_a_deleted_inode_is_never_given_out_again_even_after_a_remount() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let kept = create_file(&fs, ROOT_INO, b"kept", b"");
     let highest = create_file(&fs, ROOT_INO, b"highest", b"");
@@ -2467,7 +2241,7 @@ fn the_number_of_a_deleted_inode_is_never_given_out_again_even_after_a_remount()
 
 #[test]
 fn a_directory_removed_while_open_keeps_its_inode_until_released() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let fs = create_pool(&path, POOL_SIZE);
     let free_before = free_bytes(&fs);
     let dir = fs.mkdir(ROOT_INO, b"d", 0o755, caller()).unwrap().ino;
@@ -2511,11 +2285,11 @@ fn a_directory_removed_while_open_keeps_its_inode_until_released() {
 
 #[test]
 fn a_number_given_to_a_region_is_never_given_to_a_file_on_a_later_mount() {
-    let (_dir, path) = scratch();
+    let (_dir, path) = scratch_pool();
     let pool = Pool::create(&path, POOL_SIZE).unwrap();
     let (old, _) = warabi_region(&pool, 1000, 20);
     drop(pool);
-    let fs = mount(&path);
+    let fs = mount_pool(&path);
     let adopted = lookup_ino(&fs, ROOT_INO, old.to_string().as_bytes());
     let fh_adopted = fs.open(adopted, true).unwrap();
     fs.write(fh_adopted, 2000, b"x", true).unwrap();
@@ -2526,14 +2300,14 @@ fn a_number_given_to_a_region_is_never_given_to_a_file_on_a_later_mount() {
     assert_eq!(new, old, "libpmemobj reuses the freed offset");
     // The new region's number collides with the adopted file's: it gets a counter
     // number, which a file handle may now hold.
-    let fs = mount(&path);
+    let fs = mount_pool(&path);
     let region_ino = lookup_ino(&fs, ROOT_INO, format!("{new}.region").as_bytes());
     drop(fs);
     // Warabi erases the region; a file made on the next mount must get another number.
     let pool = Pool::open(&path).unwrap();
     pool.free(new);
     drop(pool);
-    let fs = mount(&path);
+    let fs = mount_pool(&path);
     let file = create_file(&fs, ROOT_INO, b"file", b"");
     assert!(file > region_ino, "file {file} after region {region_ino}");
 }

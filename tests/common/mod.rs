@@ -3,16 +3,23 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{posix_fadvise, Flock, FlockArg, PosixFadviseAdvice};
+use warabifs::fs::{Caller, FileKind, FsOptions, WarabiFs};
+use warabifs::store::PoolConfig;
+
+pub const KIB: u64 = 1 << 10;
+pub const MIB: u64 = 1 << 20;
 
 /// Set to 1 to skip the tests that mount (CI never sets it).
 pub const SKIP_FUSE_ENV: &str = "WARABIFS_SKIP_FUSE_TESTS";
@@ -62,6 +69,183 @@ impl Scratch {
         std::fs::create_dir_all(&path).expect("mountpoint");
         path
     }
+}
+
+// ---------------------------------------------------------------- the core without FUSE
+// Tests of `warabifs::fs::WarabiFs` itself. Dropping a `WarabiFs` closes the pool
+// without syncing, so a drop is a crash unless the test released or fsynced first.
+
+/// A fresh scratch directory and the path of a pool inside it (not created yet).
+pub fn scratch_pool() -> (Scratch, PathBuf) {
+    let scratch = Scratch::new();
+    let path = scratch.path("pool.pmem");
+    (scratch, path)
+}
+
+/// The configuration of the pool at `path`; `size` creates it when it is missing.
+pub fn pool_config(path: &Path, size: Option<u64>) -> PoolConfig {
+    PoolConfig {
+        path: path.to_path_buf(),
+        create_if_missing_with_size: size,
+        override_if_exists: false,
+    }
+}
+
+/// Creates a pool of `size` bytes and mounts it.
+pub fn create_pool(path: &Path, size: u64) -> WarabiFs {
+    without_spawning(|| WarabiFs::open_pool(&pool_config(path, Some(size)), FsOptions::default()))
+        .expect("create pool")
+}
+
+/// Mounts an existing pool, as a remount does (no size given).
+pub fn mount_pool(path: &Path) -> WarabiFs {
+    mount_pool_with(path, FsOptions::default())
+}
+
+pub fn mount_pool_with(path: &Path, opts: FsOptions) -> WarabiFs {
+    without_spawning(|| WarabiFs::open_pool(&pool_config(path, None), opts))
+        .expect("mount existing pool")
+}
+
+/// Closes the pool (by dropping the file system: a crash for whatever was not
+/// persisted) and mounts it again.
+pub fn remount(fs: WarabiFs, path: &Path) -> WarabiFs {
+    drop(fs);
+    mount_pool(path)
+}
+
+/// The credentials of this process, as the owner of new files.
+pub fn caller() -> Caller {
+    let opts = FsOptions::default();
+    Caller {
+        uid: opts.uid,
+        gid: opts.gid,
+    }
+}
+
+/// `len` bytes that differ from one `seed` to the next and are never zero, so that a
+/// byte left unwritten (or zero-filled) shows.
+pub fn nonzero_pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64 * 31 + u64::from(seed) * 7 + 1) as u8 | 1)
+        .collect()
+}
+
+/// Up to `len` bytes at `off`, through a handle of its own (whose release persists the
+/// file, as a close does).
+pub fn read_range(fs: &WarabiFs, ino: u64, off: u64, len: u32) -> Vec<u8> {
+    let fh = fs.open(ino, false).expect("open");
+    let bytes = fs.read(fh, off, len, |s| s.to_vec()).expect("read");
+    fs.release(fh).expect("release");
+    bytes
+}
+
+/// The whole file, read in 1 MiB pieces; checks the read length against the size.
+pub fn read_all(fs: &WarabiFs, ino: u64) -> Vec<u8> {
+    let size = fs.getattr(ino).expect("getattr").size;
+    let mut out = Vec::with_capacity(size as usize);
+    loop {
+        let piece = read_range(fs, ino, out.len() as u64, MIB as u32);
+        if piece.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&piece);
+    }
+    assert_eq!(
+        out.len() as u64,
+        size,
+        "read_all length disagrees with the size of inode {ino}"
+    );
+    out
+}
+
+/// Creates `name` in `parent` holding `data`, closes it (which persists it); returns the ino.
+pub fn create_file(fs: &WarabiFs, parent: u64, name: &[u8], data: &[u8]) -> u64 {
+    let (attr, fh) = fs.create(parent, name, 0o644, caller()).expect("create");
+    if !data.is_empty() {
+        assert_eq!(fs.write(fh, 0, data, false).expect("write"), data.len());
+    }
+    fs.release(fh).expect("release");
+    attr.ino
+}
+
+/// Compares byte vectors, reporting the first difference instead of both vectors.
+pub fn assert_bytes_eq(actual: &[u8], expected: &[u8]) {
+    let first_difference = actual.iter().zip(expected).position(|(a, e)| a != e);
+    assert!(
+        actual.len() == expected.len() && first_difference.is_none(),
+        "lengths {} vs {} expected, first difference at {first_difference:?}",
+        actual.len(),
+        expected.len()
+    );
+}
+
+pub fn lookup_ino(fs: &WarabiFs, parent: u64, name: &[u8]) -> u64 {
+    fs.lookup(parent, name).expect("lookup").ino
+}
+
+/// Directory entries other than "." and "..": name -> (ino, kind).
+pub fn list(fs: &WarabiFs, dir: u64) -> BTreeMap<Vec<u8>, (u64, FileKind)> {
+    let mut entries = BTreeMap::new();
+    fs.readdir(dir, 0, |e| {
+        if e.name != b"." && e.name != b".." {
+            let previous = entries.insert(e.name.to_vec(), (e.ino, e.kind));
+            assert!(previous.is_none(), "name listed twice: {:?}", e.name);
+        }
+        false
+    })
+    .expect("readdir");
+    entries
+}
+
+pub fn names(fs: &WarabiFs, dir: u64) -> BTreeSet<Vec<u8>> {
+    list(fs, dir).into_keys().collect()
+}
+
+/// How long threads sharing a file system may take before a test calls it a deadlock:
+/// generous, since the machine may be busy; it is no claim about speed.
+pub const LIVENESS_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `work` on `threads` threads sharing one file system and returns it. Fails if
+/// one panics, and (rather than hang the test run) if they have not all finished after
+/// [`LIVENESS_LIMIT`]: that is a deadlock, not slowness.
+pub fn run_concurrently(
+    fs: WarabiFs,
+    threads: usize,
+    work: impl Fn(&WarabiFs, usize) + Send + Sync + 'static,
+) -> WarabiFs {
+    run_collecting(fs, threads, work).0
+}
+
+/// [`run_concurrently`], returning what each thread's `work` returned, in thread order.
+pub fn run_collecting<R: Send + 'static>(
+    fs: WarabiFs,
+    threads: usize,
+    work: impl Fn(&WarabiFs, usize) -> R + Send + Sync + 'static,
+) -> (WarabiFs, Vec<R>) {
+    let fs = Arc::new(fs);
+    let work = Arc::new(work);
+    let (done, finished) = mpsc::channel();
+    for t in 0..threads {
+        let (fs, work, done) = (Arc::clone(&fs), Arc::clone(&work), done.clone());
+        std::thread::spawn(move || {
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(&fs, t)));
+            drop(fs);
+            done.send((t, outcome)).unwrap();
+        });
+    }
+    let mut results: Vec<Option<R>> = (0..threads).map(|_| None).collect();
+    for _ in 0..threads {
+        let (t, outcome) = finished
+            .recv_timeout(LIVENESS_LIMIT)
+            .expect("worker threads deadlocked");
+        match outcome {
+            Ok(result) => results[t] = Some(result),
+            Err(_) => panic!("worker thread {t} panicked"),
+        }
+    }
+    let fs = Arc::try_unwrap(fs).ok().expect("workers hold no reference");
+    (fs, results.into_iter().map(|r| r.expect("sent")).collect())
 }
 
 /// libpmemobj holds the pool file open, without close-on-exec, inside pmemobj_create
