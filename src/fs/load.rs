@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use super::change::Change;
 use super::inode::{FileKind, Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
 use super::names::Entry;
 use super::namespace::{Child, Namespace};
@@ -216,9 +217,9 @@ impl WarabiFs {
             now,
         );
         let record = if self.store.is_formatted() && !self.is_read_only() {
-            let mut tx = self.store.begin()?;
-            let oid = tx.create_inode(&meta)?;
-            tx.commit()?;
+            let mut change = Change::begin(&self.store)?;
+            let oid = change.tx().create_inode(&meta)?;
+            change.commit()?;
             Some(oid)
         } else {
             None
@@ -288,12 +289,12 @@ impl WarabiFs {
             .into_iter()
             .filter_map(|ino| self.inode(ino).ok().map(|i| (ino, i)))
             .collect();
-        let mut tx = self.store.begin()?;
+        let mut change = Change::begin(&self.store)?;
         for (_, inode) in &inodes {
             let state = inode.state.read();
-            state.free_records(&mut tx)?;
+            state.free_records(change.tx())?;
         }
-        tx.commit()?;
+        change.commit()?;
         for (ino, _) in &inodes {
             // A directory removed while open is an orphan too: forget its listing as well.
             self.ns.lock().remove_dir(*ino);
@@ -343,9 +344,9 @@ impl WarabiFs {
         if next == counted_from || self.is_read_only() || !self.store.is_formatted() {
             return Ok(());
         }
-        let mut tx = self.store.begin()?;
-        tx.claim_inos_below(next)?;
-        tx.commit()
+        let mut change = Change::begin(&self.store)?;
+        change.tx().claim_inos_below(next)?;
+        change.commit()
     }
 
     /// Whether some inode has a region-style number (an adopted region's) or some root
