@@ -498,11 +498,7 @@ impl WarabiFs {
         (from, source): (Named<'_>, Entry),
         (to, target): (Named<'_>, Option<Entry>),
     ) -> FsResult<()> {
-        let Named { dir: parent, name } = from;
-        let Named {
-            dir: newparent,
-            name: newname,
-        } = to;
+        let (parent, name, newparent, newname) = (from.dir, from.name, to.dir, to.name);
         let source_is_dir = self.ns.is_dir(source.ino);
         let mut involved = vec![parent, newparent, source.ino];
         involved.extend(target.map(|t| t.ino));
@@ -564,11 +560,7 @@ impl WarabiFs {
         (from, a): (Named<'_>, Entry),
         (to, b): (Named<'_>, Entry),
     ) -> FsResult<()> {
-        let Named { dir: parent, name } = from;
-        let Named {
-            dir: newparent,
-            name: newname,
-        } = to;
+        let (parent, name, newparent, newname) = (from.dir, from.name, to.dir, to.name);
         if a.ino == b.ino {
             return Ok(());
         }

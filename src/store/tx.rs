@@ -150,10 +150,13 @@ impl StoreTx<'_> {
     pub fn create_inode(&mut self, rec: &InodeRecord) -> Result<Oid, StoreError> {
         self.allow(rec)?;
         self.claim_ino(rec.ino)?;
-        let oid = self.alloc(rec.encoded_len() as u64, TYPE_INODE, TxAlloc::Zeroed)?;
-        self.tx
-            .write(oid, 0, &rec.encode())
-            .map_err(|e| self.fail(e))?;
+        self.create_record(&rec.encode(), TYPE_INODE)
+    }
+
+    /// A new record of type `type_num` holding `bytes`.
+    fn create_record(&mut self, bytes: &[u8], type_num: u64) -> Result<Oid, StoreError> {
+        let oid = self.alloc(bytes.len() as u64, type_num, TxAlloc::Zeroed)?;
+        self.tx.write(oid, 0, bytes).map_err(|e| self.fail(e))?;
         Ok(oid)
     }
 
@@ -167,10 +170,7 @@ impl StoreTx<'_> {
     }
 
     pub fn create_dentry(&mut self, rec: &DentryRecord) -> Result<Oid, StoreError> {
-        let bytes = rec.encode();
-        let oid = self.alloc(bytes.len() as u64, TYPE_DENTRY, TxAlloc::Zeroed)?;
-        self.tx.write(oid, 0, &bytes).map_err(|e| self.fail(e))?;
-        Ok(oid)
+        self.create_record(&rec.encode(), TYPE_DENTRY)
     }
 
     /// Snapshots bytes of a region so that the transaction can undo changes to them.
@@ -183,10 +183,7 @@ impl StoreTx<'_> {
     }
 
     pub fn create_xattr(&mut self, rec: &XattrRecord) -> Result<Oid, StoreError> {
-        let bytes = rec.encode();
-        let oid = self.alloc(bytes.len() as u64, TYPE_XATTR, TxAlloc::Zeroed)?;
-        self.tx.write(oid, 0, &bytes).map_err(|e| self.fail(e))?;
-        Ok(oid)
+        self.create_record(&rec.encode(), TYPE_XATTR)
     }
 
     /// A new region of at least `size` bytes whose contents are left undefined and not
