@@ -147,19 +147,6 @@ impl WarabiFs {
         Ok(Arc::clone(&handle.inode))
     }
 
-    /// Creates and opens a regular file.
-    pub fn create(
-        &self,
-        parent: u64,
-        name: &[u8],
-        mode: u32,
-        caller: super::Caller,
-    ) -> FsResult<(Attr, Fh)> {
-        let attr = self.mknod(parent, name, libc::S_IFREG | (mode & 0o7777), 0, caller)?;
-        let fh = self.open(attr.ino, true)?;
-        Ok((attr, fh))
-    }
-
     /// Closes a handle; the last close of an unlinked file frees it.
     pub fn release(&self, fh: Fh) -> FsResult<()> {
         let (_, Handle { inode, access }) = self.handles.remove(&fh).ok_or(Errno::EBADF)?;

@@ -191,18 +191,30 @@ impl WarabiFs {
         if FileKind::from_mode(mode).is_none() || mode & libc::S_IFMT == libc::S_IFDIR {
             return Err(Errno::EINVAL.into());
         }
-        self.make_node(parent, name, mode, rdev as u64, Box::default(), caller)
+        let node = NewNode::plain(mode, rdev as u64);
+        Ok(self.make_node(parent, name, node, caller)?.0)
+    }
+
+    /// Creates a regular file and opens it for writing, in one step under the namespace
+    /// guard, so that no unlink can come between the two.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<(Attr, Fh)> {
+        let node = NewNode {
+            open: true,
+            ..NewNode::plain(libc::S_IFREG | (mode & 0o7777), 0)
+        };
+        let (attr, fh) = self.make_node(parent, name, node, caller)?;
+        Ok((attr, fh.ok_or(Errno::EIO)?))
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> FsResult<Attr> {
-        self.make_node(
-            parent,
-            name,
-            libc::S_IFDIR | (mode & 0o7777),
-            0,
-            Box::default(),
-            caller,
-        )
+        let node = NewNode::plain(libc::S_IFDIR | (mode & 0o7777), 0);
+        Ok(self.make_node(parent, name, node, caller)?.0)
     }
 
     pub fn symlink(
@@ -218,14 +230,11 @@ impl WarabiFs {
         if target.is_empty() {
             return Err(Errno::ENOENT.into());
         }
-        self.make_node(
-            parent,
-            name,
-            libc::S_IFLNK | 0o777,
-            0,
-            target.into(),
-            caller,
-        )
+        let node = NewNode {
+            target: target.into(),
+            ..NewNode::plain(libc::S_IFLNK | 0o777, 0)
+        };
+        Ok(self.make_node(parent, name, node, caller)?.0)
     }
 
     /// One transaction: the inode record, its directory entry and the parent's times.
@@ -233,11 +242,15 @@ impl WarabiFs {
         &self,
         parent: u64,
         name: &[u8],
-        mode: u32,
-        rdev: u64,
-        target: Box<[u8]>,
+        node: NewNode,
         caller: Caller,
-    ) -> FsResult<Attr> {
+    ) -> FsResult<(Attr, Option<Fh>)> {
+        let NewNode {
+            mode,
+            rdev,
+            target,
+            open,
+        } = node;
         self.writable()?;
         check_name(name)?;
         let ns = self.ns.lock();
@@ -273,7 +286,11 @@ impl WarabiFs {
             ns.add_dir(attr.ino, parent);
         }
         ns.insert_entry(parent, name, Entry::recorded(attr.ino, attr.kind, dentry));
-        Ok(attr)
+        let fh = match open {
+            true => Some(self.open(attr.ino, true)?),
+            false => None,
+        };
+        Ok((attr, fh))
     }
 
     fn directory(&self, ino: u64) -> FsResult<Arc<Inode>> {
@@ -602,6 +619,26 @@ impl WarabiFs {
             }
         }
         Ok(())
+    }
+}
+
+/// What make_node makes: an inode of `mode` (a device's `rdev`, a symlink's `target`),
+/// opened for writing when `open`.
+struct NewNode {
+    mode: u32,
+    rdev: u64,
+    target: Box<[u8]>,
+    open: bool,
+}
+
+impl NewNode {
+    fn plain(mode: u32, rdev: u64) -> NewNode {
+        NewNode {
+            mode,
+            rdev,
+            target: Box::default(),
+            open: false,
+        }
     }
 }
 
