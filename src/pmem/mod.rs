@@ -425,10 +425,16 @@ impl Pool {
 
     /// Copies all the bytes an object can hold (its usable size) into `buf`, replacing
     /// what it held; `buf` keeps its allocation from one object to the next.
+    /// One lookup of the object's size: at mount this runs once per record of the pool.
     pub fn read_object(&self, oid: Oid, buf: &mut Vec<u8>) {
+        let len = self.usable_size(oid) as usize;
         buf.clear();
-        buf.resize(self.usable_size(oid) as usize, 0);
-        self.read_prefix(oid, buf);
+        buf.resize(len, 0);
+        if len > 0 {
+            // SAFETY: oid belongs to this pool (usable_size checked it, else len is 0).
+            let src = unsafe { sys::pmemobj_direct(oid.to_raw()) as *const u8 };
+            Self::copy_out(src, buf);
+        }
     }
 
     /// Hands `with` a copy of `len` bytes of an object from `off`, in a buffer of this
