@@ -168,8 +168,8 @@ impl WarabiFs {
         Ok(())
     }
 
-    /// Reads up to `len` bytes at `off` through handle `fh`, handing `reply` a slice of
-    /// the region itself (zeros past the bytes the region stores).
+    /// Reads up to `len` bytes at `off` through handle `fh`, handing `reply` a copy of
+    /// them in this thread's read buffer (zeros past the bytes the region stores).
     pub fn read<R>(
         &self,
         fh: Fh,

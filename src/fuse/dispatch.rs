@@ -294,7 +294,7 @@ impl Operations for WarabiOps {
         size: u32,
         reply: &mut dyn FnMut(&[u8]),
     ) -> Result<(), Errno> {
-        // The reply is sent from the mapped region while the inode's read lock is held.
+        // The reply is sent from the read buffer while the inode's read lock is held.
         let replied = answer(
             "read",
             self.fs.read(Fh(fh), offset, size, |bytes| {
