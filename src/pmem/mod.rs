@@ -423,6 +423,33 @@ impl Pool {
         len
     }
 
+    /// Copies the bytes from an object's start into `buf`, as many as `buf` holds or the
+    /// pool has from there (the bytes past the object's end belong to what follows it);
+    /// returns how many. For records read again after the mount, one at a time: through
+    /// the pool file when there is one, so that the pages they sit on are not mapped into
+    /// the daemon (listing a million files would otherwise keep the record pages of all
+    /// of them resident, a few hundred MiB). Without a file, the first bytes the object
+    /// holds are copied from the mapping as by [`Pool::read_prefix`].
+    pub fn read_start(&self, oid: Oid, buf: &mut [u8]) -> usize {
+        use std::os::unix::fs::FileExt;
+        if let Some(file) = self.file.as_ref().filter(|_| self.owns(oid)) {
+            let mut filled = 0;
+            while filled < buf.len() {
+                match file.read_at(&mut buf[filled..], oid.off + filled as u64) {
+                    Ok(0) => return filled,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::debug!("reading a record through the pool file: {e}");
+                        return self.read_prefix(oid, buf);
+                    }
+                }
+            }
+            return filled;
+        }
+        self.read_prefix(oid, buf)
+    }
+
     /// Copies all the bytes an object can hold (its usable size) into `buf`, replacing
     /// what it held; `buf` keeps its allocation from one object to the next.
     /// One lookup of the object's size: at mount this runs once per record of the pool.
@@ -674,6 +701,30 @@ mod tests {
         let mut whole = vec![7u8; 3];
         pool.read_object(oid, &mut whole);
         assert_eq!(whole.len(), usable);
+    }
+
+    #[test]
+    fn read_start_sees_what_the_mapping_holds_without_mapping_it() {
+        let (_dir, pool) = small_pool();
+        assert!(
+            pool.file.is_some(),
+            "a one-file pool is read through its file"
+        );
+        let oid = pool.alloc(64, 0).unwrap();
+        pool.write(oid, 0, b"first record");
+        let mut buf = [0u8; 12];
+        assert_eq!(pool.read_start(oid, &mut buf), 12);
+        assert_eq!(&buf, b"first record");
+        // A later change through the mapping (as transactions make) is what the next read
+        // sees: the file and the shared mapping are the same pages.
+        pool.write(oid, 0, b"later");
+        assert_eq!(pool.read_start(oid, &mut buf), 12);
+        assert_eq!(&buf[..5], b"later");
+        // Past the object's end it reads on, up to the buffer; never past the pool file.
+        let mut past = vec![0u8; pool.usable_size(oid) as usize + 100];
+        assert_eq!(pool.read_start(oid, &mut past), past.len());
+        let last = pool.oid_at(std::fs::metadata(pool.path()).unwrap().len() - 4);
+        assert_eq!(pool.read_start(last, &mut buf), 4);
     }
 
     #[test]

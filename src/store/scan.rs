@@ -3,11 +3,15 @@
 use std::sync::atomic::Ordering;
 
 use super::records::{
-    DentryRecord, DentryView, InodeRecord, NextIno, XattrRecord, DENTRY_HEADER_SIZE, NAME_MAX,
-    TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR,
+    DentryRecord, DentryView, InodeRecord, NextIno, XattrRecord, DENTRY_HEADER_SIZE,
+    INODE_HEADER_SIZE, NAME_MAX, TYPE_DENTRY, TYPE_INODE, TYPE_REGION, TYPE_XATTR,
 };
 use super::sizing::OBJECT_OVERHEAD;
 use super::{Oid, Store};
+
+/// How many bytes past an inode record's header its first read takes: enough for the
+/// target of most symbolic links.
+const INODE_READ_SLACK: usize = 128;
 
 /// Everything a mount-time scan finds in the pool.
 #[derive(Debug, Default)]
@@ -116,14 +120,20 @@ impl Store {
         with: impl FnOnce(DentryView<'_>) -> R,
     ) -> Option<R> {
         let mut bytes = [0u8; DENTRY_HEADER_SIZE + NAME_MAX];
-        let len = self.pool.read_prefix(record, &mut bytes);
+        let len = self.pool.read_start(record, &mut bytes);
         DentryView::decode(&bytes[..len]).map(with)
     }
 
     /// The inode record at `record`, read from the pool; None if it does not decode.
+    /// Most records are a header alone; a symbolic link's target may need a second,
+    /// whole read.
     pub fn inode_record(&self, record: Oid) -> Option<InodeRecord> {
-        let mut bytes = Vec::new();
-        self.pool.read_object(record, &mut bytes);
-        InodeRecord::decode(&bytes)
+        let mut head = [0u8; INODE_HEADER_SIZE + INODE_READ_SLACK];
+        let len = self.pool.read_start(record, &mut head);
+        InodeRecord::decode(&head[..len]).or_else(|| {
+            let mut bytes = Vec::new();
+            self.pool.read_object(record, &mut bytes);
+            InodeRecord::decode(&bytes)
+        })
     }
 }
