@@ -236,3 +236,68 @@ fn a_kernel_abort_ends_the_daemon_and_the_mount_unmounts() {
     m.unmount();
     common::assert_pool_consistent(&pool, "after a kernel abort");
 }
+
+/// A process that keeps one CPU busy until dropped (killed by its PID).
+struct CpuHog(std::process::Child);
+
+impl CpuHog {
+    fn on(cpu: usize) -> CpuHog {
+        let child = common::spawn(
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .stdout(std::process::Stdio::null()),
+        );
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu).unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sched::sched_setaffinity(pid, &set).expect("pin the hog");
+        CpuHog(child)
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Ring threads commit replies at idle priority (so the woken caller stays on its
+/// CPU); with every CPU kept busy, the guard must put them back to normal priority, or
+/// each request would wait for the busy CPUs to have nothing else to run.
+#[test]
+fn busy_cpus_do_not_starve_the_ring_threads() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let m = mount_logging(
+        &pool,
+        &mnt,
+        &[
+            "create_if_missing_with_size=16M",
+            "log_level=warabifs::fuse::uring::priority=debug",
+        ],
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hogs: Vec<CpuHog> = (0..cpus).map(CpuHog::on).collect();
+    for i in 0..100 {
+        std::fs::write(m.path(&format!("f{i}")), format!("{i}")).unwrap();
+    }
+    drop(hogs);
+    for i in 0..100 {
+        assert_eq!(
+            std::fs::read(m.path(&format!("f{i}"))).unwrap(),
+            format!("{i}").as_bytes()
+        );
+    }
+    let log = m.log();
+    if rings_enabled() {
+        assert!(
+            log.contains("starved at idle priority; committing at normal priority"),
+            "no ring thread was restored to normal priority: {log}"
+        );
+    }
+}

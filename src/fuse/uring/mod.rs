@@ -7,6 +7,7 @@
 //! has an entry, so all queues are registered, one per possible CPU.
 
 mod abi;
+mod priority;
 mod queue;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -17,6 +18,7 @@ use std::thread::JoinHandle;
 
 use crate::fuse::ops::Operations;
 use crate::fuse::MAX_WRITE;
+use priority::{CommitPriority, Guard};
 use queue::Queue;
 
 /// The module parameter root sets to let FUSE mounts use io_uring.
@@ -63,6 +65,9 @@ fn count_cpu_list(list: &str) -> Option<usize> {
 pub struct Rings {
     stop: Arc<EventFd>,
     threads: Vec<JoinHandle<()>>,
+    /// Keeps the threads' commits at idle priority from starving them; dropped after
+    /// the threads have ended.
+    _guard: Option<Guard>,
     /// The /dev/fuse descriptor the queues submit on; closed only after they end.
     _fuse_fd: OwnedFd,
 }
@@ -73,12 +78,18 @@ impl Rings {
     pub fn start<O: Operations>(fuse_fd: OwnedFd, ops: Arc<O>) -> std::io::Result<Rings> {
         let stop = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?);
         let fd = fuse_fd.as_raw_fd();
+        let queues = possible_cpus();
+        let guard = Guard::start(queues)?;
         let mut rings = Rings {
             stop,
             threads: Vec::new(),
+            _guard: None,
             _fuse_fd: fuse_fd,
         };
-        for qid in 0..possible_cpus() {
+        for qid in 0..queues {
+            let priority = guard
+                .as_ref()
+                .map_or_else(CommitPriority::normal, |g| g.commits(qid));
             let queue = Queue::new(
                 qid as u16,
                 QUEUE_DEPTH,
@@ -86,6 +97,7 @@ impl Rings {
                 fd,
                 Arc::clone(&rings.stop),
                 Arc::clone(&ops),
+                priority,
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("uring-{qid}"))
@@ -96,6 +108,7 @@ impl Rings {
                 })?;
             rings.threads.push(thread);
         }
+        rings._guard = guard;
         Ok(rings)
     }
 

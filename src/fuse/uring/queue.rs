@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use super::abi::{
     encode_out_header, serve, InHeader, Late, LateSender, Request, Served, IN_HEADER_LEN,
 };
+use super::priority::CommitPriority;
 use crate::fs::Errno;
 use crate::fuse::ops::Operations;
 
@@ -151,6 +152,8 @@ pub struct Queue<O: Operations> {
     /// Replies that came after their request was served, and the eventfd that says so.
     late: (Sender<LateReply>, Receiver<LateReply>),
     wake: Arc<EventFd>,
+    /// The thread's priority while it commits replies (see priority.rs).
+    priority: CommitPriority,
 }
 
 /// The 80 bytes of `struct fuse_uring_cmd_req` in the big SQE.
@@ -194,6 +197,7 @@ impl<O: Operations> Queue<O> {
         fuse_fd: RawFd,
         stop: Arc<EventFd>,
         ops: Arc<O>,
+        priority: CommitPriority,
     ) -> std::io::Result<Queue<O>> {
         // One SQE per entry and one per poll; completions never outnumber them.
         let sq = (depth + 2).next_power_of_two() as u32;
@@ -213,6 +217,7 @@ impl<O: Operations> Queue<O> {
             wake: Arc::new(EventFd::from_flags(
                 EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
             )?),
+            priority,
         })
     }
 
@@ -232,7 +237,14 @@ impl<O: Operations> Queue<O> {
         for token in 0..self.entries.len() {
             self.register(token);
         }
+        self.priority.on_this_thread();
         loop {
+            if let Err(e) = self.submit_commits() {
+                return format!("io_uring_enter failed: {e}");
+            }
+            if self.ring.completion().is_empty() {
+                self.priority.before_sleep();
+            }
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -258,6 +270,23 @@ impl<O: Operations> Queue<O> {
                 return "the kernel ended the connection".to_string();
             }
         }
+    }
+
+    /// Submits what the last round queued (mostly commits of replies) at idle priority,
+    /// so that the callers they wake run on this CPU (see priority.rs).
+    fn submit_commits(&mut self) -> std::io::Result<()> {
+        if self.ring.submission().is_empty() {
+            return Ok(());
+        }
+        self.priority.lower();
+        let submitted = loop {
+            match self.ring.submit() {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                other => break other,
+            }
+        };
+        self.priority.resumed();
+        submitted.map(|_| ())
     }
 
     /// Polls the eventfd that says late replies have come (once: re-armed after each).
