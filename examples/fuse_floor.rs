@@ -15,14 +15,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use clap::Parser;
 use fuser::{Config, MountOption, Session};
 use parking_lot::Mutex;
 use warabifs::config::{IoUringMode, MountConfig};
 use warabifs::fs::{Attr, Errno, FileKind, FsOptions, DIRECTORY_BLKSIZE};
-use warabifs::fuse::adapter::FuserAdapter;
+use warabifs::fuse::adapter::{FuserAdapter, Transport};
 use warabifs::fuse::ops::{
     Deferred, DirPlusSink, DirSink, Lookup, Opened, Operations, RequestInfo, SetAttrArgs, Statfs,
     TimeArg, WriteArgs,
@@ -385,10 +385,10 @@ fn main() -> std::io::Result<()> {
     // would ask the not yet running session about its own root.
     let defaults = MountConfig::new(PathBuf::new(), args.mountpoint.canonicalize()?);
     let ops = Arc::new(Floor::new(options));
-    let granted = Arc::new(OnceLock::new());
-    let adapter = FuserAdapter::new(Arc::clone(&ops), wanted.is_ok(), Arc::clone(&granted));
+    let transport = Arc::new(Transport::default());
+    let adapter = FuserAdapter::new(Arc::clone(&ops), wanted.is_ok(), Arc::clone(&transport));
     let session = Session::new(adapter, &defaults.mountpoint, &config)?;
-    let rings = start_rings(args.io_uring, wanted, &granted, &session, ops).map_err(failed)?;
+    let rings = start_rings(args.io_uring, wanted, &transport, &session, ops).map_err(failed)?;
     // The same readahead and dirty-page share as a warabifs mount with default options.
     tune_page_cache(&defaults.mountpoint, "fuse.fuse_floor", &defaults);
     let result = session.run();

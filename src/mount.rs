@@ -3,6 +3,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use fuser::{Config, INodeNo, InitFlags, MountOption, Session, SessionACL};
@@ -10,7 +11,7 @@ use nix::mount::MsFlags;
 
 use crate::config::{IoUringMode, MountConfig};
 use crate::fs::{FsOptions, WarabiFs};
-use crate::fuse::adapter::FuserAdapter;
+use crate::fuse::adapter::{FuserAdapter, Transport};
 use crate::fuse::dispatch::WarabiOps;
 use crate::fuse::ops::Operations;
 use crate::fuse::uring::{self, Rings};
@@ -63,8 +64,8 @@ pub fn mount(config: &MountConfig) -> Result<Mounted, String> {
     let fs = Arc::new(open_fs(config)?);
     let push = Arc::new(OnceLock::new());
     let ops = Arc::new(WarabiOps::new(Arc::clone(&fs), Arc::clone(&push)));
-    let granted = Arc::new(OnceLock::new());
-    let adapter = FuserAdapter::new(Arc::clone(&ops), want_uring.is_ok(), Arc::clone(&granted));
+    let transport = Arc::new(Transport::default());
+    let adapter = FuserAdapter::new(Arc::clone(&ops), want_uring.is_ok(), Arc::clone(&transport));
     let session = Session::new(adapter, &config.mountpoint, &fuse_config(config))
         .map_err(|e| format!("cannot mount on {}: {e}", config.mountpoint.display()))?;
     let notifier = session.notifier();
@@ -72,7 +73,7 @@ pub fn mount(config: &MountConfig) -> Result<Mounted, String> {
         // An inode the kernel does not know (ENOENT) has nothing cached to drop.
         let _ = notifier.inval_inode(INodeNo(ino), -1, 0);
     }));
-    let rings = start_rings(config.io_uring, want_uring, &granted, &session, ops)?;
+    let rings = start_rings(config.io_uring, want_uring, &transport, &session, ops)?;
     if config.read_push && !fs.options().every_open_direct() {
         let started = ReadPush::start(Arc::clone(&fs), session.notifier())
             .map_err(|e| format!("cannot start the read-push thread: {e}"))?;
@@ -163,11 +164,12 @@ pub fn wants_uring(mode: IoUringMode) -> Result<Result<(), String>, String> {
 pub fn start_rings<O: Operations>(
     mode: IoUringMode,
     wanted: Result<(), String>,
-    granted: &OnceLock<InitFlags>,
+    transport: &Transport,
     session: &Session<FuserAdapter<O>>,
     ops: Arc<O>,
 ) -> Result<Option<Rings>, String> {
-    let offered = granted
+    let offered = transport
+        .granted
         .get()
         .is_some_and(|g| g.contains(InitFlags::FUSE_OVER_IO_URING));
     let not_offered = "the kernel did not offer FUSE_OVER_IO_URING at INIT";
@@ -193,6 +195,7 @@ pub fn start_rings<O: Operations>(
                 "transport: FUSE-over-io_uring, {} queues (one per possible CPU, each on a thread pinned to it)",
                 rings.queues()
             );
+            transport.rings_serve.store(true, Ordering::Relaxed);
             Ok(Some(rings))
         }
         (Ok(()), false) if mode == IoUringMode::On => Err(format!("io_uring=on: {not_offered}")),

@@ -5,8 +5,9 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno as FuseErrno, FileAttr, FileHandle, FileType,
@@ -23,22 +24,62 @@ use super::ops::{
 use super::{negotiate, TTL};
 use crate::fs::{Attr, Errno, FileKind};
 
+/// What the session's INIT settled and which transport serves the mount, shared by the
+/// session's adapter and whoever mounted (who reads `granted` to know whether to start
+/// the rings, and says when they serve).
+#[derive(Debug, Default)]
+pub struct Transport {
+    pub granted: OnceLock<InitFlags>,
+    pub rings_serve: AtomicBool,
+}
+
+/// While the rings serve a mount, a session thread that has read FORGETs waits this long
+/// before it reads /dev/fuse again (see `FuserAdapter::let_forgets_gather`).
+const FORGET_GATHERING: Duration = Duration::from_millis(5);
+/// FORGETs of one batch reach the adapter closer together than this; a FORGET later
+/// than this after the thread's last one came from a new read.
+const FORGET_IN_BATCH: Duration = Duration::from_micros(20);
+
 pub struct FuserAdapter<O: Operations> {
     ops: Arc<O>,
     /// Whether to ask the kernel for FUSE-over-io_uring at INIT.
     want_uring: bool,
-    /// The capabilities INIT settled on, for whoever mounted to read once the session
-    /// exists (to know whether the rings must be started).
-    granted: Arc<OnceLock<InitFlags>>,
+    transport: Arc<Transport>,
 }
 
 impl<O: Operations> FuserAdapter<O> {
-    pub fn new(ops: Arc<O>, want_uring: bool, granted: Arc<OnceLock<InitFlags>>) -> Self {
+    pub fn new(ops: Arc<O>, want_uring: bool, transport: Arc<Transport>) -> Self {
         FuserAdapter {
             ops,
             want_uring,
-            granted,
+            transport,
         }
+    }
+
+    /// warabifs keeps no lookup counts, so a FORGET needs no work; but the kernel sends
+    /// FORGETs over /dev/fuse even while the rings serve every other request, and queuing
+    /// each one wakes a session thread blocked on /dev/fuse, most often on the other CPU:
+    /// a third of `rm -rf`'s time over the rings went to those wakeups. So, over the
+    /// rings, a thread that was woken for a FORGET sleeps a moment before it reads again;
+    /// while no thread waits, the kernel only queues them, and the next read takes them
+    /// in a batch. (fuser hands a batch over one FORGET at a time, back to back: only the
+    /// first of them, which came after the thread had waited, sleeps.) INTERRUPTs, the
+    /// only other requests that come this way then, wait at most that long.
+    fn let_forgets_gather(&self) {
+        thread_local! {
+            static LAST_FORGET: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+        }
+        if !self.transport.rings_serve.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = Instant::now();
+        let waited = LAST_FORGET
+            .get()
+            .is_none_or(|last| now.duration_since(last) > FORGET_IN_BATCH);
+        if waited {
+            std::thread::sleep(FORGET_GATHERING);
+        }
+        LAST_FORGET.set(Some(Instant::now()));
     }
 }
 
@@ -192,8 +233,12 @@ impl<O: Operations> Filesystem for FuserAdapter<O> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let granted = negotiate(config, self.ops.options(), self.want_uring);
         self.ops.initialized(granted.bits());
-        let _ = self.granted.set(granted);
+        let _ = self.transport.granted.set(granted);
         Ok(())
+    }
+
+    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {
+        self.let_forgets_gather();
     }
 
     fn destroy(&mut self) {
