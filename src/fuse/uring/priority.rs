@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 pub const STARVED_AFTER: Duration = Duration::from_millis(2);
 /// How often the guard looks while some thread commits at idle priority.
 const TICK: Duration = Duration::from_millis(1);
+/// A thread that waited this long for its CPU in one tick is starved.
+const STARVED_WAIT_NS: u64 = TICK.as_nanos() as u64 / 2;
 /// The guard parks after this many ticks in which no thread went to idle priority.
 const QUIET_TICKS: u32 = 100;
 /// After a starvation, commits stay at normal priority this long, then twice as long
@@ -87,6 +89,13 @@ fn limits_allow_nice_zero(limits: &str) -> bool {
         .find(|l| l.starts_with("Max nice priority"))
         .and_then(|l| l.split_whitespace().nth(3))
         .is_some_and(|soft| soft == "unlimited" || soft.parse::<u64>().is_ok_and(|n| n >= 20))
+}
+
+/// How long thread `tid` of this process has waited on a run queue in all (the second
+/// field of /proc/PID/task/TID/schedstat), if the kernel keeps that statistic.
+fn run_delay_ns(tid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    stat.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn now_ns(origin: Instant) -> u64 {
@@ -188,9 +197,11 @@ impl Drop for Guard {
 impl Shared {
     fn run(&self) {
         let mut quiet = 0;
+        // Per queue: how long its thread had waited to run, when last looked at.
+        let mut waited: Vec<Option<u64>> = vec![None; self.watches.len()];
         while !self.stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);
-            match self.restore_starved() {
+            match self.restore_starved(&mut waited) {
                 true => quiet = 0,
                 false => quiet += 1,
             }
@@ -201,24 +212,37 @@ impl Shared {
         }
     }
 
-    /// Restores every thread that has been at idle priority too long; true if any
-    /// thread is at idle priority.
-    fn restore_starved(&self) -> bool {
+    /// Restores every thread that has been at idle priority for STARVED_AFTER without
+    /// progress and spent the last tick waiting for its CPU (a thread serving a long
+    /// request at idle priority makes no progress either, but runs); true if any thread
+    /// is at idle priority.
+    fn restore_starved(&self, waited: &mut [Option<u64>]) -> bool {
         let now = now_ns(self.origin);
         let mut any = false;
-        for watch in &self.watches {
+        for (watch, waited) in self.watches.iter().zip(waited.iter_mut()) {
             let since = watch.idle_since.load(Ordering::SeqCst);
-            if since == 0 {
+            if since != 0 {
+                any = true;
+            }
+            if since == 0 || now.saturating_sub(since) < STARVED_AFTER.as_nanos() as u64 {
+                *waited = None;
                 continue;
             }
-            any = true;
-            if now.saturating_sub(since) < STARVED_AFTER.as_nanos() as u64 {
+            let tid = watch.tid.load(Ordering::SeqCst);
+            let before = *waited;
+            *waited = run_delay_ns(tid);
+            let starved = match (before, *waited) {
+                (Some(before), Some(after)) => after.saturating_sub(before) >= STARVED_WAIT_NS,
+                (None, Some(_)) => false, // look again at the next tick
+                (_, None) => true,        // no scheduler statistics: go by the time alone
+            };
+            if !starved {
                 continue;
             }
             // Every tick until the thread runs and clears idle_since: a thread that set
             // idle priority just after a restore is restored at the next tick.
             watch.restored.store(true, Ordering::SeqCst);
-            if let Err(e) = set_policy(watch.tid.load(Ordering::SeqCst), Policy::Normal) {
+            if let Err(e) = set_policy(tid, Policy::Normal) {
                 tracing::error!("ring queue {}: cannot restore its priority: {e}", watch.qid);
             }
         }
