@@ -8,16 +8,19 @@
 //! 20 µs each way on a virtual machine that halts idle CPUs). The scheduler counts a CPU
 //! that runs only `SCHED_IDLE` tasks as idle, so a ring thread switches to `SCHED_IDLE`
 //! for its commits: the caller is then woken where it was, on the CPU of its queue, and
-//! runs at once. The thread goes back to its normal policy when it runs again, before it
-//! waits for or serves anything, so it serves at normal priority.
+//! runs at once. The thread stays there while requests keep coming (the caller has
+//! mostly queued its next one by the time the thread runs again), and goes back to its
+//! normal policy before it sleeps for want of requests, so that it is woken as any
+//! thread is.
 //!
 //! While the thread is at idle priority, any other task on its CPU runs first; if one
 //! keeps the CPU, the thread and the requests queued behind it would wait for as long as
-//! it does. The guard bounds that: a thread that has stayed at idle priority for
-//! [`STARVED_AFTER`] is put back to normal priority by the guard's own thread, and then
-//! commits at normal priority for a while ([`BACKOFF_MIN`], doubling on each
-//! starvation up to [`BACKOFF_MAX`]). On a loaded CPU that costs the first commit a
-//! few milliseconds, once per backoff.
+//! it does. The guard bounds that: every [`TICK`] it reads, for each thread at idle
+//! priority, how long the thread waited for its CPU (/proc/self/task/TID/schedstat); a
+//! thread that waited nearly all the time since the last look is put back to normal
+//! priority, and then commits at normal priority for a while ([`BACKOFF_MIN`], doubling
+//! on each starvation up to [`BACKOFF_MAX`]). On a loaded CPU that costs a few
+//! milliseconds once per backoff. The guard parks while no thread is at idle priority.
 //!
 //! Going back from `SCHED_IDLE` needs `CAP_SYS_NICE` (or an `RLIMIT_NICE` that allows
 //! nice 0); without it, threads never leave their normal policy.
@@ -27,14 +30,17 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-/// How long a thread may stay at idle priority before the guard restores it.
-pub const STARVED_AFTER: Duration = Duration::from_millis(2);
-/// How often the guard looks while some thread commits at idle priority.
-const TICK: Duration = Duration::from_millis(1);
-/// A thread that waited this long for its CPU in one tick is starved.
-const STARVED_WAIT_NS: u64 = TICK.as_nanos() as u64 / 2;
-/// The guard parks after this many ticks in which no thread went to idle priority.
-const QUIET_TICKS: u32 = 100;
+/// Without scheduler statistics: how long a thread may go without running at idle
+/// priority before the guard restores it.
+pub const STARVED_AFTER: Duration = Duration::from_millis(4);
+/// How often the guard looks while some thread commits at idle priority. Each look
+/// wakes the guard on a CPU that has other work, so not too often.
+const TICK: Duration = Duration::from_millis(2);
+/// A thread at idle priority that waited for its CPU this share (9/10) of the time
+/// between two looks is starved.
+const STARVED_SHARE: (u64, u64) = (9, 10);
+/// The guard parks after this many ticks in which no thread was at idle priority.
+const QUIET_TICKS: u32 = 50;
 /// After a starvation, commits stay at normal priority this long, then twice as long
 /// after the next one, up to BACKOFF_MAX.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -197,11 +203,12 @@ impl Drop for Guard {
 impl Shared {
     fn run(&self) {
         let mut quiet = 0;
-        // Per queue: how long its thread had waited to run, when last looked at.
-        let mut waited: Vec<Option<u64>> = vec![None; self.watches.len()];
+        // Per queue: when the guard last looked, and how long its thread had waited to
+        // run by then.
+        let mut seen: Vec<Option<(u64, u64)>> = vec![None; self.watches.len()];
         while !self.stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);
-            match self.restore_starved(&mut waited) {
+            match self.restore_starved(&mut seen) {
                 true => quiet = 0,
                 false => quiet += 1,
             }
@@ -212,35 +219,40 @@ impl Shared {
         }
     }
 
-    /// Restores every thread that has been at idle priority for STARVED_AFTER without
-    /// progress and spent the last tick waiting for its CPU (a thread serving a long
-    /// request at idle priority makes no progress either, but runs); true if any thread
-    /// is at idle priority.
-    fn restore_starved(&self, waited: &mut [Option<u64>]) -> bool {
-        let now = now_ns(self.origin);
+    /// Restores every thread at idle priority that spent nearly all the time since the
+    /// last look waiting for its CPU; true if any thread is at idle priority. (A thread
+    /// at idle priority never sleeps, so it either runs or waits: one that takes turns
+    /// with the callers it serves waits part of the time, a starved one nearly all of
+    /// it.)
+    fn restore_starved(&self, seen: &mut [Option<(u64, u64)>]) -> bool {
         let mut any = false;
-        for (watch, waited) in self.watches.iter().zip(waited.iter_mut()) {
-            let since = watch.idle_since.load(Ordering::SeqCst);
-            if since != 0 {
-                any = true;
-            }
-            if since == 0 || now.saturating_sub(since) < STARVED_AFTER.as_nanos() as u64 {
-                *waited = None;
+        for (watch, seen) in self.watches.iter().zip(seen.iter_mut()) {
+            if watch.idle_since.load(Ordering::SeqCst) == 0 {
+                *seen = None;
                 continue;
             }
+            any = true;
             let tid = watch.tid.load(Ordering::SeqCst);
-            let before = *waited;
-            *waited = run_delay_ns(tid);
-            let starved = match (before, *waited) {
-                (Some(before), Some(after)) => after.saturating_sub(before) >= STARVED_WAIT_NS,
+            let now = now_ns(self.origin);
+            let before = *seen;
+            *seen = run_delay_ns(tid).map(|waited| (now, waited));
+            let starved = match (before, *seen) {
+                (Some((then, waited_then)), Some((now, waited_now))) => {
+                    let waited = waited_now.saturating_sub(waited_then);
+                    waited * STARVED_SHARE.1 >= (now - then) * STARVED_SHARE.0
+                }
                 (None, Some(_)) => false, // look again at the next tick
-                (_, None) => true,        // no scheduler statistics: go by the time alone
+                // No scheduler statistics: go by the time since the thread last ran.
+                (_, None) => {
+                    let since = watch.idle_since.load(Ordering::SeqCst);
+                    since != 0 && now.saturating_sub(since) >= STARVED_AFTER.as_nanos() as u64
+                }
             };
             if !starved {
                 continue;
             }
-            // Every tick until the thread runs and clears idle_since: a thread that set
-            // idle priority just after a restore is restored at the next tick.
+            // At every look until the thread runs and sees it: a thread that set idle
+            // priority just after a restore is restored at the next look.
             watch.restored.store(true, Ordering::SeqCst);
             if let Err(e) = set_policy(tid, Policy::Normal) {
                 tracing::error!("ring queue {}: cannot restore its priority: {e}", watch.qid);

@@ -242,13 +242,15 @@ impl<O: Operations> Queue<O> {
             if let Err(e) = self.submit_commits() {
                 return format!("io_uring_enter failed: {e}");
             }
+            // A caller woken by a commit has mostly made its next request by the time
+            // this thread runs again: then there is no need to enter the kernel to wait.
             if self.ring.completion().is_empty() {
                 self.priority.before_sleep();
-            }
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => return format!("io_uring_enter failed: {e}"),
+                match self.ring.submit_and_wait(1) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                    Err(e) => return format!("io_uring_enter failed: {e}"),
+                }
             }
             let mut completed = std::mem::take(&mut self.completed);
             completed.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
