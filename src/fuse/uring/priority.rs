@@ -178,13 +178,10 @@ impl Guard {
 
     /// The priority handle of queue `qid`'s thread.
     pub fn commits(&self, qid: usize) -> CommitPriority {
-        CommitPriority {
-            shared: Some(Arc::clone(&self.shared)),
-            watch: Arc::clone(&self.shared.watches[qid]),
-            normal_until: 0,
-            backoff: BACKOFF_MIN,
-            idle: false,
-        }
+        CommitPriority::new(
+            Some(Arc::clone(&self.shared)),
+            Arc::clone(&self.shared.watches[qid]),
+        )
     }
 }
 
@@ -298,9 +295,13 @@ pub struct CommitPriority {
 impl CommitPriority {
     /// For rings without a guard: commits at normal priority.
     pub fn normal() -> CommitPriority {
+        CommitPriority::new(None, Arc::new(Watch::new(0)))
+    }
+
+    fn new(shared: Option<Arc<Shared>>, watch: Arc<Watch>) -> CommitPriority {
         CommitPriority {
-            shared: None,
-            watch: Arc::new(Watch::new(0)),
+            shared,
+            watch,
             normal_until: 0,
             backoff: BACKOFF_MIN,
             idle: false,
