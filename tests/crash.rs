@@ -572,3 +572,66 @@ fn xattr_set(path: &Path, name: &str, value: &[u8]) {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A write-only handle writes through (SEMANTICS §2.8): each write, and each
+/// copy_file_range into it, is durable when it returns, with no fsync and no close.
+/// The handles stay open across the SIGKILL, so no flush or release persists them.
+#[test]
+fn writes_through_write_only_handles_survive_a_crash_before_close() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool = scratch.path("write-through.pmem");
+    let mnt = scratch.mountpoint("m");
+    let mut m = ForegroundMount::start(&pool, &mnt, &[POOL_OPTIONS]);
+    let first = common::pattern(300_000, 1);
+    std::fs::write(mnt.join("old"), &first[..1000]).unwrap();
+    let write_only = |name: &str| {
+        let path = mnt.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .unwrap()
+    };
+    // A new file, grown past its first region, then overwritten at its start.
+    let mut new = write_only("new");
+    new.write_all(&first).unwrap();
+    new.write_all(b"tail").unwrap();
+    use std::os::unix::fs::FileExt;
+    new.write_all_at(b"head", 0).unwrap();
+    // An existing file, appended to.
+    let mut old = std::fs::OpenOptions::new()
+        .append(true)
+        .open(mnt.join("old"))
+        .unwrap();
+    old.write_all(&first[1000..5000]).unwrap();
+    // A copy (copy_file_range inside the mount, or read and write where refused).
+    let mut copied = write_only("copied");
+    let mut source = std::fs::File::open(mnt.join("old")).unwrap();
+    assert_eq!(std::io::copy(&mut source, &mut copied).unwrap(), 5000);
+    m.kill9();
+    drop((new, old, copied, source));
+    assert!(common::unmount(&mnt), "the dead mount was not listed");
+    common::wait_pool_released(&pool);
+    drop(m);
+    let m = ForegroundMount::start(&pool, &mnt, &[POOL_OPTIONS]);
+    let mut expected = first.clone();
+    expected[..4].copy_from_slice(b"head");
+    expected.extend_from_slice(b"tail");
+    let read = |name: &str| std::fs::read(mnt.join(name)).unwrap();
+    assert!(read("new") == expected, "new: {} bytes", read("new").len());
+    assert!(
+        read("old") == first[..5000],
+        "old: {} bytes",
+        read("old").len()
+    );
+    assert!(
+        read("copied") == first[..5000],
+        "copied: {} bytes",
+        read("copied").len()
+    );
+    m.unmount();
+    common::assert_pool_consistent(&pool, "after the crash");
+}

@@ -133,7 +133,10 @@ impl WarabiFs {
             let data_len = target.meta.data_len();
             target.meta.set_extent(end, data_len);
         }
-        self.modified(target, false)?;
+        // Durable when it returns, as a fallocate is: the kernel sends no flush at
+        // the close of a write-only handle (crate::fuse::writes_through), the usual
+        // target of a copy.
+        self.modified(target, true)?;
         Ok(n)
     }
 }

@@ -8,7 +8,7 @@ use super::ops::{
     CopyRange, Deferred, DirPlusSink, DirSink, Lookup, Opened, Operations, RequestInfo,
     SetAttrArgs, Statfs, TimeArg, WriteArgs, XattrReply, WRITE_KILL_SUIDGID,
 };
-use super::{apply_umask, open_flags, INIT_HANDLE_KILLPRIV_V2};
+use super::{apply_umask, open_flags, writes_through, INIT_HANDLE_KILLPRIV_V2};
 use crate::fs::{
     Attr, Caller, Errno, Fh, FsOptions, FsResult, RenameMode, SetAttr, SetTime, WarabiFs, Writer,
 };
@@ -335,7 +335,8 @@ impl Operations for WarabiOps {
         if args.write_flags & WRITE_KILL_SUIDGID != 0 {
             self.kill_suid_sgid(ino)?;
         }
-        let sync = args.open_flags & (libc::O_SYNC | libc::O_DSYNC) != 0;
+        let sync = args.open_flags & (libc::O_SYNC | libc::O_DSYNC) != 0
+            || writes_through(self.fs.options(), args.open_flags);
         let written = self.fs.write(Fh(args.fh), args.offset, data, sync);
         answer("write", written).map(|n| n as u32)
     }

@@ -58,8 +58,9 @@ pub fn apply_umask(mode: u32, umask: u32) -> u32 {
 ///   writes back dirty mmap pages first), so cached readers stay coherent. Opens
 ///   that may read go through the page cache.
 ///
-/// The cache is kept across opens (only this mount changes the pool). Read-only
-/// opens ask for no flush at close: they have nothing to persist.
+/// The cache is kept across opens (only this mount changes the pool). Opens that
+/// leave nothing for a close to persist ask for no flush request at close: read-only
+/// ones, and those that [write through](writes_through).
 pub fn open_flags(opts: &FsOptions, flags: i32) -> u32 {
     let access = flags & libc::O_ACCMODE;
     let mut open_flags = if opts.every_open_direct() {
@@ -69,10 +70,21 @@ pub fn open_flags(opts: &FsOptions, flags: i32) -> u32 {
     } else {
         FOPEN_KEEP_CACHE
     };
-    if access == libc::O_RDONLY {
+    if access == libc::O_RDONLY || writes_through(opts, flags) {
         open_flags |= FOPEN_NOFLUSH;
     }
     open_flags
+}
+
+/// Whether every write through a file opened with `flags` is persisted before its
+/// reply, as with O_DSYNC: write-only opens without a page cache. Such a handle holds
+/// nothing at close (no cached pages, and it cannot be mmap'd), so the kernel is told
+/// to send no flush request then. `cp`, `touch` and shell redirections save a round
+/// trip per file; a program making many small writes through one such handle pays a
+/// transaction per write instead of one at close.
+pub fn writes_through(opts: &FsOptions, flags: i32) -> bool {
+    let direct = opts.every_open_direct() || !opts.writeback_cache;
+    flags & libc::O_ACCMODE == libc::O_WRONLY && direct
 }
 
 /// The kernel settings warabifs asks for at INIT; returns the capabilities granted.
@@ -132,7 +144,30 @@ mod tests {
         assert_eq!(flags_for(&opts, libc::O_RDWR), keep);
         assert_eq!(
             flags_for(&opts, libc::O_WRONLY | libc::O_APPEND),
-            keep | FOPEN_DIRECT_IO
+            keep | FOPEN_DIRECT_IO | FOPEN_NOFLUSH
+        );
+    }
+
+    #[test]
+    fn only_write_only_opens_without_a_page_cache_write_through() {
+        let default = FsOptions::default();
+        assert!(writes_through(&default, libc::O_WRONLY | libc::O_CREAT));
+        assert!(!writes_through(&default, libc::O_RDWR));
+        assert!(!writes_through(&default, libc::O_RDONLY | libc::O_TRUNC));
+        let cached = FsOptions {
+            writeback_cache: true,
+            ..FsOptions::default()
+        };
+        assert!(!writes_through(&cached, libc::O_WRONLY));
+        let direct = FsOptions {
+            direct_io: true,
+            writeback_cache: true,
+            ..FsOptions::default()
+        };
+        assert!(writes_through(&direct, libc::O_WRONLY));
+        assert_eq!(
+            flags_for(&direct, libc::O_WRONLY),
+            FOPEN_DIRECT_IO | FOPEN_NOFLUSH
         );
     }
 
