@@ -67,6 +67,14 @@ COMMAND_TIMEOUT = 900.0  # seconds any one command (dd, fio, touch...) may take
 # touched and freed: the step starts from backed memory, as on a machine without lazy
 # backing. --no-warm turns it off.
 WARM_MIB = 1024
+# The reporting itself: this VM's kernel reports a freed block of 2^order pages at once
+# (min_free_ms 0), so the pages a warm-up freed went back to the host before the step
+# could take them, and a first `ls -l` of a million FUSE files, whose kernel inodes and
+# dentries take 1.3 GiB the step allocates, ran 12-13 s instead of 9.5-10.8 s. An order
+# above the largest free block (10 on x86-64) reports nothing: the run sets it and puts
+# back what it found. --page-reporting leaves it alone.
+PAGE_REPORTING_ORDER = Path("/sys/module/page_reporting/parameters/page_reporting_order")
+NO_PAGE_REPORTING = "11"
 TOOLS = ("mount", "umount", "dd", "fio", "touch", "ls", "rm", "sync", "cp")
 # Root switches FUSE-over-io_uring on and off here; the kernel offers the rings at INIT
 # only while it reads Y. --transport uring|both sets it for the run and puts back what
@@ -339,6 +347,34 @@ def restore_enable_uring(found: str) -> None:
         except OSError as e:
             message = f"cannot restore {ENABLE_URING} to {found} ({e}); write {found} to it by hand"
             raise SystemExit(f"run.py: {message}") from e
+
+
+# --------------------------------------------------------------------------- page reporting
+
+
+@contextlib.contextmanager
+def page_reporting_off(wanted: bool) -> Iterator[str | None]:
+    """When WANTED and the kernel reports free pages to its host, none is reported inside
+    the block (PAGE_REPORTING_ORDER), and afterwards the order reads what it read before,
+    on every way out. Yields the order found (None when nothing was changed)."""
+    try:
+        found = PAGE_REPORTING_ORDER.read_text().strip() if wanted else None
+    except OSError:
+        found = None
+    if found is None or found == NO_PAGE_REPORTING:
+        yield None
+        return
+    try:
+        log(f"free page reporting off for the run ({PAGE_REPORTING_ORDER}: {found} -> {NO_PAGE_REPORTING})")
+        PAGE_REPORTING_ORDER.write_text(f"{NO_PAGE_REPORTING}\n")
+        yield found
+    finally:
+        with signals_deferred():
+            try:
+                PAGE_REPORTING_ORDER.write_text(f"{found}\n")
+                log(f"{PAGE_REPORTING_ORDER} restored to {found}")
+            except OSError as e:
+                raise SystemExit(f"run.py: cannot restore {PAGE_REPORTING_ORDER} to {found} ({e}); write it by hand") from e
 
 
 # --------------------------------------------------------------------------- mounts
@@ -813,8 +849,7 @@ GROUPS = [
     # The floor has no pool to mount.
     Group("mount", SELECTABLE["mount"], mount_time, tmpfs=False, floor=False),
     Group("jobs", SELECTABLE["jobs"], seq_jobs),
-    # The floor answers ENOSYS to symlink(2), and /usr/include holds symbolic links.
-    Group("tree", SELECTABLE["tree"], copy_tree, floor=False),
+    Group("tree", SELECTABLE["tree"], copy_tree),
 ]
 
 
@@ -1241,6 +1276,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warabifs-options", default="", help="extra -o options for every warabifs mount")
     p.add_argument("--pool-dir", type=Path, default=Path("/dev/shm"), help="where pools go (default /dev/shm)")
     p.add_argument("--no-warm", action="store_true", help="do not warm free memory before each timed step")
+    p.add_argument("--page-reporting", action="store_true",
+                   help="leave the VM's free page reporting on (the run turns it off and restores it)")
     p.add_argument("--floor", action="store_true", help="also measure fuse_floor, a FUSE file system that does no work")
     transport = "dev: /dev/fuse (default); uring: FUSE-over-io_uring, setting enable_uring for the run; both: each"
     p.add_argument("--transport", choices=TRANSPORTS, default="dev", help=transport)
@@ -1315,6 +1352,31 @@ def make_bench(
         floors=floors,
         tree=tree,
     )
+def measure_scale(args: argparse.Namespace, binary: Path, sizes: tuple[int, ...],
+                  kinds: tuple[str, ...]) -> tuple[dict, list, dict]:
+    """Runs the scale row; returns its results, errors and environment."""
+    ws = Workspace(args.pool_dir)
+    try:
+        snapshot = ws.root / "warabifs"
+        shutil.copy2(binary, snapshot)
+        env = environment(binary, snapshot)
+        if env["busy_processes_start"]:
+            log(f"note: other processes may add noise: {' '.join(env['busy_processes_start'])}")
+        b = Bench(
+            sizes=FULL,
+            want=set(),
+            ws=ws,
+            tmpfs=Tmpfs(ws),
+            warabifs=[Warabifs(ws, snapshot, args.warabifs_options, "dev")],
+            warabifs_force=[],
+            floors=[],
+        )
+        results, errors = run_scale(b, args.reps, sizes, kinds)
+        return results, errors, env
+    finally:
+        ws.close()
+
+
 def main_scale(args: argparse.Namespace, binary: Path) -> int:
     """--scale: the scale row alone."""
     sizes = tuple(int(n) for n in args.scale_sizes.split(",") if n)
@@ -1326,25 +1388,9 @@ def main_scale(args: argparse.Namespace, binary: Path) -> int:
         signal.signal(s, _on_signal)
     started = time.monotonic()
     try:
-        ws = Workspace(args.pool_dir)
-        try:
-            snapshot = ws.root / "warabifs"
-            shutil.copy2(binary, snapshot)
-            env = environment(binary, snapshot)
-            if env["busy_processes_start"]:
-                log(f"note: other processes may add noise: {' '.join(env['busy_processes_start'])}")
-            b = Bench(
-                sizes=FULL,
-                want=set(),
-                ws=ws,
-                tmpfs=Tmpfs(ws),
-                warabifs=[Warabifs(ws, snapshot, args.warabifs_options, "dev")],
-                warabifs_force=[],
-                floors=[],
-            )
-            results, errors = run_scale(b, args.reps, sizes, kinds)
-        finally:
-            ws.close()
+        with page_reporting_off(not args.page_reporting) as reporting_found:
+            results, errors, env = measure_scale(args, binary, sizes, kinds)
+            env["page_reporting_order_found"] = reporting_found
     except Interrupted as e:
         log(f"interrupted ({e}); everything is unmounted")
         return 130
@@ -1396,13 +1442,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = defaultdict(lambda: defaultdict(list))
     errors: list = []
     try:
-        with uring_enabled("uring" in transports) as enable_uring_found:
+        with uring_enabled("uring" in transports) as enable_uring_found, \
+                page_reporting_off(not args.page_reporting) as reporting_found:
             ws = Workspace(args.pool_dir)
             log(f"mount points under {ws.root}, pools under {ws.pools}")
             try:
                 b = make_bench(args, sizes, want, tree, ws, binary, transports)
                 env = environment(binary, ws.root / "warabifs")
                 env["enable_uring_found"] = enable_uring_found
+                env["page_reporting_order_found"] = reporting_found
                 env["enable_uring_during_run"] = read_enable_uring() if ENABLE_URING.exists() else None
                 sha = env["warabifs_binary_sha256"][:12]
                 log(f"warabifs {env['warabifs_commit']} (binary sha256 {sha}), {env['cpu_count']} CPUs")

@@ -58,6 +58,8 @@ struct Node {
     attr: Attr,
     /// Names in a directory, in the order readdir lists them.
     children: BTreeMap<Vec<u8>, u64>,
+    /// A symbolic link's target.
+    target: Vec<u8>,
 }
 
 struct Floor {
@@ -100,6 +102,7 @@ impl Floor {
         let root = Node {
             attr: new_attr(1, FileKind::Directory, 0o755, 0, 0),
             children: BTreeMap::new(),
+            target: Vec::new(),
         };
         Floor {
             nodes: Mutex::new(HashMap::from([(1, root)])),
@@ -122,6 +125,20 @@ impl Floor {
         kind: FileKind,
         mode: u32,
     ) -> Result<Attr, Errno> {
+        self.make_node(req, parent, name, kind, mode, Vec::new())
+    }
+
+    /// Links a new node named `name` into `parent`, a symbolic link to `target` if
+    /// `kind` says so.
+    fn make_node(
+        &self,
+        req: &RequestInfo,
+        parent: u64,
+        name: &[u8],
+        kind: FileKind,
+        mode: u32,
+        target: Vec<u8>,
+    ) -> Result<Attr, Errno> {
         let mut nodes = self.nodes.lock();
         let dir = nodes.get_mut(&parent).ok_or(Errno::ENOENT)?;
         if dir.children.contains_key(name) {
@@ -131,9 +148,17 @@ impl Floor {
         dir.children.insert(name.to_vec(), ino);
         dir.attr.mtime = Timestamp::now();
         dir.attr.ctime = dir.attr.mtime;
-        let attr = new_attr(ino, kind, (mode & 0o7777) as u16, req.uid, req.gid);
+        let mut attr = new_attr(ino, kind, (mode & 0o7777) as u16, req.uid, req.gid);
+        attr.size = target.len() as u64;
         let children = BTreeMap::new();
-        nodes.insert(ino, Node { attr, children });
+        nodes.insert(
+            ino,
+            Node {
+                attr,
+                children,
+                target,
+            },
+        );
         Ok(attr)
     }
 
@@ -227,6 +252,25 @@ impl Operations for Floor {
             FileKind::Directory,
             apply_umask(mode, umask),
         )
+    }
+
+    fn symlink(
+        &self,
+        req: &RequestInfo,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+    ) -> Result<Attr, Errno> {
+        let kind = FileKind::Symlink;
+        self.make_node(req, parent, name, kind, 0o777, target.to_vec())
+    }
+
+    fn readlink(&self, _req: &RequestInfo, ino: u64) -> Result<Vec<u8>, Errno> {
+        let nodes = self.nodes.lock();
+        nodes
+            .get(&ino)
+            .map(|n| n.target.clone())
+            .ok_or(Errno::ENOENT)
     }
 
     fn unlink(&self, _req: &RequestInfo, parent: u64, name: &[u8]) -> Result<(), Errno> {
