@@ -301,3 +301,52 @@ fn busy_cpus_do_not_starve_the_ring_threads() {
         );
     }
 }
+
+/// Over the rings a bulk read (the readahead of a file read from start to end) is
+/// served on the thread of another CPU's queue, and other requests in that entry go
+/// back to their own queue's thread: the bytes read are the file's, small requests
+/// made meanwhile are answered, and the log says a bulk read was handed over.
+#[test]
+fn bulk_reads_served_on_another_queue_return_the_files_bytes() {
+    if !fuse_tests_enabled() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pool = scratch.path("p.pmem");
+    let mnt = scratch.mountpoint("m");
+    let data = pattern(24 << 20, 7);
+    let m = ForegroundMount::start(&pool, &mnt, &["create_if_missing_with_size=128M"]);
+    std::fs::write(m.path("big"), &data).unwrap();
+    m.unmount();
+
+    // A new mount starts with an empty page cache, so every read goes to the daemon.
+    let m = mount_logging(&pool, &mnt, &["log_level=warabifs::fuse::uring=debug"]);
+    let small = {
+        let dir = m.path("small");
+        std::thread::spawn(move || {
+            std::fs::create_dir(&dir).unwrap();
+            for i in 0..300 {
+                let f = dir.join(format!("f{i}"));
+                std::fs::write(&f, format!("{i}")).unwrap();
+                assert_eq!(std::fs::read(&f).unwrap(), format!("{i}").as_bytes());
+            }
+        })
+    };
+    for _ in 0..3 {
+        assert!(
+            std::fs::read(m.path("big")).unwrap() == data,
+            "bytes differ"
+        );
+        // Read again from the daemon: drop this file's pages from the page cache.
+        common::drop_cache(&std::fs::File::open(m.path("big")).unwrap());
+    }
+    small.join().unwrap();
+    let log = m.log();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if rings_enabled() && cpus > 1 {
+        assert!(
+            log.contains("a bulk read handed to queue"),
+            "no bulk read was handed to another queue: {log}"
+        );
+    }
+}

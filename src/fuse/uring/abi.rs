@@ -473,6 +473,17 @@ pub fn serve<O: Operations>(
     }
 }
 
+/// The size a READ request asks for, or None for any other request (or one too short
+/// to say).
+pub fn read_size(header: &InHeader, op: &[u8]) -> Option<u32> {
+    if header.opcode != opcode::READ {
+        return None;
+    }
+    let mut op = Reader::new(op);
+    op.skip(16).ok()?; // fh, offset
+    op.u32().ok()
+}
+
 /// Serves a request whose reply is ready when the call into `ops` returns: writes the
 /// reply arguments into `payload` and returns their length.
 fn serve_now<O: Operations>(

@@ -86,7 +86,9 @@ impl Rings {
             _guard: None,
             _fuse_fd: fuse_fd,
         };
+        let mut posts = queue::post_offices(queues)?.into_iter();
         for qid in 0..queues {
+            let post = posts.next().expect("one post office per queue");
             let priority = guard
                 .as_ref()
                 .map_or_else(CommitPriority::normal, |g| g.commits(qid));
@@ -98,6 +100,7 @@ impl Rings {
                 Arc::clone(&rings.stop),
                 Arc::clone(&ops),
                 priority,
+                post,
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("uring-{qid}"))

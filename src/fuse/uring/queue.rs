@@ -11,6 +11,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -20,7 +21,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::abi::{
-    encode_out_header, serve, InHeader, Late, LateSender, Request, Served, IN_HEADER_LEN,
+    encode_out_header, read_size, serve, InHeader, Late, LateSender, Request, Served, IN_HEADER_LEN,
 };
 use super::priority::CommitPriority;
 use crate::fs::Errno;
@@ -43,6 +44,12 @@ const PAYLOAD_SZ_AT: usize = COMMIT_ID_AT + 8;
 const STOP_TOKEN: u64 = u64::MAX;
 /// The completion of the poll of the eventfd that says late replies have come.
 const WAKE_TOKEN: u64 = u64::MAX - 1;
+/// The completion of the poll of the eventfd that says entries were handed over.
+const MAIL_TOKEN: u64 = u64::MAX - 2;
+
+/// A READ of at least this many bytes is a bulk read, served on another queue's CPU
+/// (see [`route`]).
+const BULK_READ: u32 = 64 << 10;
 
 /// A buffer the kernel reads and writes while it owns it: an anonymous mapping of its
 /// own (zero pages until first written, so an entry costs memory only once a request
@@ -100,7 +107,10 @@ impl Drop for SharedBuf {
 }
 
 /// One ring entry: the header and payload buffers and the iovecs that name them.
-struct Entry {
+pub struct Entry {
+    /// The queue the kernel registered it in, which its commands name whichever
+    /// thread serves it.
+    qid: u16,
     header: SharedBuf,
     payload: SharedBuf,
     /// Read by the kernel at REGISTER; kept at a stable address until then.
@@ -112,7 +122,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(payload_len: usize) -> std::io::Result<Entry> {
+    fn new(qid: u16, payload_len: usize) -> std::io::Result<Entry> {
         let header = SharedBuf::new(HEADER_LEN)?;
         let payload = SharedBuf::new(payload_len)?;
         let iov = Box::new([
@@ -126,6 +136,7 @@ impl Entry {
             },
         ]);
         Ok(Entry {
+            qid,
             header,
             payload,
             iov,
@@ -135,15 +146,77 @@ impl Entry {
     }
 }
 
-// SAFETY: an Entry's buffers are plain heap memory owned by it alone; it is moved to
-// its queue's thread once, before any command of it is submitted.
+// SAFETY: an Entry's buffers are plain memory owned by it alone. It moves between
+// threads only while the kernel does not own them: to its queue's thread before its
+// first command, and from one thread to another (see Mailbox) between the completion
+// of a command and the submission of the next.
 unsafe impl Send for Entry {}
+
+/// Where a thread hands over an entry whose request another thread serves better (see
+/// [`route`]), and the eventfd that wakes that thread for it.
+pub struct Mailbox {
+    entries: Sender<Entry>,
+    wake: Arc<EventFd>,
+}
+
+/// The mailboxes of every queue of a mount (indexed by queue id), the receiving end of
+/// each, and the count of entries the kernel still holds or serves (all queues).
+pub struct Post {
+    pub boxes: Arc<Vec<Mailbox>>,
+    pub inbox: Receiver<Entry>,
+    pub live: Arc<AtomicUsize>,
+}
+
+/// Makes the mailboxes of `queues` queues: one `Post` per queue, in queue order.
+pub fn post_offices(queues: usize) -> std::io::Result<Vec<Post>> {
+    let mut boxes = Vec::with_capacity(queues);
+    let mut inboxes = Vec::with_capacity(queues);
+    for _ in 0..queues {
+        let (entries, inbox) = channel();
+        let wake = Arc::new(EventFd::from_flags(
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        boxes.push(Mailbox { entries, wake });
+        inboxes.push(inbox);
+    }
+    let (boxes, live) = (Arc::new(boxes), Arc::new(AtomicUsize::new(0)));
+    Ok(inboxes
+        .into_iter()
+        .map(|inbox| Post {
+            boxes: Arc::clone(&boxes),
+            inbox,
+            live: Arc::clone(&live),
+        })
+        .collect())
+}
+
+/// Which queue's thread serves a request that came in an entry of queue `home`, on the
+/// thread of queue `here` (of `queues`): None for this one.
+///
+/// A request is served on the CPU that made it, except a bulk read: the reader has the
+/// pages of the last reply to copy, and the readahead's next request waits behind that
+/// copy on its own CPU, while another CPU would fill the entry and the kernel copy it
+/// into the page cache meanwhile (over /dev/fuse, which serves on whichever CPU is
+/// free, reads were faster than over the rings for want of that). So a bulk read in an
+/// entry at home goes to the next queue's thread, and the entry stays there while bulk
+/// reads keep coming in it; any other request in an entry away from home goes back
+/// to its home thread, which serves it on the caller's CPU.
+pub fn route(bulk: bool, home: u16, here: u16, queues: u16) -> Option<u16> {
+    match (bulk, home == here) {
+        (true, true) if queues > 1 => Some((here + 1) % queues),
+        (false, false) => Some(home),
+        _ => None,
+    }
+}
 
 /// A queue: its io_uring, its entries, and what serves their requests.
 pub struct Queue<O: Operations> {
     qid: u16,
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
-    entries: Vec<Entry>,
+    /// The entries this thread holds, by token (the slot): its own queue's, but those
+    /// handed to another thread, and other queues' handed to it.
+    entries: Vec<Option<Entry>>,
+    post: Post,
     fuse_fd: RawFd,
     stop: Arc<EventFd>,
     ops: Arc<O>,
@@ -154,6 +227,8 @@ pub struct Queue<O: Operations> {
     wake: Arc<EventFd>,
     /// The thread's priority while it commits replies (see priority.rs).
     priority: CommitPriority,
+    /// Whether the log has said that this queue's bulk reads go to another thread.
+    said_hand_over: bool,
 }
 
 /// The 80 bytes of `struct fuse_uring_cmd_req` in the big SQE.
@@ -190,6 +265,7 @@ fn commit_sqe(fd: RawFd, qid: u16, commit_id: u64, token: u64) -> squeue::Entry1
 
 impl<O: Operations> Queue<O> {
     /// Sets up queue `qid` with `depth` entries of `payload_len` bytes of payload.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         qid: u16,
         depth: usize,
@@ -198,17 +274,21 @@ impl<O: Operations> Queue<O> {
         stop: Arc<EventFd>,
         ops: Arc<O>,
         priority: CommitPriority,
+        post: Post,
     ) -> std::io::Result<Queue<O>> {
-        // One SQE per entry and one per poll; completions never outnumber them.
-        let sq = (depth + 2).next_power_of_two() as u32;
+        // One SQE per entry this thread may hold (its own, and every entry of the other
+        // queues handed to it) and one per poll; completions never outnumber them.
+        let most_held = depth * post.boxes.len();
+        let sq = (most_held + 3).next_power_of_two() as u32;
         let ring = IoUring::builder().setup_cqsize(sq * 2).build(sq)?;
         let entries = (0..depth)
-            .map(|_| Entry::new(payload_len))
+            .map(|_| Entry::new(qid, payload_len).map(Some))
             .collect::<std::io::Result<_>>()?;
         Ok(Queue {
             qid,
             ring,
             entries,
+            post,
             fuse_fd,
             stop,
             ops,
@@ -218,6 +298,7 @@ impl<O: Operations> Queue<O> {
                 EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
             )?),
             priority,
+            said_hand_over: false,
         })
     }
 
@@ -231,6 +312,7 @@ impl<O: Operations> Queue<O> {
         if let Err(e) = self
             .push(stop_poll)
             .and_then(|()| self.watch_late_replies())
+            .and_then(|()| self.watch_mail())
         {
             return format!("cannot watch for the stop signal: {e}");
         }
@@ -263,12 +345,20 @@ impl<O: Operations> Queue<O> {
                             return format!("cannot watch for late replies: {e}");
                         }
                     }
+                    MAIL_TOKEN => {
+                        self.take_mail();
+                        if let Err(e) = self.watch_mail() {
+                            return format!("cannot watch for handed-over entries: {e}");
+                        }
+                    }
                     _ => self.complete(token as usize, result),
                 }
             }
             completed.clear();
             self.completed = completed;
-            if self.entries.iter().all(|e| !e.live) {
+            if self.post.live.load(Ordering::SeqCst) == 0 {
+                // The other threads may hold no entry to learn it from.
+                let _ = self.stop.write(1);
                 return "the kernel ended the connection".to_string();
             }
         }
@@ -300,6 +390,100 @@ impl<O: Operations> Queue<O> {
         self.push(poll)
     }
 
+    /// Polls the eventfd of this thread's mailbox (once: re-armed after each).
+    fn watch_mail(&mut self) -> Result<(), String> {
+        let wake = self.post.boxes[self.qid as usize].wake.as_raw_fd();
+        let poll = opcode::PollAdd::new(types::Fd(wake), libc::POLLIN as u32)
+            .build()
+            .user_data(MAIL_TOKEN)
+            .into();
+        self.push(poll)
+    }
+
+    /// Takes in the entries other threads handed over, and serves their requests.
+    fn take_mail(&mut self) {
+        let _ = self.post.boxes[self.qid as usize].wake.read();
+        while let Ok(entry) = self.post.inbox.try_recv() {
+            let token = self.hold(entry);
+            self.answer(token);
+        }
+    }
+
+    /// Puts `entry` in a free slot; returns its token.
+    fn hold(&mut self, entry: Entry) -> usize {
+        match self.entries.iter().position(Option::is_none) {
+            Some(token) => {
+                self.entries[token] = Some(entry);
+                token
+            }
+            None => {
+                self.entries.push(Some(entry));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    /// The entry of `token`. Every token the ring hands back names a held entry: an
+    /// entry leaves its slot only between two of its commands.
+    fn entry(&mut self, token: usize) -> &mut Entry {
+        self.entries[token]
+            .as_mut()
+            .expect("a ring token names an entry this thread holds")
+    }
+
+    /// Marks the entry of `token` gone (the kernel has no command of it any more).
+    fn retire(&mut self, token: usize) {
+        let entry = self.entry(token);
+        if std::mem::replace(&mut entry.live, false) {
+            self.post.live.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Where the request now in entry `token` is best served (see [`route`]): None
+    /// for this thread.
+    fn route_of(&mut self, token: usize) -> Option<u16> {
+        let (here, queues) = (self.qid, self.post.boxes.len() as u16);
+        let entry = self.entry(token);
+        // SAFETY: the entry's command just completed, so the kernel does not own its
+        // buffers; this shared view ends before answer() takes its own.
+        let header = unsafe { entry.header.bytes() };
+        let in_header = InHeader::parse(&header[..IN_HEADER_LEN]).ok()?;
+        let size = read_size(&in_header, &header[IN_OUT_AREA..IN_OUT_AREA + OP_AREA]);
+        route(
+            size.is_some_and(|s| s >= BULK_READ),
+            entry.qid,
+            here,
+            queues,
+        )
+    }
+
+    /// Hands entry `token` (holding a request not yet served) to queue `to`'s thread;
+    /// false if that thread is gone, and the entry stays here.
+    fn hand_over(&mut self, token: usize, to: u16) -> bool {
+        let Some(entry) = self.entries[token].take() else {
+            return false;
+        };
+        // An entry of this queue leaves only with a bulk read; others go home.
+        let bulk_read = entry.qid == self.qid;
+        let mailbox = &self.post.boxes[to as usize];
+        match mailbox.entries.send(entry) {
+            Ok(()) => {
+                let _ = mailbox.wake.write(1);
+                if bulk_read && !std::mem::replace(&mut self.said_hand_over, true) {
+                    tracing::debug!(
+                        "ring queue {}: a bulk read handed to queue {to}'s thread",
+                        self.qid
+                    );
+                }
+                true
+            }
+            Err(returned) => {
+                self.entries[token] = Some(returned.0);
+                false
+            }
+        }
+    }
+
     fn push(&mut self, sqe: squeue::Entry128) -> Result<(), String> {
         // SAFETY: every buffer an SQE of this queue names (an entry's iovecs and the
         // buffers they point to) lives in `self.entries` until the ring is dropped.
@@ -308,18 +492,20 @@ impl<O: Operations> Queue<O> {
     }
 
     fn register(&mut self, token: usize) {
-        let entry = &mut self.entries[token];
-        let sqe = register_sqe(self.fuse_fd, self.qid, entry.iov.as_ptr(), token as u64);
+        let fuse_fd = self.fuse_fd;
+        let entry = self.entry(token);
+        let sqe = register_sqe(fuse_fd, entry.qid, entry.iov.as_ptr(), token as u64);
         entry.live = true;
+        self.post.live.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = self.push(sqe) {
             tracing::error!("queue {}: cannot register an entry: {e}", self.qid);
-            self.entries[token].live = false;
+            self.retire(token);
         }
     }
 
     /// One command of entry `token` completed with `result`.
     fn complete(&mut self, token: usize, result: i32) {
-        if token >= self.entries.len() {
+        if self.entries.get(token).is_none_or(Option::is_none) {
             tracing::error!("queue {}: completion of unknown entry {token}", self.qid);
             return;
         }
@@ -327,13 +513,14 @@ impl<O: Operations> Queue<O> {
             0 => self.answer(token),
             // The kernel was not ready (INIT not processed yet) or was interrupted.
             libc::EAGAIN | libc::EINTR => {
-                let entry = &self.entries[token];
+                let fuse_fd = self.fuse_fd;
+                let entry = self.entry(token);
                 let sqe = match entry.commit_id {
-                    0 => register_sqe(self.fuse_fd, self.qid, entry.iov.as_ptr(), token as u64),
-                    id => commit_sqe(self.fuse_fd, self.qid, id, token as u64),
+                    0 => register_sqe(fuse_fd, entry.qid, entry.iov.as_ptr(), token as u64),
+                    id => commit_sqe(fuse_fd, entry.qid, id, token as u64),
                 };
                 if self.push(sqe).is_err() {
-                    self.entries[token].live = false;
+                    self.retire(token);
                 }
             }
             errno => {
@@ -345,7 +532,7 @@ impl<O: Operations> Queue<O> {
                         std::io::Error::from_raw_os_error(errno)
                     );
                 }
-                self.entries[token].live = false;
+                self.retire(token);
             }
         }
     }
@@ -353,6 +540,11 @@ impl<O: Operations> Queue<O> {
     /// Serves the request now in entry `token` and commits its reply, or leaves the
     /// entry waiting for a reply that comes later.
     fn answer(&mut self, token: usize) {
+        if let Some(to) = self.route_of(token) {
+            if self.hand_over(token, to) {
+                return;
+            }
+        }
         // Made only for the operations whose reply may come later (open, setattr), so
         // that other requests allocate nothing.
         let mut slot = None;
@@ -361,7 +553,9 @@ impl<O: Operations> Queue<O> {
             let slot = slot.get_or_insert_with(|| Arc::new(Mutex::new(LateSlot::Serving)));
             late_sender(token, slot, replies, wake)
         };
-        let entry = &mut self.entries[token];
+        let entry = self.entries[token]
+            .as_mut()
+            .expect("a ring token names an entry this thread holds");
         // SAFETY: the command of this entry just completed, so the kernel does not own
         // its buffers until the commit of its reply is submitted; these are the only
         // slices of them.
@@ -415,7 +609,7 @@ impl<O: Operations> Queue<O> {
     }
 
     fn commit_late(&mut self, token: usize, late: Late) {
-        let entry = &mut self.entries[token];
+        let entry = self.entry(token);
         // SAFETY: the entry holds a request whose reply has not been committed, so the
         // kernel does not own its buffers; this is the only slice of the payload.
         let payload = unsafe { entry.payload.bytes() };
@@ -425,17 +619,18 @@ impl<O: Operations> Queue<O> {
 
     /// Writes the reply header of entry `token` and submits its COMMIT_AND_FETCH.
     fn commit(&mut self, token: usize, result: Result<usize, Errno>) {
-        let entry = &mut self.entries[token];
+        let fuse_fd = self.fuse_fd;
+        let entry = self.entry(token);
         // SAFETY: as in commit_late: the kernel gets the buffers back with the commit.
         let header = unsafe { entry.header.bytes() };
         let replied = *result.as_ref().unwrap_or(&0);
         // The request's unique is its commit id.
         encode_out_header(&mut header[..IN_OUT_AREA], entry.commit_id, result);
         header[PAYLOAD_SZ_AT..PAYLOAD_SZ_AT + 4].copy_from_slice(&(replied as u32).to_le_bytes());
-        let sqe = commit_sqe(self.fuse_fd, self.qid, entry.commit_id, token as u64);
+        let sqe = commit_sqe(fuse_fd, entry.qid, entry.commit_id, token as u64);
         if let Err(e) = self.push(sqe) {
             tracing::error!("queue {}: cannot commit a reply: {e}", self.qid);
-            self.entries[token].live = false;
+            self.retire(token);
         }
     }
 }
@@ -499,6 +694,40 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulk_reads_go_to_the_next_queue_and_the_rest_stays_home() {
+        // A bulk read in an entry at home goes to the next queue, round the last one.
+        assert_eq!(route(true, 0, 0, 2), Some(1));
+        assert_eq!(route(true, 3, 3, 4), Some(0));
+        // One queue has nowhere to send it.
+        assert_eq!(route(true, 0, 0, 1), None);
+        // Away from home: bulk reads are served where they are, anything else at home.
+        assert_eq!(route(true, 0, 1, 2), None);
+        assert_eq!(route(false, 0, 1, 2), Some(0));
+        // At home, other requests are served on the caller's CPU.
+        assert_eq!(route(false, 1, 1, 2), None);
+    }
+
+    #[test]
+    fn only_reads_have_a_read_size() {
+        let header = |opcode| InHeader {
+            len: 80,
+            opcode,
+            unique: 1,
+            nodeid: 2,
+            uid: 0,
+            gid: 0,
+            pid: 0,
+        };
+        let mut op = [0u8; OP_AREA];
+        op[16..20].copy_from_slice(&(128u32 << 10).to_le_bytes());
+        assert_eq!(read_size(&header(15), &op), Some(128 << 10));
+        // WRITE has a size at the same place, but is not a read.
+        assert_eq!(read_size(&header(16), &op), None);
+        // A READ too short to hold its size says none.
+        assert_eq!(read_size(&header(15), &op[..12]), None);
+    }
 
     #[test]
     fn a_register_sqe_names_two_iovecs_and_its_queue() {
