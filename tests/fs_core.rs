@@ -160,6 +160,36 @@ fn sync_write_survives_a_crash_without_fsync() {
     assert_eq!(read_all(&fs, lookup_ino(&fs, ROOT_INO, b"f")), data);
 }
 
+#[test]
+fn sync_writes_that_move_the_region_survive_a_crash_with_their_holes_zeroed() {
+    let (_dir, path) = scratch_pool();
+    let fs = create_pool(&path, POOL_SIZE);
+    // Stale bytes where the new regions will be, which the holes must not show.
+    leave_garbage(&fs, 3 * MIB as usize);
+    let (attr, fh) = fs.create(ROOT_INO, b"f", 0o644, caller()).unwrap();
+    let mut expected = Vec::new();
+    let mut write = |off: usize, data: Vec<u8>| {
+        let mtime = fs.getattr(attr.ino).unwrap().mtime;
+        fs.write(fh, off as u64, &data, true).unwrap();
+        assert!(fs.getattr(attr.ino).unwrap().mtime >= mtime);
+        if expected.len() < off + data.len() {
+            expected.resize(off + data.len(), 0);
+        }
+        expected[off..off + data.len()].copy_from_slice(&data);
+    };
+    // The first bytes, past a hole (the file gets its region), then past the region's
+    // end with another hole, then over the old bytes and past the end again: each
+    // moves the region.
+    write(MIB as usize, nonzero_pattern(100, 1));
+    write(2 * MIB as usize, nonzero_pattern(1000, 2));
+    write(200, nonzero_pattern(3 * MIB as usize, 3));
+    assert_eq!(read_all(&fs, attr.ino), expected);
+
+    let fs = remount(fs, &path); // no release and no fsync: a crash
+    assert_eq!(fs.getattr(attr.ino).unwrap().size, expected.len() as u64);
+    assert_eq!(read_all(&fs, attr.ino), expected);
+}
+
 // ---------------------------------------------------------------- 2. growth
 
 #[test]

@@ -16,7 +16,7 @@ use super::change::Change;
 use super::inode::{Inode, InodeState};
 use super::Attr;
 use super::{Access, Errno, Fh, FileKind, FsError, FsResult, Handle, WarabiFs, Writer};
-use crate::store::records::Timestamp;
+use crate::store::records::{InodeRecord, Timestamp};
 use crate::store::{Growth, Oid, StoreError, MAX_REGION_SIZE};
 
 /// The largest size a file may have (as Linux's MAX_LFS_FILESIZE); only the bytes
@@ -276,6 +276,16 @@ impl WarabiFs {
             self.write_atomically(&mut state, off, data)?;
             return Ok(data.len());
         }
+        if end > state.capacity && (sync || self.opts.sync) {
+            // To be durable on return anyway: the move to a bigger region writes the
+            // bytes, the size and the times in its own transaction, not in one more.
+            match self.grow(&mut state, end, Some(Carried { off, data })) {
+                Ok(()) => return Ok(data.len()),
+                // Then as any write: cut short at the end of the region if it can be.
+                Err(e) if e.errno() == Errno::ENOSPC => {}
+                Err(e) => return Err(e),
+            }
+        }
         let end = self.room_for_write(&mut state, off, end)?;
         let data = &data[..(end - off) as usize];
         self.fill_to(&mut state, off);
@@ -344,7 +354,7 @@ impl WarabiFs {
             return Err(Errno::EFBIG.into());
         }
         if end > state.capacity {
-            self.grow(state, end)?;
+            self.grow(state, end, None)?;
         }
         Ok(())
     }
@@ -359,10 +369,10 @@ impl WarabiFs {
             return Ok(());
         }
         let exact = self.store.region_size_for(end);
-        self.move_region(state, exact)
+        self.move_region(state, exact, None)
             .or_else(
                 |e| match e.errno() == libc::ENOSPC && self.reclaim_reserves(state) {
-                    true => self.move_region(state, exact),
+                    true => self.move_region(state, exact, None),
                     false => Err(e),
                 },
             )
@@ -413,18 +423,24 @@ impl WarabiFs {
     /// also records the new RegionID (see [`crate::store::growth`]): geometric steps
     /// while they are small, then the largest region that fits. When even `needed` does
     /// not fit, closed files give back their reserves (if their copies fit) and the
-    /// move is tried once more.
-    fn grow(&self, state: &mut InodeState, needed: u64) -> FsResult<()> {
-        match self.grow_once(state, needed) {
+    /// move is tried once more. A `carried` write is made by the move (see
+    /// [`Carried`]).
+    fn grow(&self, state: &mut InodeState, needed: u64, carried: Option<Carried>) -> FsResult<()> {
+        match self.grow_once(state, needed, carried) {
             Err(e) if e.errno() == libc::ENOSPC && self.reclaim_reserves(state) => {
-                self.grow_once(state, needed)
+                self.grow_once(state, needed, carried)
             }
             other => other,
         }
         .map_err(FsError::from)
     }
 
-    fn grow_once(&self, state: &mut InodeState, needed: u64) -> Result<(), StoreError> {
+    fn grow_once(
+        &self,
+        state: &mut InodeState,
+        needed: u64,
+        carried: Option<Carried>,
+    ) -> Result<(), StoreError> {
         let exact = self.store.region_size_for(needed);
         let wanted = match self.store.growth(needed, state.capacity, state.meta.size) {
             Growth::To(size) => size,
@@ -439,8 +455,10 @@ impl WarabiFs {
             state.meta.data_len(),
             state.capacity
         );
-        match self.move_region(state, wanted) {
-            Err(e) if e.errno() == libc::ENOSPC && wanted > exact => self.move_region(state, exact),
+        match self.move_region(state, wanted, carried) {
+            Err(e) if e.errno() == libc::ENOSPC && wanted > exact => {
+                self.move_region(state, exact, carried)
+            }
             Ok(()) if wanted > exact => {
                 self.reserves.note(state.meta.ino, true);
                 Ok(())
@@ -495,10 +513,10 @@ impl WarabiFs {
             return;
         };
         let fitted = self.store.region_size_for(kept);
-        let result = match self.move_region(state, trimmed) {
+        let result = match self.move_region(state, trimmed, None) {
             // Without the headroom the copy may still fit.
             Err(e) if e.errno() == libc::ENOSPC && kept > 0 && fitted < trimmed => {
-                self.move_region(state, fitted)
+                self.move_region(state, fitted, None)
             }
             other => other,
         };
@@ -509,17 +527,23 @@ impl WarabiFs {
         self.reserves.note(state.meta.ino, untrimmed);
     }
 
-    /// Moves the file's data into a new region of `capacity` bytes (none for 0).
-    fn move_region(&self, state: &mut InodeState, capacity: u64) -> Result<(), StoreError> {
+    /// Moves the file's data into a new region of `capacity` bytes (none for 0), and
+    /// makes the `carried` write there, all in one transaction.
+    fn move_region(
+        &self,
+        state: &mut InodeState,
+        capacity: u64,
+        carried: Option<Carried>,
+    ) -> Result<(), StoreError> {
         debug_assert!(state.record.is_some(), "moving needs an adopted inode");
         let old = state.region();
         let data_len = state.meta.data_len();
-        debug_assert!(
-            data_len <= capacity,
-            "moving {data_len} bytes into {capacity}"
-        );
-        // The copy below is persisted whole: the old region's dirty ranges are moot.
-        state.dirty.take();
+        let mut meta = state.meta.clone();
+        let filled = match carried {
+            Some(write) => write.apply(&mut meta),
+            None => data_len,
+        };
+        debug_assert!(filled <= capacity, "moving {filled} bytes into {capacity}");
         let mut change = Change::begin(&self.store)?;
         let new = match capacity {
             0 => Oid::NULL,
@@ -527,15 +551,31 @@ impl WarabiFs {
         };
         if data_len > 0 {
             self.store.copy(old, 0, new, 0, data_len);
-            self.store.flush(new, 0, data_len);
+        }
+        if let Some(write) = carried {
+            if write.off > data_len {
+                self.store.zero(new, data_len, write.off - data_len);
+            }
+            self.store.write(new, write.off, write.data);
+            crate::fault::point("write.copied");
+        }
+        if filled > 0 {
+            self.store.flush(new, 0, filled);
             self.store.drain();
         }
         crate::fault::point("region.filled");
         change.tx().free(old)?;
-        let mut meta = state.meta.clone();
         meta.region = new;
-        change.stage(state, meta)?;
-        change.commit()?;
+        // The new region is persisted whole, so the old one's dirty ranges are moot once
+        // the move commits (and still to be persisted if it does not).
+        let dirty = state.dirty.take();
+        let moved = change.stage(state, meta).and_then(|()| change.commit());
+        if moved.is_err() {
+            dirty
+                .into_iter()
+                .for_each(|(start, end)| state.dirty.add(start, end));
+        }
+        moved?;
         state.capacity = self.store.capacity(new);
         Ok(())
     }
@@ -655,6 +695,28 @@ impl WarabiFs {
 }
 
 /// Raises the data (and the size, if it ends before) to `end`.
+/// A write that the move of its file's region makes in the move's own transaction: its
+/// bytes go into the new region, and the size and times it sets into the record that
+/// names that region.
+#[derive(Clone, Copy)]
+struct Carried<'d> {
+    off: u64,
+    data: &'d [u8],
+}
+
+impl Carried<'_> {
+    /// Sets in `meta` the extent and times this write leaves; returns how many bytes
+    /// from the start the region then holds.
+    fn apply(&self, meta: &mut InodeRecord) -> u64 {
+        let end = self.off + self.data.len() as u64;
+        let data_len = meta.data_len().max(end);
+        meta.set_extent(meta.size.max(end), data_len);
+        let now = Timestamp::now();
+        (meta.mtime, meta.ctime) = (now, now);
+        data_len
+    }
+}
+
 fn extend_data(state: &mut InodeState, end: u64) {
     let (size, data_len) = (state.meta.size, state.meta.data_len());
     state.meta.set_extent(size.max(end), data_len.max(end));
