@@ -15,6 +15,10 @@ use super::sizing::OBJECT_OVERHEAD;
 use super::{Oid, Store, StoreError};
 use crate::pmem::{PmemError, Tx, TxAlloc};
 
+/// Inode numbers a create that writes the superblock's `next_ino` claims past its own:
+/// the next this many creates leave the superblock alone.
+pub const INO_CLAIM_AHEAD: u64 = 255;
+
 impl Store {
     /// Starts one metadata transaction.
     pub fn begin(&self) -> Result<StoreTx<'_>, StoreError> {
@@ -120,8 +124,10 @@ impl StoreTx<'_> {
 
     /// Records in the superblock that `ino` has been given out, when it is a counted
     /// number at or past the recorded next one: no later mount hands it out again,
-    /// even once its inode is gone. Creates run one at a time (the namespace lock), so
-    /// the numbers claimed only go up.
+    /// even once its inode is gone. The record claims [`INO_CLAIM_AHEAD`] numbers past
+    /// it as well, so that most creates need not write the superblock (a later mount
+    /// starts past them, which only skips numbers). Creates run one at a time (the
+    /// namespace lock), so the numbers claimed only go up.
     fn claim_ino(&mut self, ino: u64) -> Result<(), StoreError> {
         if ino >= COUNTED_INO_LIMIT || ino < self.store.next_ino() {
             return Ok(());
@@ -131,7 +137,9 @@ impl StoreTx<'_> {
             .pool
             .root()
             .expect("a formatted pool has a superblock");
-        let next = ino + 1;
+        let next = ino
+            .saturating_add(1 + INO_CLAIM_AHEAD)
+            .min(COUNTED_INO_LIMIT);
         self.tx
             .write(root, SUPERBLOCK_NEXT_INO, &next.to_le_bytes())
             .map_err(|e| self.fail(e))?;
