@@ -16,9 +16,9 @@
 //! While the thread is at idle priority, any other task on its CPU runs first; if one
 //! keeps the CPU, the thread and the requests queued behind it would wait for as long as
 //! it does. The guard bounds that: every [`TICK`] it reads, for each thread at idle
-//! priority, how long the thread waited for its CPU (/proc/self/task/TID/schedstat); a
-//! thread that waited nearly all the time since the last look is put back to normal
-//! priority, and then commits at normal priority for a while ([`BACKOFF_MIN`], doubling
+//! priority, how long the thread ran and waited for its CPU
+//! (/proc/self/task/TID/schedstat); a thread that waited nearly all the time since the
+//! last look and ran next to none of it is put back to normal priority, and then commits at normal priority for a while ([`BACKOFF_MIN`], doubling
 //! on each starvation up to [`BACKOFF_MAX`]). On a loaded CPU that costs a few
 //! milliseconds once per backoff. The guard parks while no thread is at idle priority.
 //!
@@ -37,8 +37,12 @@ pub const STARVED_AFTER: Duration = Duration::from_millis(4);
 /// wakes the guard on a CPU that has other work, so not too often.
 const TICK: Duration = Duration::from_millis(2);
 /// A thread at idle priority that waited for its CPU this share (9/10) of the time
-/// between two looks is starved.
+/// between two looks, and ran less than RAN_SHARE of it, is starved.
 const STARVED_SHARE: (u64, u64) = (9, 10);
+/// A thread that takes turns with the callers it serves runs a good part of each tick
+/// (a third with fio's 4 KiB writes), one kept off its CPU by a busy task next to
+/// nothing (idle priority weighs 3 against a normal task's 1024): 1/50.
+const RAN_SHARE: (u64, u64) = (1, 50);
 /// The guard parks after this many ticks in which no thread was at idle priority.
 const QUIET_TICKS: u32 = 50;
 /// After a starvation, commits stay at normal priority this long, then twice as long
@@ -97,11 +101,33 @@ fn limits_allow_nice_zero(limits: &str) -> bool {
         .is_some_and(|soft| soft == "unlimited" || soft.parse::<u64>().is_ok_and(|n| n >= 20))
 }
 
-/// How long thread `tid` of this process has waited on a run queue in all (the second
-/// field of /proc/PID/task/TID/schedstat), if the kernel keeps that statistic.
-fn run_delay_ns(tid: i32) -> Option<u64> {
+/// How long thread `tid` of this process has run and waited on a run queue in all (the
+/// first two fields of /proc/PID/task/TID/schedstat), if the kernel keeps them.
+fn sched_times_ns(tid: i32) -> Option<SchedTimes> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    stat.split_whitespace().nth(1)?.parse().ok()
+    parse_schedstat(&stat)
+}
+
+fn parse_schedstat(stat: &str) -> Option<SchedTimes> {
+    let mut fields = stat.split_whitespace().map(str::parse::<u64>);
+    Some(SchedTimes {
+        ran: fields.next()?.ok()?,
+        waited: fields.next()?.ok()?,
+    })
+}
+
+/// A thread's run and wait times (ns), as the scheduler counts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SchedTimes {
+    ran: u64,
+    waited: u64,
+}
+
+/// Whether a thread at idle priority was starved over `window` ns, in which it ran and
+/// waited as `delta` says: it waited nearly all of it and ran next to none.
+fn starved_over(window: u64, delta: SchedTimes) -> bool {
+    delta.waited * STARVED_SHARE.1 >= window * STARVED_SHARE.0
+        && delta.ran * RAN_SHARE.1 < window * RAN_SHARE.0
 }
 
 fn now_ns(origin: Instant) -> u64 {
@@ -202,7 +228,7 @@ impl Shared {
         let mut quiet = 0;
         // Per queue: when the guard last looked, and how long its thread had waited to
         // run by then.
-        let mut seen: Vec<Option<(u64, u64)>> = vec![None; self.watches.len()];
+        let mut seen: Vec<Option<(u64, SchedTimes)>> = vec![None; self.watches.len()];
         while !self.stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);
             match self.restore_starved(&mut seen) {
@@ -217,11 +243,14 @@ impl Shared {
     }
 
     /// Restores every thread at idle priority that spent nearly all the time since the
-    /// last look waiting for its CPU; true if any thread is at idle priority. (A thread
-    /// at idle priority never sleeps, so it either runs or waits: one that takes turns
-    /// with the callers it serves waits part of the time, a starved one nearly all of
-    /// it.)
-    fn restore_starved(&self, seen: &mut [Option<(u64, u64)>]) -> bool {
+    /// last look waiting for its CPU and ran next to none of it; true if any thread is
+    /// at idle priority. (A thread at idle priority never sleeps, so it either runs or
+    /// waits: one that takes turns with the callers it serves runs part of the time,
+    /// even behind a caller that runs most of it; a starved one hardly ever runs. A
+    /// test of the wait alone restored threads behind fio's 4 KiB writes whenever fio
+    /// ran nine tenths of a tick, and the backoff that followed sent every reply's
+    /// caller to the other CPU, a third of the writes per second.)
+    fn restore_starved(&self, seen: &mut [Option<(u64, SchedTimes)>]) -> bool {
         let mut any = false;
         for (watch, seen) in self.watches.iter().zip(seen.iter_mut()) {
             if watch.idle_since.load(Ordering::SeqCst) == 0 {
@@ -232,11 +261,14 @@ impl Shared {
             let tid = watch.tid.load(Ordering::SeqCst);
             let now = now_ns(self.origin);
             let before = *seen;
-            *seen = run_delay_ns(tid).map(|waited| (now, waited));
+            *seen = sched_times_ns(tid).map(|times| (now, times));
             let starved = match (before, *seen) {
-                (Some((then, waited_then)), Some((now, waited_now))) => {
-                    let waited = waited_now.saturating_sub(waited_then);
-                    waited * STARVED_SHARE.1 >= (now - then) * STARVED_SHARE.0
+                (Some((then, times_then)), Some((now, times_now))) => {
+                    let delta = SchedTimes {
+                        ran: times_now.ran.saturating_sub(times_then.ran),
+                        waited: times_now.waited.saturating_sub(times_then.waited),
+                    };
+                    starved_over(now - then, delta)
                 }
                 (None, Some(_)) => false, // look again at the next tick
                 // No scheduler statistics: go by the time since the thread last ran.
@@ -400,6 +432,21 @@ impl CommitPriority {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_is_starved_when_it_waited_nearly_all_the_time_and_barely_ran() {
+        let ms = 1_000_000;
+        let times = |ran, waited| SchedTimes { ran, waited };
+        // Kept off its CPU by a busy task.
+        assert!(starved_over(2 * ms, times(0, 2 * ms)));
+        assert!(starved_over(2 * ms, times(ms / 100, 19 * ms / 10)));
+        // Taking turns with a caller that runs most of the time: not starved.
+        assert!(!starved_over(2 * ms, times(ms / 5, 18 * ms / 10)));
+        // Mostly asleep or running.
+        assert!(!starved_over(2 * ms, times(0, ms)));
+        assert_eq!(parse_schedstat("123 456 7\n"), Some(times(123, 456)));
+        assert_eq!(parse_schedstat("x"), None);
+    }
 
     #[test]
     fn a_nice_limit_of_20_or_more_allows_nice_zero() {
