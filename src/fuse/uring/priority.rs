@@ -18,8 +18,9 @@
 //! it does. The guard bounds that: every [`TICK`] it reads, for each thread at idle
 //! priority, how long the thread ran and waited for its CPU
 //! (/proc/self/task/TID/schedstat); a thread that waited nearly all the time since the
-//! last look and ran next to none of it is put back to normal priority, and then commits at normal priority for a while ([`BACKOFF_MIN`], doubling
-//! on each starvation up to [`BACKOFF_MAX`]). On a loaded CPU that costs a few
+//! last look and ran next to none of it is put back to normal priority, and then
+//! commits at normal priority for a while ([`BACKOFF_MIN`], doubling on each
+//! starvation up to [`BACKOFF_MAX`]). On a loaded CPU that costs a few
 //! milliseconds once per backoff. The guard parks while no thread is at idle priority.
 //!
 //! Going back from `SCHED_IDLE` needs `CAP_SYS_NICE` (or an `RLIMIT_NICE` that allows
@@ -226,8 +227,8 @@ impl Drop for Guard {
 impl Shared {
     fn run(&self) {
         let mut quiet = 0;
-        // Per queue: when the guard last looked, and how long its thread had waited to
-        // run by then.
+        // Per queue: when the guard last looked, and how long its thread had run and
+        // waited to run by then.
         let mut seen: Vec<Option<(u64, SchedTimes)>> = vec![None; self.watches.len()];
         while !self.stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);

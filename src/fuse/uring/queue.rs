@@ -305,12 +305,8 @@ impl<O: Operations> Queue<O> {
     /// Registers every entry and serves requests until the connection ends or the stop
     /// eventfd is written. Returns why it stopped, for the log.
     pub fn serve(mut self) -> String {
-        let stop_poll = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32)
-            .build()
-            .user_data(STOP_TOKEN)
-            .into();
         if let Err(e) = self
-            .push(stop_poll)
+            .poll(self.stop.as_raw_fd(), STOP_TOKEN)
             .and_then(|()| self.watch_late_replies())
             .and_then(|()| self.watch_mail())
         {
@@ -383,19 +379,22 @@ impl<O: Operations> Queue<O> {
 
     /// Polls the eventfd that says late replies have come (once: re-armed after each).
     fn watch_late_replies(&mut self) -> Result<(), String> {
-        let poll = opcode::PollAdd::new(types::Fd(self.wake.as_raw_fd()), libc::POLLIN as u32)
-            .build()
-            .user_data(WAKE_TOKEN)
-            .into();
-        self.push(poll)
+        self.poll(self.wake.as_raw_fd(), WAKE_TOKEN)
     }
 
     /// Polls the eventfd of this thread's mailbox (once: re-armed after each).
     fn watch_mail(&mut self) -> Result<(), String> {
-        let wake = self.post.boxes[self.qid as usize].wake.as_raw_fd();
-        let poll = opcode::PollAdd::new(types::Fd(wake), libc::POLLIN as u32)
+        self.poll(
+            self.post.boxes[self.qid as usize].wake.as_raw_fd(),
+            MAIL_TOKEN,
+        )
+    }
+
+    /// Queues a one-shot poll of `fd` for input, completing with `token`.
+    fn poll(&mut self, fd: RawFd, token: u64) -> Result<(), String> {
+        let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
             .build()
-            .user_data(MAIL_TOKEN)
+            .user_data(token)
             .into();
         self.push(poll)
     }
@@ -423,12 +422,9 @@ impl<O: Operations> Queue<O> {
         }
     }
 
-    /// The entry of `token`. Every token the ring hands back names a held entry: an
-    /// entry leaves its slot only between two of its commands.
+    /// The entry of `token`.
     fn entry(&mut self, token: usize) -> &mut Entry {
-        self.entries[token]
-            .as_mut()
-            .expect("a ring token names an entry this thread holds")
+        held(&mut self.entries, token)
     }
 
     /// Marks the entry of `token` gone (the kernel has no command of it any more).
@@ -437,24 +433,6 @@ impl<O: Operations> Queue<O> {
         if std::mem::replace(&mut entry.live, false) {
             self.post.live.fetch_sub(1, Ordering::SeqCst);
         }
-    }
-
-    /// Where the request now in entry `token` is best served (see [`route`]): None
-    /// for this thread.
-    fn route_of(&mut self, token: usize) -> Option<u16> {
-        let (here, queues) = (self.qid, self.post.boxes.len() as u16);
-        let entry = self.entry(token);
-        // SAFETY: the entry's command just completed, so the kernel does not own its
-        // buffers; this shared view ends before answer() takes its own.
-        let header = unsafe { entry.header.bytes() };
-        let in_header = InHeader::parse(&header[..IN_HEADER_LEN]).ok()?;
-        let size = read_size(&in_header, &header[IN_OUT_AREA..IN_OUT_AREA + OP_AREA]);
-        route(
-            size.is_some_and(|s| s >= BULK_READ),
-            entry.qid,
-            here,
-            queues,
-        )
     }
 
     /// Hands entry `token` (holding a request not yet served) to queue `to`'s thread;
@@ -540,7 +518,19 @@ impl<O: Operations> Queue<O> {
     /// Serves the request now in entry `token` and commits its reply, or leaves the
     /// entry waiting for a reply that comes later.
     fn answer(&mut self, token: usize) {
-        if let Some(to) = self.route_of(token) {
+        let queues = self.post.boxes.len() as u16;
+        let entry = held(&mut self.entries, token);
+        // SAFETY: the command of this entry just completed, so the kernel does not own
+        // its buffers; this view ends before the one below is taken.
+        let header = unsafe { entry.header.bytes() };
+        let in_header = InHeader::parse(&header[..IN_HEADER_LEN]);
+        let op_area = IN_OUT_AREA..IN_OUT_AREA + OP_AREA;
+        let read = in_header
+            .as_ref()
+            .ok()
+            .and_then(|h| read_size(h, &header[op_area]));
+        let bulk = read.is_some_and(|size| size >= BULK_READ);
+        if let Some(to) = route(bulk, entry.qid, self.qid, queues) {
             if self.hand_over(token, to) {
                 return;
             }
@@ -553,16 +543,14 @@ impl<O: Operations> Queue<O> {
             let slot = slot.get_or_insert_with(|| Arc::new(Mutex::new(LateSlot::Serving)));
             late_sender(token, slot, replies, wake)
         };
-        let entry = self.entries[token]
-            .as_mut()
-            .expect("a ring token names an entry this thread holds");
+        let entry = held(&mut self.entries, token);
         // SAFETY: the command of this entry just completed, so the kernel does not own
         // its buffers until the commit of its reply is submitted; these are the only
         // slices of them.
         let (header, payload) = unsafe { (entry.header.bytes(), entry.payload.bytes()) };
         entry.commit_id = read_u64(header, COMMIT_ID_AT);
         let in_len = read_u32(header, PAYLOAD_SZ_AT) as usize;
-        let served = InHeader::parse(&header[..IN_HEADER_LEN]).and_then(|in_header| {
+        let served = in_header.and_then(|in_header| {
             let request = Request {
                 header: in_header,
                 op: &header[IN_OUT_AREA..IN_OUT_AREA + OP_AREA],
@@ -633,6 +621,14 @@ impl<O: Operations> Queue<O> {
             self.retire(token);
         }
     }
+}
+
+/// The entry of `token` among a thread's `entries`. Every token the ring hands back
+/// names a held entry: an entry leaves its slot only between two of its commands.
+fn held(entries: &mut [Option<Entry>], token: usize) -> &mut Entry {
+    entries[token]
+        .as_mut()
+        .expect("a ring token names an entry this thread holds")
 }
 
 /// Where a reply that may come later goes: into `slot` while the request is being
