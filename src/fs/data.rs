@@ -13,7 +13,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::change::Change;
-use super::inode::{Inode, InodeState};
+use super::inode::{touch_modified, Inode, InodeState};
 use super::Attr;
 use super::{Access, Errno, Fh, FileKind, FsError, FsResult, Handle, WarabiFs, Writer};
 use crate::store::records::{InodeRecord, Timestamp};
@@ -292,7 +292,7 @@ impl WarabiFs {
         self.store.write(state.region(), off, data);
         crate::fault::point("write.copied");
         state.dirty.add(off, end);
-        extend_data(&mut state, end);
+        extend_data(&mut state.meta, end);
         self.modified(&mut state, sync)?;
         Ok(data.len())
     }
@@ -341,9 +341,7 @@ impl WarabiFs {
         }
         state.dirty.take();
         let mut meta = before;
-        meta.set_extent(meta.size.max(end), old_data_len.max(end));
-        let now = Timestamp::now();
-        (meta.mtime, meta.ctime) = (now, now);
+        record_write(&mut meta, end);
         change.stage(state, meta)?;
         Ok(change.commit()?)
     }
@@ -386,7 +384,7 @@ impl WarabiFs {
         if off > data_len {
             self.store.zero(state.region(), data_len, off - data_len);
             state.dirty.add(data_len, off);
-            extend_data(state, off);
+            extend_data(&mut state.meta, off);
         }
     }
 
@@ -694,7 +692,6 @@ impl WarabiFs {
     }
 }
 
-/// Raises the data (and the size, if it ends before) to `end`.
 /// A write that the move of its file's region makes in the move's own transaction: its
 /// bytes go into the new region, and the size and times it sets into the record that
 /// names that region.
@@ -708,16 +705,20 @@ impl Carried<'_> {
     /// Sets in `meta` the extent and times this write leaves; returns how many bytes
     /// from the start the region then holds.
     fn apply(&self, meta: &mut InodeRecord) -> u64 {
-        let end = self.off + self.data.len() as u64;
-        let data_len = meta.data_len().max(end);
-        meta.set_extent(meta.size.max(end), data_len);
-        let now = Timestamp::now();
-        (meta.mtime, meta.ctime) = (now, now);
-        data_len
+        record_write(meta, self.off + self.data.len() as u64);
+        meta.data_len()
     }
 }
 
-fn extend_data(state: &mut InodeState, end: u64) {
-    let (size, data_len) = (state.meta.size, state.meta.data_len());
-    state.meta.set_extent(size.max(end), data_len.max(end));
+/// What a write that ends at `end` leaves in `meta`: the data raised to it, and new
+/// mtime and ctime.
+fn record_write(meta: &mut InodeRecord, end: u64) {
+    extend_data(meta, end);
+    touch_modified(meta);
+}
+
+/// Raises the data (and the size, if it ends before) to `end`.
+fn extend_data(meta: &mut InodeRecord, end: u64) {
+    let (size, data_len) = (meta.size, meta.data_len());
+    meta.set_extent(size.max(end), data_len.max(end));
 }

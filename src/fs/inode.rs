@@ -212,10 +212,15 @@ impl InodeState {
 
     /// Records a content change: mtime and ctime move to now.
     pub fn touch_modified(&mut self) {
-        let now = Timestamp::now();
-        self.meta.mtime = now;
-        self.meta.ctime = now;
+        touch_modified(&mut self.meta);
     }
+}
+
+/// Moves a record's mtime and ctime to now, as a content change does.
+pub(super) fn touch_modified(meta: &mut InodeRecord) {
+    let now = Timestamp::now();
+    meta.mtime = now;
+    meta.ctime = now;
 }
 
 /// One inode: its number and its locked state.
