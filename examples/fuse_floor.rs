@@ -116,21 +116,9 @@ impl Floor {
         nodes.get(&ino).map(|n| n.attr).ok_or(Errno::ENOENT)
     }
 
-    /// Links a new node named `name` into `parent`.
-    fn make(
-        &self,
-        req: &RequestInfo,
-        parent: u64,
-        name: &[u8],
-        kind: FileKind,
-        mode: u32,
-    ) -> Result<Attr, Errno> {
-        self.make_node(req, parent, name, kind, mode, Vec::new())
-    }
-
     /// Links a new node named `name` into `parent`, a symbolic link to `target` if
-    /// `kind` says so.
-    fn make_node(
+    /// `kind` says so (empty for anything else).
+    fn make(
         &self,
         req: &RequestInfo,
         parent: u64,
@@ -251,6 +239,7 @@ impl Operations for Floor {
             name,
             FileKind::Directory,
             apply_umask(mode, umask),
+            Vec::new(),
         )
     }
 
@@ -262,7 +251,7 @@ impl Operations for Floor {
         target: &[u8],
     ) -> Result<Attr, Errno> {
         let kind = FileKind::Symlink;
-        self.make_node(req, parent, name, kind, 0o777, target.to_vec())
+        self.make(req, parent, name, kind, 0o777, target.to_vec())
     }
 
     fn readlink(&self, _req: &RequestInfo, ino: u64) -> Result<Vec<u8>, Errno> {
@@ -384,6 +373,7 @@ impl Operations for Floor {
             name,
             FileKind::Regular,
             apply_umask(mode, umask),
+            Vec::new(),
         )?;
         let flags = open_flags(&self.options, flags);
         Ok((attr, Opened { fh: 0, flags }))
