@@ -331,21 +331,22 @@ def uring_enabled(needed: bool) -> Iterator[str | None]:
         yield found
     finally:
         if changed:
-            restore_enable_uring(found)
+            restore_setting(ENABLE_URING, found)
         elif read_enable_uring() != "Y":
             log(f"warning: {ENABLE_URING} was set to N by someone else during the run; uring rows may show errors")
 
 
-def restore_enable_uring(found: str) -> None:
-    """Writes FOUND back unless it is there already, so it can run twice. SIGINT, SIGTERM
-    and SIGHUP wait until it is done: their Interrupted must not cut it short."""
+def restore_setting(path: Path, found: str) -> None:
+    """Writes FOUND back to the kernel setting at PATH unless it is there already, so it
+    can run twice. SIGINT, SIGTERM and SIGHUP wait until it is done: their Interrupted
+    must not cut it short."""
     with signals_deferred():
         try:
-            if read_enable_uring() != found:
-                write_enable_uring(found)
-            log(f"{ENABLE_URING} restored to {found}")
+            if path.read_text().strip() != found:
+                path.write_text(f"{found}\n")
+            log(f"{path} restored to {found}")
         except OSError as e:
-            message = f"cannot restore {ENABLE_URING} to {found} ({e}); write {found} to it by hand"
+            message = f"cannot restore {path} to {found} ({e}); write {found} to it by hand"
             raise SystemExit(f"run.py: {message}") from e
 
 
@@ -369,12 +370,7 @@ def page_reporting_off(wanted: bool) -> Iterator[str | None]:
         PAGE_REPORTING_ORDER.write_text(f"{NO_PAGE_REPORTING}\n")
         yield found
     finally:
-        with signals_deferred():
-            try:
-                PAGE_REPORTING_ORDER.write_text(f"{found}\n")
-                log(f"{PAGE_REPORTING_ORDER} restored to {found}")
-            except OSError as e:
-                raise SystemExit(f"run.py: cannot restore {PAGE_REPORTING_ORDER} to {found} ({e}); write it by hand") from e
+        restore_setting(PAGE_REPORTING_ORDER, found)
 
 
 # --------------------------------------------------------------------------- mounts
