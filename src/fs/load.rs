@@ -17,7 +17,7 @@ use super::change::Change;
 use super::inode::{FileKind, Inode, InodeState, Xattr, RAW_REGION_INO_BIT, ROOT_INO};
 use super::names::Entry;
 use super::namespace::{Child, Namespace};
-use super::regions::ListedRegions;
+use super::regions::{ListedRegion, ListedRegions};
 use super::unloaded::UnloadedInodes;
 use super::{FsOptions, Map, Name, WarabiFs, WriteGate};
 use crate::store::records::{InodeRecord, Timestamp, XattrRecord};
@@ -35,8 +35,8 @@ struct Collected {
     orphans: Vec<u64>,
     dentries: Vec<FoundEntry>,
     xattrs: Vec<(Oid, XattrRecord)>,
-    /// Offsets of every region.
-    regions: Vec<u64>,
+    /// (offset, usable size) of every region.
+    regions: Vec<(u64, u64)>,
     unreadable: usize,
     /// The lowest number a new inode may get, by the pool's next-inode rule.
     next_ino: u64,
@@ -114,7 +114,7 @@ pub(super) fn load(store: Store, opts: FsOptions) -> Result<WarabiFs, StoreError
 fn collect(store: &Store) -> Collected {
     let mut found = Collected::default();
     found.next_ino = store.scan_each(|object| match object {
-        Found::Region(oid, _) => found.regions.push(oid.off),
+        Found::Region(oid, size) => found.regions.push((oid.off, size)),
         Found::Inode(oid, rec) => found.inode(oid, &rec),
         Found::Dentry(record, view) => found.dentries.push(FoundEntry {
             record,
@@ -166,10 +166,10 @@ impl WarabiFs {
     /// Files whose region is no longer a live region (erased behind our back, by
     /// Warabi's erase of the file's RegionID) must not point at freed memory: they show
     /// up empty. Returns the offsets of the regions inode records own, ascending.
-    fn drop_erased_regions(&self, owned: Vec<(u64, u64)>, regions: &[u64]) -> Vec<u64> {
+    fn drop_erased_regions(&self, owned: Vec<(u64, u64)>, regions: &[(u64, u64)]) -> Vec<u64> {
         let mut offsets = Vec::with_capacity(owned.len());
         for (ino, off) in owned {
-            if regions.binary_search(&off).is_ok() {
+            if regions.binary_search_by_key(&off, |&(o, _)| o).is_ok() {
                 offsets.push(off);
                 continue;
             }
@@ -306,14 +306,14 @@ impl WarabiFs {
 
     /// Lists every region no inode owns (one Warabi made) in the root directory, named by
     /// its RegionID and sized by its usable size, as Warabi records no size. `regions`
-    /// and `owned` are offsets, ascending. Each region is listed by its offset alone
+    /// are (offset, usable size) and `owned` offsets, ascending. Each region is listed by its offset alone
     /// (regions.rs) unless its name or number is taken by a file.
-    fn list_warabi_regions(&self, regions: Vec<u64>, owned: &[u64]) {
+    fn list_warabi_regions(&self, regions: Vec<(u64, u64)>, owned: &[u64]) {
         let uuid_lo = self.store.oid_at(0).pool_uuid_lo;
         let may_collide = self.names_or_numbers_like_regions();
         let mut owned = owned.iter().peekable();
         let mut listed = regions;
-        listed.retain(|&off| {
+        listed.retain(|&(off, size)| {
             while owned.next_if(|&&o| o < off).is_some() {}
             if owned.next_if_eq(&&off).is_some() {
                 return false;
@@ -323,7 +323,7 @@ impl WarabiFs {
                 off,
             };
             if may_collide && self.region_collides(region) {
-                self.name_colliding_region(region);
+                self.name_colliding_region(region, size);
                 return false;
             }
             true
@@ -371,7 +371,7 @@ impl WarabiFs {
     }
 
     /// A region whose name or number a file took: an inode and a named entry of its own.
-    fn name_colliding_region(&self, region: Oid) {
+    fn name_colliding_region(&self, region: Oid, size: u64) {
         // A file adopted from a region that has since moved keeps that region's
         // number and name; a new region Warabi made at the same offset then gets a
         // counter number (stable once adopted) and a suffixed name.
@@ -386,7 +386,11 @@ impl WarabiFs {
             tracing::warn!("region {region}: its names are taken by other files; not listed");
             return;
         };
-        let state = self.region_state(ino, region);
+        let listed = ListedRegion {
+            oid: region,
+            size: Some(size),
+        };
+        let state = self.region_state(ino, listed);
         self.inodes.insert(ino, Arc::new(Inode::new(state)));
         self.ns
             .lock()

@@ -41,11 +41,11 @@ pub use inode::{Attr, FileKind, DIRECTORY_BLKSIZE, RAW_REGION_INO_BIT, ROOT_INO}
 use inode::{Inode, InodeState};
 use names::Entry;
 use namespace::Namespace;
+use regions::ListedRegion;
 pub use tree::{DirEntry, RenameMode};
 pub use xattr::REGION_ID_XATTR;
 
 use crate::store::records::{InodeRecord, Timestamp, NAME_MAX};
-use crate::store::Oid;
 use crate::store::{PoolConfig, Store, StoreError};
 
 /// How the file system behaves, from the mount options.
@@ -241,8 +241,9 @@ impl WarabiFs {
 
     /// The state of a Warabi region without a record, as its offset and the mount
     /// options give it: sized by its usable size, as Warabi records no size.
-    fn region_state(&self, ino: u64, region: Oid) -> InodeState {
-        let capacity = self.store.capacity(region);
+    fn region_state(&self, ino: u64, listed: ListedRegion) -> InodeState {
+        let region = listed.oid;
+        let capacity = listed.size.unwrap_or_else(|| self.store.capacity(region));
         let meta = InodeRecord {
             size: capacity,
             region,

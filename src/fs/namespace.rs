@@ -20,7 +20,7 @@ use parking_lot::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use super::inode::{FileKind, Inode, InodeState, RAW_REGION_INO_BIT, ROOT_INO};
 use super::names::{Entry, NameIndex};
-use super::regions::{listed_cookie, ListedRegions};
+use super::regions::{listed_cookie, ListedRegion, ListedRegions};
 use super::{key, Map, Name};
 use crate::store::Oid;
 use crate::store::Store;
@@ -171,7 +171,7 @@ impl Namespace {
     }
 
     /// The listed Warabi region of inode number `ino`, if any.
-    pub(super) fn listed_region(&self, ino: u64) -> Option<Oid> {
+    pub(super) fn listed_region(&self, ino: u64) -> Option<ListedRegion> {
         self.regions.read().by_ino(ino)
     }
 
@@ -182,7 +182,7 @@ impl Namespace {
     pub(super) fn with_listed_region<R>(
         &self,
         ino: u64,
-        make: impl FnOnce(Oid) -> (R, bool),
+        make: impl FnOnce(ListedRegion) -> (R, bool),
     ) -> Option<R> {
         let regions = self.regions.read();
         let region = regions.by_ino(ino)?;

@@ -3,11 +3,18 @@
 //!
 //! A region Warabi made has no record: its name (the RegionID), inode number
 //! (`RAW_REGION_INO_BIT | off`), size (its usable size), mode, owner and times (the mount
-//! options and the mount time) all follow from its offset. So the daemon keeps 8 bytes
-//! and a bit per region instead of an inode and a directory entry; the inode of one is
-//! made only when something needs its state (open, write, xattr, adoption), and lives in
-//! the inode map from then on. A busy provider's pool of a million regions then costs
-//! about 8 MiB here.
+//! options and the mount time) all follow from its offset. So the daemon keeps its
+//! offset, its usable size (read once, by the mount's scan) and a bit per region, 12
+//! bytes, instead of an inode and a directory entry; the inode of one is made only when
+//! something needs its state (open, write, xattr, adoption), and lives in the inode map
+//! from then on. A busy provider's pool of a million regions then costs about 12 MiB
+//! here.
+//!
+//! The size is held because reading it from the pool costs a cache miss, and often a
+//! page fault, per region: the listing goes in RegionID order, which spells the offset
+//! from its low byte, so consecutive entries lie all over the pool, and `ls -l` of a
+//! million regions read a million allocation headers (and mapped 125 MiB of the pool
+//! into the daemon) for the sizes readdirplus returns.
 //!
 //! The root lists them after its directory entries, in RegionID order.
 //!
@@ -48,25 +55,42 @@ pub(super) struct ListedRegions {
     uuid_lo: u64,
     /// [`name_key`]s of the offsets, ascending.
     keys: Vec<u64>,
+    /// The usable size of each region, by the index of its key; [`SIZE_IN_POOL`] for
+    /// one too large to hold here.
+    sizes: Vec<u32>,
     /// One bit per key: set once the region left the listing.
     gone: Vec<u64>,
     listed: usize,
 }
 
+/// A held size that says "ask the pool": regions of 4 GiB or more are rare, and their
+/// size is read from the pool rather than widening every entry.
+const SIZE_IN_POOL: u32 = u32::MAX;
+
+/// A listed region as lookups hand it out: where it is, and its usable size when the
+/// listing holds it (None: read it from the pool).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ListedRegion {
+    pub(super) oid: Oid,
+    pub(super) size: Option<u64>,
+}
+
 impl ListedRegions {
-    /// `offsets` must be distinct.
-    pub(super) fn new(uuid_lo: u64, offsets: Vec<u64>) -> ListedRegions {
-        let mut keys = offsets;
-        for off in &mut keys {
-            *off = name_key(*off);
-        }
-        keys.sort_unstable();
+    /// `regions` are (offset, usable size) pairs with distinct offsets.
+    pub(super) fn new(uuid_lo: u64, mut regions: Vec<(u64, u64)>) -> ListedRegions {
+        regions.sort_unstable_by_key(|&(off, _)| name_key(off));
+        let keys: Vec<u64> = regions.iter().map(|&(off, _)| name_key(off)).collect();
         debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        let sizes = regions
+            .iter()
+            .map(|&(_, size)| u32::try_from(size).unwrap_or(SIZE_IN_POOL))
+            .collect();
         ListedRegions {
             uuid_lo,
             gone: vec![0; keys.len().div_ceil(64)],
             listed: keys.len(),
             keys,
+            sizes,
         }
     }
 
@@ -85,12 +109,18 @@ impl ListedRegions {
         (!self.is_gone(index)).then_some(index)
     }
 
-    /// The listed region with inode number `ino`, if any.
-    pub(super) fn by_ino(&self, ino: u64) -> Option<Oid> {
+    /// The listed region with inode number `ino`, and its size, if any.
+    pub(super) fn by_ino(&self, ino: u64) -> Option<ListedRegion> {
         if ino & RAW_REGION_INO_BIT == 0 {
             return None;
         }
-        self.by_offset(ino & !RAW_REGION_INO_BIT)
+        let off = ino & !RAW_REGION_INO_BIT;
+        let index = self.index_of(off)?;
+        let size = Some(self.sizes[index]).filter(|&s| s != SIZE_IN_POOL);
+        Some(ListedRegion {
+            oid: self.oid(off),
+            size: size.map(u64::from),
+        })
     }
 
     /// The listed region at offset `off`, if any.
@@ -151,8 +181,13 @@ mod tests {
 
     use super::*;
 
+    /// Each offset with a size of its own (the offset plus 100).
+    fn sized(offsets: &[u64]) -> Vec<(u64, u64)> {
+        offsets.iter().map(|&off| (off, off + 100)).collect()
+    }
+
     fn listing() -> ListedRegions {
-        ListedRegions::new(0xabcd_ef01, vec![0x100, 0x200, 0x300, 0x400])
+        ListedRegions::new(0xabcd_ef01, sized(&[0x100, 0x200, 0x300, 0x400]))
     }
 
     #[test]
@@ -171,7 +206,10 @@ mod tests {
             pool_uuid_lo: 0xabcd_ef01,
             off: 0x200,
         };
-        assert_eq!(regions.by_ino(RAW_REGION_INO_BIT | 0x200), Some(oid));
+        assert_eq!(
+            regions.by_ino(RAW_REGION_INO_BIT | 0x200).map(|r| r.oid),
+            Some(oid)
+        );
         assert_eq!(regions.by_ino(0x200), None);
         assert_eq!(regions.by_offset(0x250), None);
         assert_eq!(regions.by_name(&region_name(oid)), Some(oid));
@@ -207,7 +245,7 @@ mod tests {
     #[test]
     fn regions_are_listed_in_region_id_order_after_every_entry_cookie() {
         let offsets = vec![0x10_0000, 0x1f0, 0x2_0040, 0x40, 0xff_ff80, 0x1_0000_0000];
-        let regions = ListedRegions::new(7, offsets.clone());
+        let regions = ListedRegions::new(7, sized(&offsets));
         let listed = regions.after(0, 100);
         let names: Vec<[u8; 32]> = listed.iter().map(|&o| region_name(o)).collect();
         let mut sorted = names.clone();
@@ -283,9 +321,22 @@ mod tests {
     }
 
     #[test]
+    fn each_region_keeps_its_own_size_and_sizes_past_u32_are_left_to_the_pool() {
+        let huge = u64::from(u32::MAX);
+        let regions = ListedRegions::new(5, vec![(0x300, 96), (0x100, 4 << 20), (0x200, huge)]);
+        let size = |off: u64| regions.by_ino(RAW_REGION_INO_BIT | off).map(|r| r.size);
+        assert_eq!(size(0x100), Some(Some(4 << 20)));
+        assert_eq!(size(0x300), Some(Some(96)));
+        assert_eq!(size(0x200), Some(None));
+        assert_eq!(size(0x180), None);
+        let region = regions.by_ino(RAW_REGION_INO_BIT | 0x300).unwrap();
+        assert_eq!(region.oid, regions.by_offset(0x300).unwrap());
+    }
+
+    #[test]
     fn removals_across_bitmap_words_leave_the_rest_listed() {
         let offsets: Vec<u64> = (1..=130).map(|i| i * 0x40).collect();
-        let mut regions = ListedRegions::new(9, offsets.clone());
+        let mut regions = ListedRegions::new(9, sized(&offsets));
         assert_eq!(regions.len(), 130);
         let removed = [
             0x40,
@@ -331,7 +382,7 @@ mod tests {
         assert_eq!(off_of_key(name_key(u64::MAX)), u64::MAX);
         // The cookie of the highest offset still resumes after every region below it.
         let top = (1 << 62) - 0x40;
-        let regions = ListedRegions::new(3, vec![0x40, top]);
+        let regions = ListedRegions::new(3, sized(&[0x40, top]));
         assert_eq!(regions.after(listed_cookie(top), 10), []);
         assert_eq!(regions.after(listed_cookie(0x40), 10).len(), 1);
     }
