@@ -7,7 +7,7 @@ use std::process::Output;
 
 use common::{fuse_tests_enabled, pattern, run_warabifs, ForegroundMount, Scratch};
 use serde_json::Value;
-use warabifs::fs::{Caller, FsOptions, WarabiFs, ROOT_INO};
+use warabifs::fs::{Caller, FsOptions, SetAttr, SetTime, WarabiFs, ROOT_INO};
 use warabifs::pmem::{Oid, Pool};
 use warabifs::store::records::{DentryRecord, InodeRecord, Timestamp};
 use warabifs::store::{PoolConfig, Store};
@@ -57,6 +57,16 @@ fn build_pool(path: &Path) -> (Vec<Oid>, String) {
     fs.release(fh).unwrap();
     fs.symlink(ROOT_INO, b"link", b"dir/data.bin", caller())
         .unwrap();
+    // `touch -d 1960-01-01`: a time before the epoch.
+    let sixties = Timestamp {
+        secs: -315_619_200,
+        nanos: 5,
+    };
+    let change = SetAttr {
+        mtime: Some(SetTime::At(sixties)),
+        ..SetAttr::default()
+    };
+    fs.setattr(dir, change).unwrap();
     let file_region =
         String::from_utf8(fs.getxattr(attr.ino, b"user.warabi.region_id").unwrap()).unwrap();
     fs.sync_all();
@@ -78,6 +88,7 @@ fn ls_lists_files_and_warabi_regions_as_text_and_json() {
     };
     assert_eq!(by_path("/")["kind"], "dir");
     assert_eq!(by_path("/dir")["mode"], libc::S_IFDIR | 0o750);
+    assert_eq!(by_path("/dir")["mtime"], "1960-01-01T00:00:00.000000005Z");
     let file = by_path("/dir/data.bin");
     assert_eq!(
         (file["kind"].as_str(), file["size"].as_u64()),
@@ -100,6 +111,9 @@ fn ls_lists_files_and_warabi_regions_as_text_and_json() {
     assert!(text
         .lines()
         .any(|l| l.contains(&file_region) && l.ends_with("/dir/data.bin")));
+    assert!(text
+        .lines()
+        .any(|l| l.contains("1960-01-01T00:00:00") && l.ends_with(" /dir")));
 }
 
 #[test]

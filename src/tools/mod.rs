@@ -77,8 +77,22 @@ fn kind_name(mode: u32) -> &'static str {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` in UTC, times before 1970 too (`touch -d 1960-01-01`
+/// makes one); a time past the calendar's years is given as `@SECONDS.NANOS`.
 fn rfc3339(t: Timestamp) -> String {
-    humantime::format_rfc3339_nanos(std::time::SystemTime::from(t)).to_string()
+    match time::OffsetDateTime::from_unix_timestamp(t.secs) {
+        Ok(at) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            t.nanos
+        ),
+        Err(_) => format!("@{}.{:09}", t.secs, t.nanos),
+    }
 }
 
 fn region_id(region: Oid) -> Option<String> {
