@@ -102,11 +102,27 @@ fn limits_allow_nice_zero(limits: &str) -> bool {
         .is_some_and(|soft| soft == "unlimited" || soft.parse::<u64>().is_ok_and(|n| n >= 20))
 }
 
-/// How long thread `tid` of this process has run and waited on a run queue in all (the
-/// first two fields of /proc/PID/task/TID/schedstat), if the kernel keeps them.
-fn sched_times_ns(tid: i32) -> Option<SchedTimes> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    parse_schedstat(&stat)
+/// One thread's /proc/self/task/TID/schedstat, kept open: the guard reads it every
+/// tick, and opening it each time cost more than reading it.
+#[derive(Default)]
+struct SchedStat {
+    tid: i32,
+    file: Option<std::fs::File>,
+}
+
+impl SchedStat {
+    /// How long thread `tid` of this process has run and waited on a run queue in all
+    /// (the first two fields of its schedstat), if the kernel keeps them.
+    fn read(&mut self, tid: i32) -> Option<SchedTimes> {
+        use std::os::unix::fs::FileExt;
+        if self.tid != tid || self.file.is_none() {
+            self.tid = tid;
+            self.file = std::fs::File::open(format!("/proc/self/task/{tid}/schedstat")).ok();
+        }
+        let mut buf = [0u8; 96];
+        let len = self.file.as_ref()?.read_at(&mut buf, 0).ok()?;
+        parse_schedstat(std::str::from_utf8(&buf[..len]).ok()?)
+    }
 }
 
 fn parse_schedstat(stat: &str) -> Option<SchedTimes> {
@@ -230,9 +246,10 @@ impl Shared {
         // Per queue: when the guard last looked, and how long its thread had run and
         // waited to run by then.
         let mut seen: Vec<Option<(u64, SchedTimes)>> = vec![None; self.watches.len()];
+        let mut stats: Vec<SchedStat> = self.watches.iter().map(|_| SchedStat::default()).collect();
         while !self.stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);
-            match self.restore_starved(&mut seen) {
+            match self.restore_starved(&mut seen, &mut stats) {
                 true => quiet = 0,
                 false => quiet += 1,
             }
@@ -251,9 +268,13 @@ impl Shared {
     /// test of the wait alone restored threads behind fio's 4 KiB writes whenever fio
     /// ran nine tenths of a tick, and the backoff that followed sent every reply's
     /// caller to the other CPU, a third of the writes per second.)
-    fn restore_starved(&self, seen: &mut [Option<(u64, SchedTimes)>]) -> bool {
+    fn restore_starved(
+        &self,
+        seen: &mut [Option<(u64, SchedTimes)>],
+        stats: &mut [SchedStat],
+    ) -> bool {
         let mut any = false;
-        for (watch, seen) in self.watches.iter().zip(seen.iter_mut()) {
+        for ((watch, seen), stat) in self.watches.iter().zip(seen.iter_mut()).zip(stats) {
             if watch.idle_since.load(Ordering::SeqCst) == 0 {
                 *seen = None;
                 continue;
@@ -262,7 +283,7 @@ impl Shared {
             let tid = watch.tid.load(Ordering::SeqCst);
             let now = now_ns(self.origin);
             let before = *seen;
-            *seen = sched_times_ns(tid).map(|times| (now, times));
+            *seen = stat.read(tid).map(|times| (now, times));
             let starved = match (before, *seen) {
                 (Some((then, times_then)), Some((now, times_now))) => {
                     let delta = SchedTimes {
@@ -433,6 +454,19 @@ impl CommitPriority {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schedstat_kept_open_reads_the_times_of_now() {
+        let tid = nix::unistd::gettid().as_raw();
+        let mut stat = SchedStat::default();
+        let before = stat.read(tid).expect("this kernel keeps scheduler statistics");
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(20) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let after = stat.read(tid).expect("read again");
+        assert!(after.ran >= before.ran + 10_000_000, "{before:?} then {after:?}");
+    }
 
     #[test]
     fn a_thread_is_starved_when_it_waited_nearly_all_the_time_and_barely_ran() {
