@@ -459,13 +459,18 @@ mod tests {
     fn a_schedstat_kept_open_reads_the_times_of_now() {
         let tid = nix::unistd::gettid().as_raw();
         let mut stat = SchedStat::default();
-        let before = stat.read(tid).expect("this kernel keeps scheduler statistics");
+        let before = stat
+            .read(tid)
+            .expect("this kernel keeps scheduler statistics");
         let spin = Instant::now();
         while spin.elapsed() < Duration::from_millis(20) {
             std::hint::black_box(spin.elapsed());
         }
         let after = stat.read(tid).expect("read again");
-        assert!(after.ran >= before.ran + 10_000_000, "{before:?} then {after:?}");
+        assert!(
+            after.ran >= before.ran + 10_000_000,
+            "{before:?} then {after:?}"
+        );
     }
 
     #[test]
