@@ -78,8 +78,12 @@ pub(super) struct ListedRegion {
 impl ListedRegions {
     /// `regions` are (offset, usable size) pairs with distinct offsets.
     pub(super) fn new(uuid_lo: u64, mut regions: Vec<(u64, u64)>) -> ListedRegions {
-        regions.sort_unstable_by_key(|&(off, _)| name_key(off));
-        let keys: Vec<u64> = regions.iter().map(|&(off, _)| name_key(off)).collect();
+        for region in &mut regions {
+            region.0 = name_key(region.0);
+        }
+        // The keys are distinct, so the sizes never decide the order.
+        regions.sort_unstable();
+        let keys: Vec<u64> = regions.iter().map(|&(key, _)| key).collect();
         debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
         let sizes = regions
             .iter()
