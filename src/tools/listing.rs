@@ -157,19 +157,13 @@ impl MtimeText {
         if t.nanos >= 1_000_000_000 {
             return rfc3339(t); // not a time warabifs writes: as the pool has it
         }
-        // By hand: format! here took a third of a file's row.
-        let mut text = String::with_capacity(seconds.len() + 11);
-        text.push_str(seconds);
-        text.push('.');
-        let mut digits = [b'0'; 9];
-        let mut nanos = t.nanos;
-        for digit in digits.iter_mut().rev() {
-            *digit = b'0' + (nanos % 10) as u8;
-            nanos /= 10;
-        }
-        text.extend(digits.iter().map(|&d| char::from(d)));
-        text.push('Z');
-        text
+        // By hand, with put_row's digits: format! here took a third of a file's row.
+        let mut text = Vec::with_capacity(seconds.len() + 11);
+        text.extend_from_slice(seconds.as_bytes());
+        text.push(b'.');
+        push_number(&mut text, u64::from(t.nanos), 10, 9, b'0');
+        text.push(b'Z');
+        String::from_utf8(text).expect("ASCII digits after an RFC 3339 date")
     }
 }
 
@@ -271,15 +265,23 @@ mod tests {
     fn mtimes_read_as_rfc3339_with_nanoseconds_whatever_came_before() {
         let mut mtimes = MtimeText::default();
         let times = [
-            (1_700_000_000, 5),
-            (1_700_000_000, 999_999_999),
-            (1_700_000_001, 0),
-            (0, 120),
-            (-1, 7),
+            (1_700_000_000, 5, "2023-11-14T22:13:20.000000005Z"),
+            (1_700_000_000, 999_999_999, "2023-11-14T22:13:20.999999999Z"),
+            (1_700_000_001, 0, "2023-11-14T22:13:21.000000000Z"),
+            (0, 120, "1970-01-01T00:00:00.000000120Z"),
+            (-1, 7, "1969-12-31T23:59:59.000000007Z"),
+            (-315_619_200, 0, "1960-01-01T00:00:00.000000000Z"),
+            (i64::MAX, 1, "@9223372036854775807.000000001"),
+            (
+                1_700_000_000,
+                1_500_000_000,
+                "2023-11-14T22:13:20.1500000000Z",
+            ),
         ];
-        for (secs, nanos) in times {
+        for (secs, nanos, text) in times {
             let t = Timestamp { secs, nanos };
-            assert_eq!(mtimes.format(t), rfc3339(t), "{secs}.{nanos}");
+            assert_eq!(mtimes.format(t), text, "{secs}.{nanos}");
+            assert_eq!(rfc3339(t), text);
         }
     }
 }
