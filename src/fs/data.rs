@@ -554,7 +554,7 @@ impl WarabiFs {
             if write.off > data_len {
                 self.store.zero(new, data_len, write.off - data_len);
             }
-            self.store.write(new, write.off, write.data);
+            self.store.write_new(new, write.off, write.data);
             crate::fault::point("write.copied");
         }
         if filled > 0 {

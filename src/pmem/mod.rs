@@ -55,6 +55,13 @@ pub const MIN_POOL_SIZE: u64 = 8 * 1024 * 1024;
 /// Copies of at least this many bytes into or out of the pool go through the pool file
 /// when they can (from here on one system call beats the page faults it saves).
 const FILE_IO_MIN: usize = 64 << 10;
+/// Writes of at least this many bytes into an object allocated just now go through the
+/// pool file when they can: its pages past the first (which libpmemobj's header of the
+/// object has touched) are most likely not mapped yet, and each would cost a page fault
+/// that clears the page before the copy. Measured on a pool in /dev/shm: 14 KB into a
+/// new object 5.5 µs through the mapping, 3.1 µs through the file; into pages already
+/// mapped the mapping is three to four times faster, hence FILE_IO_MIN elsewhere.
+const NEW_OBJECT_FILE_IO_MIN: usize = 4 << 10;
 /// The base page size (x86-64 and arm64 as built here).
 const PAGE_SIZE: usize = 4096;
 
@@ -527,11 +534,23 @@ impl Pool {
 
     /// Copies `data` into an object at `off` without persisting it.
     pub fn write(&self, oid: Oid, off: u64, data: &[u8]) {
+        self.write_from(oid, off, data, FILE_IO_MIN);
+    }
+
+    /// As [`Pool::write`], into an object allocated just now, in the running
+    /// transaction (see NEW_OBJECT_FILE_IO_MIN).
+    pub fn write_new(&self, oid: Oid, off: u64, data: &[u8]) {
+        self.write_from(oid, off, data, NEW_OBJECT_FILE_IO_MIN);
+    }
+
+    /// Copies `data` into an object at `off`, through the pool file from `file_io_min`
+    /// bytes on when the file can take it, else through the mapping.
+    fn write_from(&self, oid: Oid, off: u64, data: &[u8], file_io_min: usize) {
         if data.is_empty() {
             return;
         }
         let ptr = self.address(oid, off, data.len());
-        if data.len() >= FILE_IO_MIN && self.write_through_file(ptr, data) {
+        if data.len() >= file_io_min && self.write_through_file(ptr, data) {
             return;
         }
         // SAFETY: the destination range lies inside the object (checked by address()); the
@@ -725,6 +744,50 @@ mod tests {
         assert_eq!(pool.read_start(oid, &mut past), past.len());
         let last = pool.oid_at(std::fs::metadata(pool.path()).unwrap().len() - 4);
         assert_eq!(pool.read_start(last, &mut buf), 4);
+    }
+
+    /// Page faults this thread has taken.
+    fn thread_minor_faults() -> i64 {
+        // SAFETY: getrusage fills the zeroed struct it is given; RUSAGE_THREAD counts
+        // the calling thread only.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) },
+            0
+        );
+        usage.ru_minflt
+    }
+
+    /// On a /dev/shm of 4 KiB pages (shmem huge pages off, as they are by default).
+    #[test]
+    fn a_new_object_is_filled_through_the_file_without_faulting_its_pages_in() {
+        let (_dir, pool) = small_pool();
+        let len = FILE_IO_MIN - 8192;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 | 1).collect();
+        let (mapped, filed) = (
+            pool.alloc(len as u64, 0).unwrap(),
+            pool.alloc(len as u64, 0).unwrap(),
+        );
+        let before = thread_minor_faults();
+        pool.write(mapped, 0, &data);
+        let through_mapping = thread_minor_faults() - before;
+        let before = thread_minor_faults();
+        pool.write_new(filed, 0, &data);
+        let through_file = thread_minor_faults() - before;
+        assert!(
+            through_mapping >= 8,
+            "the mapping took only {through_mapping} faults"
+        );
+        assert!(
+            through_file < 4,
+            "{through_file} faults for a write through the file"
+        );
+        assert_eq!(pool.bytes(filed, 0, len), data);
+        assert_eq!(pool.bytes(mapped, 0, len), data);
+        // Under a page it stays in the mapping, where the object's header already is.
+        pool.write_new(filed, 5, b"small");
+        assert_eq!(pool.bytes(filed, 0, 10), [&data[..5], b"small"].concat());
     }
 
     #[test]

@@ -127,6 +127,11 @@ impl Store {
         self.pool.write(region, off, data);
     }
 
+    /// Writes into a region allocated in the running transaction (see [`Pool::write_new`]).
+    pub fn write_new(&self, region: Oid, off: u64, data: &[u8]) {
+        self.pool.write_new(region, off, data);
+    }
+
     /// Copies bytes between regions (or within one; the ranges may overlap).
     pub fn copy(&self, from: Oid, from_off: u64, to: Oid, to_off: u64, len: u64) {
         self.pool.copy(from, from_off, to, to_off, len as usize);
