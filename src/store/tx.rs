@@ -201,7 +201,6 @@ impl StoreTx<'_> {
     }
 
     pub fn commit(self) -> Result<(), StoreError> {
-        let path = self.store.path().to_path_buf();
         let delta = self.allocated_delta;
         let store = self.store;
         let upgrade = self.upgrade;
@@ -211,7 +210,7 @@ impl StoreTx<'_> {
         {
             // Committing frees, and may extend the redo log: the heap changes.
             let _shared = store.allocations.read();
-            self.tx.commit().map_err(pmem_err(&path))?;
+            self.tx.commit().map_err(pmem_err(store.path()))?;
         }
         crate::fault::point("tx.after_commit");
         store.allocated.fetch_add(delta, Ordering::Relaxed);
