@@ -462,11 +462,18 @@ mod tests {
         let before = stat
             .read(tid)
             .expect("this kernel keeps scheduler statistics");
-        let spin = Instant::now();
-        while spin.elapsed() < Duration::from_millis(20) {
-            std::hint::black_box(spin.elapsed());
+        // Spins until the kept-open file shows 10 ms more of running; a file that gave
+        // the times of its opening again would never get there. The deadline is wall
+        // time on a loaded machine, far from the 10 ms.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut after = before;
+        while after.ran < before.ran + 10_000_000 && Instant::now() < deadline {
+            let spin = Instant::now();
+            while spin.elapsed() < Duration::from_millis(1) {
+                std::hint::black_box(spin.elapsed());
+            }
+            after = stat.read(tid).expect("read again");
         }
-        let after = stat.read(tid).expect("read again");
         assert!(
             after.ran >= before.ran + 10_000_000,
             "{before:?} then {after:?}"
