@@ -45,6 +45,9 @@ pub struct Store {
     file_size: u64,
     /// The pool file's header, read before libpmemobj opened the pool.
     header: PoolHeader,
+    /// Whether every file of the pool lives in memory (tmpfs, ramfs): see
+    /// [`Store::write_new`].
+    in_memory: bool,
     /// Bytes held by objects, kept up to date by committed transactions.
     allocated: AtomicI64,
     /// The format version in the superblock (0 before the pool is formatted).
@@ -127,9 +130,13 @@ impl Store {
         self.pool.write(region, off, data);
     }
 
-    /// Writes into a region allocated in the running transaction (see [`Pool::write_new`]).
-    pub fn write_new(&self, region: Oid, off: u64, data: &[u8]) {
-        self.pool.write_new(region, off, data);
+    /// Writes into a region allocated in the running transaction (see
+    /// [`Pool::write_new`]). Returns true when the bytes need no flush: they went through
+    /// a pool file that lives in memory, where the kernel's copy into the file's pages is
+    /// all the durability there is, and a flush through the mapping would only fault
+    /// those pages in (about 3.5 µs for 14 KB).
+    pub fn write_new(&self, region: Oid, off: u64, data: &[u8]) -> bool {
+        self.pool.write_new(region, off, data) && self.in_memory
     }
 
     /// Copies bytes between regions (or within one; the ranges may overlap).
