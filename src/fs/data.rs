@@ -550,22 +550,15 @@ impl WarabiFs {
         if data_len > 0 {
             self.store.copy(old, 0, new, 0, data_len);
         }
-        // The bytes to flush: everything filled, less the carried write's when the
-        // store says they need none and they end the filled range.
-        let mut flush_end = filled;
         if let Some(write) = carried {
             if write.off > data_len {
                 self.store.zero(new, data_len, write.off - data_len);
             }
-            let settled = self.store.write_new(new, write.off, write.data);
-            if settled && write.off + write.data.len() as u64 == filled {
-                flush_end = write.off;
-            }
+            self.store.write_new(new, write.off, write.data);
             crate::fault::point("write.copied");
         }
         if filled > 0 {
-            self.store.flush(new, 0, flush_end);
-            self.store.drain();
+            self.store.persist(new, 0, filled);
         }
         crate::fault::point("region.filled");
         change.tx().free(old)?;

@@ -539,26 +539,24 @@ impl Pool {
     }
 
     /// As [`Pool::write`], into an object allocated just now, in the running
-    /// transaction (see NEW_OBJECT_FILE_IO_MIN). Returns whether the bytes went through
-    /// the pool file.
-    pub fn write_new(&self, oid: Oid, off: u64, data: &[u8]) -> bool {
+    /// transaction (see NEW_OBJECT_FILE_IO_MIN).
+    pub fn write_new(&self, oid: Oid, off: u64, data: &[u8]) {
         self.write_from(oid, off, data, NEW_OBJECT_FILE_IO_MIN)
     }
 
     /// Copies `data` into an object at `off`, through the pool file from `file_io_min`
-    /// bytes on when the file can take it (then returns true), else through the mapping.
-    fn write_from(&self, oid: Oid, off: u64, data: &[u8], file_io_min: usize) -> bool {
+    /// bytes on when the file can take it, else through the mapping.
+    fn write_from(&self, oid: Oid, off: u64, data: &[u8], file_io_min: usize) {
         if data.is_empty() {
-            return false;
+            return;
         }
         let ptr = self.address(oid, off, data.len());
         if data.len() >= file_io_min && self.write_through_file(ptr, data) {
-            return true;
+            return;
         }
         // SAFETY: the destination range lies inside the object (checked by address()); the
         // source is a distinct Rust slice, so the ranges do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len()) };
-        false
     }
 
     /// Copies `len` bytes between two objects (or within one, ranges may overlap).

@@ -24,6 +24,15 @@ pub fn is_memory_backed(path: &Path) -> bool {
     }
 }
 
+/// Whether the memory the pool's files live in is all there is of it: every file is in
+/// memory ([`is_memory_backed`]) and the pool has no replica, which libpmemobj would
+/// fill at each flush. Flushing CPU caches then makes nothing more durable (see
+/// [`super::Store::flush`]).
+pub fn memory_is_the_medium(path: &Path) -> bool {
+    let unreplicated = poolset::read(path).map_or(true, |set| set.replicas.len() == 1);
+    unreplicated && is_memory_backed(path)
+}
+
 fn in_memory(path: &Path) -> bool {
     let existing = match path.exists() {
         true => path,
@@ -52,5 +61,28 @@ mod tests {
         assert!(is_memory_backed(&set));
         std::fs::write(&set, "PMEMPOOLSET\n64M /proc/part0\n").unwrap();
         assert!(!is_memory_backed(&set), "/proc is not tmpfs");
+    }
+
+    #[test]
+    fn only_an_unreplicated_pool_in_memory_has_its_memory_as_medium() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        assert!(memory_is_the_medium(&dir.path().join("pool.pmem")));
+        let set = dir.path().join("pool.set");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let parts = format!("PMEMPOOLSET\n64M {}\n64M {}\n", a.display(), b.display());
+        std::fs::write(&set, &parts).unwrap();
+        assert!(memory_is_the_medium(&set), "two parts, one replica");
+        let mirrored = format!(
+            "PMEMPOOLSET\n64M {}\nREPLICA\n64M {}\n",
+            a.display(),
+            b.display()
+        );
+        std::fs::write(&set, mirrored).unwrap();
+        assert!(
+            !memory_is_the_medium(&set),
+            "a replica takes copies at each flush"
+        );
+        std::fs::write(&set, "PMEMPOOLSET\n64M /proc/part0\n").unwrap();
+        assert!(!memory_is_the_medium(&set), "/proc is not tmpfs");
     }
 }

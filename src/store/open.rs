@@ -46,7 +46,7 @@ impl Store {
             formatted: false,
             file_size,
             header,
-            in_memory: super::is_memory_backed(&config.path),
+            skips_data_flushes: super::memory_is_the_medium(&config.path),
             allocated: AtomicI64::new(0),
             version: AtomicU32::new(0),
             upgrading: Mutex::new(()),
