@@ -3,6 +3,9 @@
 //! (for each file: the lookup of its name, a getattr of its directory, create, writes of
 //! at most 128 KiB through a write-only handle, which writes through, and release), and
 //! prints the time of each kind of call per file and the page faults the copy took.
+//! Then it removes the copy as `rm -rf` does (for each entry, a getattr of its
+//! directory, which the kernel asks for after each removal, and the unlink or rmdir;
+//! children before their directory) and prints that too.
 //! Set beside the FUSE floor (examples/fuse_floor.rs), it tells how much of a copy's
 //! time over a mount is the core's own work.
 //!
@@ -50,6 +53,10 @@ struct Spent {
     write: Duration,
     release: Duration,
     mkdir: Duration,
+    /// The removal's getattrs of directories, unlinks and rmdirs.
+    remove_getattr: Duration,
+    unlink: Duration,
+    rmdir: Duration,
 }
 
 fn timed<T>(into: &mut Duration, call: impl FnOnce() -> T) -> T {
@@ -68,6 +75,8 @@ struct Copier {
     /// One buffer for every file read, so that reading the source takes no faults of
     /// its own once it has grown.
     buffer: Vec<u8>,
+    /// Every entry made, in the order made: (directory, name, is a directory).
+    made: Vec<(u64, Vec<u8>, bool)>,
 }
 
 impl Copier {
@@ -86,11 +95,11 @@ impl Copier {
                 let made = timed(&mut self.spent.mkdir, || {
                     self.fs.mkdir(dir, &name, 0o755, caller)
                 });
-                self.copy_dir(
-                    &path,
-                    made.map_err(|e| format!("mkdir {}: {e}", path.display()))?
-                        .ino,
-                )?;
+                let ino = made
+                    .map_err(|e| format!("mkdir {}: {e}", path.display()))?
+                    .ino;
+                self.made.push((dir, name, true));
+                self.copy_dir(&path, ino)?;
             } else if kind.is_file() {
                 let mut data = std::mem::take(&mut self.buffer);
                 data.clear();
@@ -116,8 +125,24 @@ impl Copier {
             timed(&mut spent.write, || fs.write(fh, off, chunk, through))?;
         }
         timed(&mut spent.release, || fs.release(fh))?;
+        self.made.push((dir, name.to_vec(), false));
         self.files += 1;
         self.bytes += data.len() as u64;
+        Ok(())
+    }
+
+    /// Removes what was made, the newest first (so children before their directory).
+    fn remove_all(&mut self) -> Result<(), String> {
+        let (fs, spent) = (&self.fs, &mut self.spent);
+        for (dir, name, is_dir) in self.made.iter().rev() {
+            timed(&mut spent.remove_getattr, || fs.getattr(*dir))
+                .map_err(|e| format!("getattr {dir}: {e}"))?;
+            let removed = match is_dir {
+                true => timed(&mut spent.rmdir, || fs.rmdir(*dir, name)),
+                false => timed(&mut spent.unlink, || fs.unlink(*dir, name)),
+            };
+            removed.map_err(|e| format!("remove {}: {e}", String::from_utf8_lossy(name)))?;
+        }
         Ok(())
     }
 }
@@ -167,12 +192,19 @@ fn main() -> ExitCode {
         files: 0,
         bytes: 0,
         buffer: Vec::new(),
+        made: Vec::new(),
     };
     let faults = minor_faults();
     let start = Instant::now();
     let copied = copier.copy_dir(&args.source, ROOT_INO);
     let elapsed = start.elapsed();
     let faults = minor_faults().saturating_sub(faults);
+    let remove_faults = minor_faults();
+    let remove_start = Instant::now();
+    let removed = copied.and_then(|()| copier.remove_all());
+    let remove_elapsed = remove_start.elapsed();
+    let remove_faults = minor_faults().saturating_sub(remove_faults);
+    let dirs = copier.made.len() as u64 - copier.files;
     let Copier {
         fs,
         spent,
@@ -184,7 +216,7 @@ fn main() -> ExitCode {
     if !args.keep {
         let _ = std::fs::remove_file(&args.pool);
     }
-    if let Err(e) = copied {
+    if let Err(e) = removed {
         eprintln!("core_copy: {e}");
         return ExitCode::FAILURE;
     }
@@ -201,6 +233,13 @@ fn main() -> ExitCode {
         per_file(spent.write),
         per_file(spent.release),
         per_file(spent.mkdir),
+    );
+    println!(
+        "removal: seconds={:.3} faults={remove_faults}; us per file: getattr {:.1} unlink {:.1}, and rmdir {:.1} per directory ({dirs})",
+        remove_elapsed.as_secs_f64(),
+        per_file(spent.remove_getattr),
+        per_file(spent.unlink),
+        spent.rmdir.as_secs_f64() * 1e6 / dirs.max(1) as f64,
     );
     ExitCode::SUCCESS
 }
