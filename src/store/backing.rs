@@ -14,14 +14,7 @@ const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
 /// directory is. On such files msync(2) makes nothing more durable: the pages are the
 /// file.
 pub fn is_memory_backed(path: &Path) -> bool {
-    match poolset::read(path) {
-        Ok(set) => set
-            .replicas
-            .iter()
-            .flat_map(|r| &r.parts)
-            .all(|part| in_memory(&part.path)),
-        Err(_) => in_memory(path),
-    }
+    replicas_in_memory(path).is_some()
 }
 
 /// Whether the memory the pool's files live in is all there is of it: every file is in
@@ -29,8 +22,21 @@ pub fn is_memory_backed(path: &Path) -> bool {
 /// fill at each flush. Flushing CPU caches then makes nothing more durable (see
 /// [`super::Store::flush`]).
 pub fn memory_is_the_medium(path: &Path) -> bool {
-    let unreplicated = poolset::read(path).map_or(true, |set| set.replicas.len() == 1);
-    unreplicated && is_memory_backed(path)
+    replicas_in_memory(path) == Some(1)
+}
+
+/// How many replicas the pool has (1 for a single pool file), if every file of it lives
+/// in memory; the set file is read once.
+fn replicas_in_memory(path: &Path) -> Option<usize> {
+    match poolset::read(path) {
+        Ok(set) => {
+            let mut parts = set.replicas.iter().flat_map(|r| &r.parts);
+            parts
+                .all(|part| in_memory(&part.path))
+                .then_some(set.replicas.len())
+        }
+        Err(_) => in_memory(path).then_some(1),
+    }
 }
 
 fn in_memory(path: &Path) -> bool {
