@@ -147,6 +147,16 @@ impl Copier {
     }
 }
 
+/// Runs `work` and returns what it returned, the time it took and the page faults it
+/// took.
+fn measured<T>(work: impl FnOnce() -> T) -> (T, Duration, u64) {
+    let faults = minor_faults();
+    let start = Instant::now();
+    let out = work();
+    let elapsed = start.elapsed();
+    (out, elapsed, minor_faults().saturating_sub(faults))
+}
+
 /// Minor page faults this process has taken (/proc/self/stat, field 10).
 fn minor_faults() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -194,16 +204,9 @@ fn main() -> ExitCode {
         buffer: Vec::new(),
         made: Vec::new(),
     };
-    let faults = minor_faults();
-    let start = Instant::now();
-    let copied = copier.copy_dir(&args.source, ROOT_INO);
-    let elapsed = start.elapsed();
-    let faults = minor_faults().saturating_sub(faults);
-    let remove_faults = minor_faults();
-    let remove_start = Instant::now();
-    let removed = copied.and_then(|()| copier.remove_all());
-    let remove_elapsed = remove_start.elapsed();
-    let remove_faults = minor_faults().saturating_sub(remove_faults);
+    let (copied, elapsed, faults) = measured(|| copier.copy_dir(&args.source, ROOT_INO));
+    let (removed, remove_elapsed, remove_faults) =
+        measured(|| copied.and_then(|()| copier.remove_all()));
     let dirs = copier.made.len() as u64 - copier.files;
     let Copier {
         fs,
